@@ -1,0 +1,265 @@
+"""The Admin: an agent that keeps the workspace's membership and can run a whole system.
+
+It welcomes agents, tracks their heartbeats, and turns presence into
+``on_agent_connected`` / ``on_agent_disconnected`` calls, made in order with the messages
+it handles. ``run(workers=[...])`` runs the admin and in-process workers until it stops.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+from loguru import logger
+
+from serendib.agent import Agent, AgentStatus, current_message
+from serendib.errors import DuplicateAgentName
+from serendib.handlers import on_message
+from serendib.messages import Envelope
+from serendib.presence import AdminStarted, AgentDetail, Goodbye, Heartbeat, Hello, Welcome
+from serendib.transports import MemoryHub, MemoryTransport, Transport
+
+__all__ = ["Admin"]
+
+
+@dataclass(slots=True)
+class _Member:
+    detail: AgentDetail
+    last_seen: float
+
+
+@dataclass(frozen=True, slots=True)
+class _Call:
+    """An internal event: run ``fn`` in the dispatch loop. Never registered, so never forged."""
+
+    fn: Callable[[], Awaitable[None]]
+
+
+class Admin(Agent):
+    """Keeps a workspace's membership; subclass it to react to agents and messages.
+
+    Args:
+        name: The admin's name; also the workspace's, unless ``workspace_id`` is given.
+        port: Port of the NATS server agents in other processes connect to. With no
+            ``nats_url`` and no in-process workers, the admin starts an embedded
+            ``nats-server`` on it.
+        workspace_id: The workspace administered (default: ``name``).
+        host: Interface the embedded NATS server binds to.
+        nats_url: An existing NATS server or cluster to use instead of the embedded one.
+        transport: A transport or URL; overrides ``nats_url`` and ``port``.
+        lost_after: Missed heartbeats after which an agent is declared lost.
+        **options: Passed on to :class:`~serendib.Agent`.
+    """
+
+    role: ClassVar[str] = "admin"
+
+    def __init__(
+        self,
+        name: str = "admin",
+        port: int | None = None,
+        *,
+        workspace_id: str | None = None,
+        host: str = "127.0.0.1",
+        nats_url: str | None = None,
+        transport: Transport | str | None = None,
+        lost_after: int = 3,
+        **options: Any,
+    ) -> None:
+        if lost_after < 1:
+            raise ValueError(f"lost_after must be >= 1, got {lost_after}")
+        super().__init__(
+            name,
+            workspace_id or name,
+            transport=transport or nats_url,
+            admin_port=port,
+            admin_ip=host,
+            **options,
+        )
+        self.port = port
+        self.host = host
+        self.lost_after = lost_after
+        self._members: dict[str, _Member] = {}
+        self._stop_requested: asyncio.Event | None = None
+        self._workers: list[Agent] | None = None
+
+    # --- membership ---------------------------------------------------------------------------
+
+    @property
+    def agents(self) -> list[AgentDetail]:
+        """The agents connected now, in the order they joined."""
+        return [member.detail for member in self._members.values()]
+
+    async def on_agent_connected(self, topic: str, agent: AgentDetail) -> None:
+        """Hook: an agent joined the workspace (or came back after being lost).
+
+        Args:
+            topic: The presence subject the agent announced itself on.
+            agent: Who joined.
+        """
+
+    async def on_agent_disconnected(self, agent: AgentDetail) -> None:
+        """Hook: an agent said goodbye, or missed ``lost_after`` heartbeats in a row.
+
+        Args:
+            agent: Who left.
+        """
+
+    def _subjects(self) -> list[str]:
+        return [*super()._subjects(), self._subject_presence]
+
+    async def _admit(self, detail: AgentDetail) -> bool:
+        member = self._members.get(detail.name)
+        if member is not None:
+            if member.detail.id != detail.id:
+                return False
+            member.last_seen = time.monotonic()
+            return True
+        self._members[detail.name] = _Member(detail, time.monotonic())
+        logger.debug("{}: agent {} ({}) connected", self.name, detail.name, detail.role)
+        await self.on_agent_connected(self._subject_presence, detail)
+        return True
+
+    async def _remove(self, name: str, agent_id: str, why: str) -> None:
+        member = self._members.get(name)
+        if member is None or member.detail.id != agent_id:
+            return
+        del self._members[name]
+        logger.info("{}: agent {} {}", self.name, name, why)
+        await self.on_agent_disconnected(member.detail)
+
+    @on_message
+    async def _on_hello(self, hello: Hello) -> None:
+        request = current_message()
+        assert request is not None
+        known = self._members.get(hello.agent.name)
+        if known is not None and known.detail.id != hello.agent.id:
+            await self._reply(
+                request, Welcome(admin=self.name, accepted=False, reason="name in use")
+            )
+            return
+        await self._reply(request, Welcome(admin=self.name, accepted=True))
+        await self._admit(hello.agent)
+
+    @on_message
+    async def _on_heartbeat(self, beat: Heartbeat) -> None:
+        await self._admit(beat.agent)
+
+    @on_message
+    async def _on_goodbye(self, goodbye: Goodbye) -> None:
+        await self._remove(goodbye.name, goodbye.id, "disconnected")
+
+    async def _dispatch(self, envelope: Envelope) -> None:
+        if type(envelope.data) is _Call:
+            try:
+                await envelope.data.fn()
+            except Exception as e:
+                logger.opt(exception=e).error("{}: internal event failed", self.name)
+            return
+        await super()._dispatch(envelope)
+
+    def _call_soon(self, fn: Callable[[], Awaitable[None]]) -> None:
+        """Run ``fn`` in the dispatch loop, in order with the messages being handled."""
+        self._inbox.put_nowait(Envelope("", "", self.name, self.name, time.time(), _Call(fn)))
+
+    async def _monitor_loop(self) -> None:
+        limit = self.lost_after * self.heartbeat_interval
+        while True:
+            await asyncio.sleep(self.heartbeat_interval / 2)
+            now = time.monotonic()
+            for name, member in list(self._members.items()):
+                if now - member.last_seen > limit:
+                    missed = (name, member.detail.id)
+                    self._call_soon(lambda m=missed: self._lost(*m))  # type: ignore[misc]
+
+    async def _lost(self, name: str, agent_id: str) -> None:
+        member = self._members.get(name)
+        limit = self.lost_after * self.heartbeat_interval
+        if member is not None and time.monotonic() - member.last_seen > limit:
+            await self._remove(name, agent_id, f"lost (no heartbeat for {limit:g}s)")
+
+    # --- lifecycle ----------------------------------------------------------------------------
+
+    def _default_transport_url(self) -> str:
+        if self.port is not None:
+            return f"nats://{self.host}:{self.port}"
+        return "memory://default"
+
+    async def _join(self) -> None:
+        self._spawn(self._monitor_loop(), "monitor")
+        await self._publish(self._subject_all, AdminStarted(admin=self.name))
+
+    async def start(self) -> None:
+        """Connect, subscribe to presence, and start watching heartbeats."""
+        self._stop_requested = asyncio.Event()
+        await super().start()
+        logger.info("{}: admin of workspace {!r} on {}", self.name, self.workspace_id, self.address)
+
+    async def stop(self, drain_timeout: float | None = 10.0) -> None:
+        """Stop the admin, and with it the workers it runs in this process.
+
+        Safe to call from a handler: the run ends once the handler returns.
+        """
+        if self._workers is not None and self._stop_requested is not None:
+            self._draining = True  # handle nothing more; arun stops the admin, then the workers
+            self._stop_requested.set()
+            if current_message() is None:
+                await self.wait_stopped()
+            return
+        await super().stop(drain_timeout)
+
+    async def arun(self, workers: Iterable[Agent] = ()) -> None:
+        """Start the admin and ``workers`` in this process; return when the admin stops.
+
+        With no transport given, everything runs on a private in-process hub. Every worker is
+        subscribed before any of them joins, so no ``on_agent_connected`` reaction is missed.
+
+        Raises:
+            DuplicateAgentName: Two workers share a name.
+            ValueError: A worker belongs to another workspace.
+        """
+        crew = list(workers)
+        names: set[str] = {self.name}
+        for worker in crew:
+            if worker.name in names:
+                raise DuplicateAgentName(worker.name, self.workspace_id)
+            if worker.workspace_id != self.workspace_id:
+                raise ValueError(
+                    f"worker {worker.name!r} is in workspace {worker.workspace_id!r}, "
+                    f"but the admin runs {self.workspace_id!r}"
+                )
+            names.add(worker.name)
+        if crew and self._transport_spec is None:
+            hub = MemoryHub.private()
+            self.use_transport(MemoryTransport(hub))
+            for worker in crew:
+                if worker._transport_spec is None:
+                    worker.use_transport(MemoryTransport(hub))
+        self._workers = crew
+        try:
+            await self.start()
+            assert self._stop_requested is not None
+            for worker in crew:
+                await worker._open()
+            await asyncio.gather(*(worker._join() for worker in crew))
+            await self._stop_requested.wait()
+        finally:
+            self._workers = None
+            busy = sum(1 for w in crew if w.status is AgentStatus.RUNNING)
+            if busy:
+                logger.debug("{}: stopping {} workers", self.name, busy)
+            await super().stop(drain_timeout=None)
+            await asyncio.gather(*(w.stop() for w in crew), return_exceptions=True)
+
+    def run(self, workers: Iterable[Agent] = ()) -> None:
+        """Blocking form of :meth:`arun`; Ctrl-C stops everything cleanly."""
+        try:
+            asyncio.run(self.arun(workers))
+        except KeyboardInterrupt:
+            logger.info("{}: interrupted; stopped", self.name)
+
+    def run_admin(self, inputs: bytes = b"", workers: Iterable[Agent] = ()) -> None:
+        """Tutorial (Ceylon) spelling of :meth:`run`; ``inputs`` is accepted and ignored."""
+        self.run(workers)

@@ -1,0 +1,493 @@
+"""The Agent: typed handlers, broadcast / send / request, presence and lifecycle.
+
+An agent belongs to one workspace. Messages it receives go through one inbox and are
+handled one at a time, in arrival order, so messages from one sender are handled in the
+order they were sent and a handler never races another handler of the same agent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import contextvars
+import time
+import uuid
+from enum import Enum
+from typing import Any, ClassVar, Self
+
+from loguru import logger
+
+from serendib._droplog import DropLog
+from serendib.errors import (
+    AdminUnreachable,
+    AgentNotRunning,
+    DuplicateAgentName,
+    MessageError,
+    RemoteError,
+    RequestTimeout,
+)
+from serendib.handlers import HandlerTable, on_message
+from serendib.messages import (
+    DEFAULT_MAX_MESSAGE_BYTES,
+    Envelope,
+    RequestFailed,
+    decode,
+    default_registry,
+    new_envelope,
+)
+from serendib.presence import AdminStarted, AgentDetail, Goodbye, Heartbeat, Hello, Welcome
+from serendib.subjects import broadcast_subject, direct_subject, presence_subject, validate_name
+from serendib.transports import Transport, open_transport
+
+__all__ = ["Agent", "AgentStatus", "current_message"]
+
+_current: contextvars.ContextVar[Envelope | None] = contextvars.ContextVar(
+    "serendib_current_message", default=None
+)
+
+
+def current_message() -> Envelope | None:
+    """The envelope of the message whose handler is running, or ``None`` outside handlers.
+
+    Use it to learn a message's sender or id from within a handler.
+    """
+    return _current.get()
+
+
+class AgentStatus(Enum):
+    """Where an agent is in its life."""
+
+    CREATED = "created"
+    STARTING = "starting"
+    RUNNING = "running"
+    STOPPING = "stopping"
+    STOPPED = "stopped"
+
+
+class Agent:
+    """A member of a workspace that handles typed messages.
+
+    Subclass it and mark async methods with :func:`~serendib.on_message`.
+
+    Args:
+        name: Unique name within the workspace (letters, digits, ``_`` and ``-``).
+        workspace_id: The workspace to join; agents of other workspaces are never reached.
+        admin_port: Port of the admin's NATS server, for an agent in another process.
+        admin_ip: Host of the admin's NATS server.
+        transport: A transport or URL (``memory://NAME``, ``nats://HOST:PORT``); overrides
+            ``admin_ip``/``admin_port``. When the agent is run by an admin in the same
+            process (``Admin.run(workers=[...])``), the admin supplies it.
+        role: What the agent is, as the admin sees it.
+        attributes: Facts published with the agent's presence (skills, capacity, ...).
+        heartbeat_interval: Seconds between heartbeats.
+        join_timeout: Seconds to wait for the admin's welcome before giving up.
+        max_message_bytes: Largest message accepted or sent.
+    """
+
+    role: ClassVar[str] = "agent"
+    _handler_table: ClassVar[HandlerTable] = HandlerTable(object)
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        cls._handler_table = HandlerTable(cls)
+
+    def __init__(
+        self,
+        name: str,
+        workspace_id: str = "default",
+        *,
+        admin_port: int | None = None,
+        admin_ip: str = "127.0.0.1",
+        transport: Transport | str | None = None,
+        role: str | None = None,
+        attributes: dict[str, Any] | None = None,
+        heartbeat_interval: float = 1.0,
+        join_timeout: float = 10.0,
+        max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
+    ) -> None:
+        self.name = validate_name(name, "agent name")
+        self.workspace_id = validate_name(workspace_id, "workspace")
+        if heartbeat_interval <= 0:
+            raise ValueError(f"heartbeat_interval must be > 0, got {heartbeat_interval}")
+        self.admin_port = admin_port
+        self.admin_ip = admin_ip
+        self._transport_spec = transport
+        self.detail = AgentDetail(
+            name=name,
+            id=uuid.uuid4().hex,
+            role=role or type(self).role,
+            workspace=workspace_id,
+            attributes=dict(attributes or {}),
+        )
+        self.heartbeat_interval = heartbeat_interval
+        self.join_timeout = join_timeout
+        self.max_message_bytes = max_message_bytes
+        self.status = AgentStatus.CREATED
+        self.drops = DropLog(name)
+        self._transport: Transport | None = None
+        self._subscriptions: list[Any] = []
+        self._inbox: asyncio.Queue[Envelope] = asyncio.Queue()
+        self._pending: dict[str, asyncio.Future[Envelope]] = {}
+        self._dispatcher: asyncio.Task[None] | None = None
+        self._background: set[asyncio.Task[Any]] = set()
+        self._draining = False
+        self._stopped: asyncio.Event | None = None
+        self._shutdown: asyncio.Task[None] | None = None
+        self._subject_all = broadcast_subject(workspace_id)
+        self._subject_me = direct_subject(workspace_id, name)
+        self._subject_presence = presence_subject(workspace_id)
+
+    def __repr__(self) -> str:
+        kind = type(self).__name__
+        return f"<{kind} {self.name!r} workspace={self.workspace_id!r} {self.status.value}>"
+
+    # --- lifecycle ----------------------------------------------------------------------------
+
+    @property
+    def address(self) -> str:
+        """Where this agent's transport connects (or will)."""
+        if self._transport is not None:
+            return self._transport.address
+        spec = self._transport_spec
+        if spec is None:
+            return self._default_transport_url()
+        return spec if isinstance(spec, str) else spec.address
+
+    def _default_transport_url(self) -> str:
+        if self.admin_port is not None:
+            return f"nats://{self.admin_ip}:{self.admin_port}"
+        return "memory://default"
+
+    def use_transport(self, transport: Transport | str) -> None:
+        """Set the transport before :meth:`start` (an admin running this agent in-process does)."""
+        if self.status is not AgentStatus.CREATED and self.status is not AgentStatus.STOPPED:
+            raise RuntimeError(
+                f"agent {self.name!r} is {self.status.value}: set its transport first"
+            )
+        self._transport_spec = transport
+
+    async def start(self) -> None:
+        """Connect, subscribe, and join the workspace (waiting for the admin's welcome).
+
+        Raises:
+            ConnectionFailed: The transport could not connect.
+            AdminUnreachable: No admin welcomed the agent within ``join_timeout``.
+            DuplicateAgentName: Another live agent of the workspace has this name.
+        """
+        await self._open()
+        try:
+            await self._join()
+        except BaseException:
+            await self._close(drain_timeout=0)
+            raise
+
+    async def _open(self) -> None:
+        """Connect and subscribe; after this no message sent to the agent is missed."""
+        if self.status is AgentStatus.RUNNING:
+            return
+        self.status = AgentStatus.STARTING
+        self._stopped = asyncio.Event()
+        self._draining = False
+        self._inbox = asyncio.Queue()
+        spec = self._transport_spec or self._default_transport_url()
+        transport = open_transport(spec) if isinstance(spec, str) else spec
+        await transport.connect()
+        self._transport = transport
+        for subject in self._subjects():
+            self._subscriptions.append(await transport.subscribe(subject, self._receive))
+        self._dispatcher = asyncio.create_task(self._dispatch_loop(), name=f"{self.name}-dispatch")
+        self.status = AgentStatus.RUNNING
+        await self.on_start()
+
+    def _subjects(self) -> list[str]:
+        return [self._subject_all, self._subject_me]
+
+    async def _join(self) -> None:
+        """Announce the agent to the admin and wait for the welcome."""
+        deadline = time.monotonic() + self.join_timeout
+        rejected = False
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                if rejected:
+                    raise DuplicateAgentName(self.name, self.workspace_id)
+                raise AdminUnreachable(
+                    self.name, self.workspace_id, self.address, self.join_timeout
+                )
+            try:
+                reply = await self._request_on(
+                    self._subject_presence, None, Hello(agent=self.detail), min(1.0, remaining)
+                )
+            except RequestTimeout:
+                continue
+            if isinstance(reply, Welcome) and not reply.accepted:
+                # The name may belong to a previous run of this agent that has not yet been
+                # declared lost: ask again until the admin forgets it, or give up.
+                rejected = True
+                await asyncio.sleep(min(0.5, max(remaining, 0)))
+                continue
+            break
+        self._spawn(self._heartbeat_loop(), "heartbeat")
+
+    async def stop(self, drain_timeout: float | None = 10.0) -> None:
+        """Stop the agent: leave the workspace, let the running handler finish, close.
+
+        Messages received but not yet handled are dropped (and counted in the log). Safe to
+        call from one of the agent's own handlers: the agent then stops once it returns.
+
+        Args:
+            drain_timeout: Seconds to let the running handler finish before cancelling it;
+                ``None`` waits as long as it takes.
+        """
+        if self.status in (AgentStatus.CREATED, AgentStatus.STOPPED):
+            return
+        if self._shutdown is None:
+            self._shutdown = asyncio.create_task(
+                self._close(drain_timeout), name=f"{self.name}-stop"
+            )
+        if asyncio.current_task() is self._dispatcher:
+            return
+        await asyncio.shield(self._shutdown)
+
+    async def wait_stopped(self) -> None:
+        """Return once the agent has stopped."""
+        if self._stopped is not None:
+            await self._stopped.wait()
+
+    async def _close(self, drain_timeout: float | None) -> None:
+        self.status = AgentStatus.STOPPING
+        self._draining = True
+        for task in list(self._background):
+            task.cancel()
+        if self._transport is not None and self.detail.role != "admin":
+            with contextlib.suppress(Exception):
+                await self._publish(
+                    self._subject_presence, Goodbye(name=self.name, id=self.detail.id)
+                )
+        for subscription in self._subscriptions:
+            with contextlib.suppress(Exception):
+                await subscription.unsubscribe()
+        self._subscriptions.clear()
+        await self._drain(drain_timeout)
+        with contextlib.suppress(Exception):
+            await self.on_stop()
+        for future in self._pending.values():
+            if not future.done():
+                future.set_exception(AgentNotRunning(self.name, "request"))
+        self._pending.clear()
+        await asyncio.gather(*self._background, return_exceptions=True)
+        if self._transport is not None:
+            with contextlib.suppress(Exception):
+                await self._transport.close()
+        self.status = AgentStatus.STOPPED
+        self._shutdown = None
+        assert self._stopped is not None
+        self._stopped.set()
+
+    async def _drain(self, drain_timeout: float | None) -> None:
+        dispatcher = self._dispatcher
+        if dispatcher is None:
+            return
+        dropped = self._inbox.qsize()
+        self._inbox.put_nowait(_STOP)
+        done, _ = await asyncio.wait({dispatcher}, timeout=drain_timeout)
+        if not done:
+            logger.warning(
+                "{}: handler still running after {}s; cancelling it", self.name, drain_timeout
+            )
+            dispatcher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await dispatcher
+        if dropped:
+            logger.info("{}: stopped with {} received messages not handled", self.name, dropped)
+        self._dispatcher = None
+
+    async def __aenter__(self) -> Self:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+    async def on_start(self) -> None:
+        """Hook: called once the agent is subscribed, before it joins its workspace."""
+
+    async def on_stop(self) -> None:
+        """Hook: called while stopping, after the last handler has finished."""
+
+    def _spawn(self, coro: Any, what: str) -> asyncio.Task[Any]:
+        task: asyncio.Task[Any] = asyncio.create_task(coro, name=f"{self.name}-{what}")
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+        return task
+
+    async def _heartbeat_loop(self) -> None:
+        beat = Heartbeat(agent=self.detail)
+        while True:
+            await asyncio.sleep(self.heartbeat_interval)
+            try:
+                await self._publish(self._subject_presence, beat)
+            except Exception as e:  # a broken connection must not end the heartbeats for good
+                logger.debug("{}: heartbeat not sent: {}", self.name, e)
+
+    # --- sending ------------------------------------------------------------------------------
+
+    def _require_running(self, operation: str) -> Transport:
+        # A handler still running while the agent stops may still send: its work is done.
+        if self._transport is None or self.status not in _CAN_SEND:
+            raise AgentNotRunning(self.name, operation)
+        return self._transport
+
+    async def _publish(self, subject: str, message: object, to: str | None = None) -> Envelope:
+        assert self._transport is not None
+        envelope = new_envelope(message, self.name, to)
+        await self._transport.publish(subject, envelope)
+        return envelope
+
+    async def broadcast(self, message: object) -> None:
+        """Send ``message`` to every other agent of the workspace.
+
+        Raises:
+            AgentNotRunning: The agent has not been started.
+            NotAMessageType: ``message`` is not a model or dataclass instance.
+        """
+        self._require_running("broadcast")
+        await self._publish(self._subject_all, message)
+
+    async def send(self, to: str, message: object) -> None:
+        """Send ``message`` to the agent named ``to`` only.
+
+        Raises:
+            AgentNotRunning: The agent has not been started.
+            NotAMessageType: ``message`` is not a model or dataclass instance.
+        """
+        self._require_running("send")
+        await self._publish(direct_subject(self.workspace_id, to), message, to)
+
+    async def request(self, to: str, message: object, timeout: float = 5.0) -> Any:
+        """Send ``message`` to ``to`` and wait for its handler's return value.
+
+        Returns:
+            The reply message.
+
+        Raises:
+            RequestTimeout: No reply within ``timeout`` seconds (also a ``TimeoutError``).
+            RemoteError: The remote handler raised.
+        """
+        self._require_running("request")
+        return await self._request_on(direct_subject(self.workspace_id, to), to, message, timeout)
+
+    async def _request_on(
+        self, subject: str, to: str | None, message: object, timeout: float
+    ) -> Any:
+        assert self._transport is not None
+        envelope = new_envelope(message, self.name, to, rq=True)
+        future: asyncio.Future[Envelope] = asyncio.get_running_loop().create_future()
+        self._pending[envelope.id] = future
+        try:
+            await self._transport.publish(subject, envelope)
+            reply = await asyncio.wait_for(future, timeout)
+        except TimeoutError:
+            raise RequestTimeout(to or subject, envelope.type, timeout) from None
+        finally:
+            self._pending.pop(envelope.id, None)
+        if isinstance(reply.data, RequestFailed):
+            raise RemoteError(reply.sender, reply.data.error)
+        return reply.data
+
+    async def _reply(self, request: Envelope, message: object) -> None:
+        if self._transport is None:
+            return
+        envelope = new_envelope(message, self.name, request.sender, re=request.id)
+        await self._transport.publish(direct_subject(self.workspace_id, request.sender), envelope)
+
+    # Tutorial (Ceylon) spelling of broadcast.
+    broadcast_data = broadcast
+
+    # --- receiving ----------------------------------------------------------------------------
+
+    def _receive(self, message: Envelope | bytes) -> None:
+        """Transport callback: decode, route replies, queue everything else. Never blocks."""
+        if isinstance(message, bytes):
+            try:
+                envelope = decode(message, default_registry, self.max_message_bytes)
+            except MessageError as e:
+                self.drops.record(e, message)
+                return
+        else:
+            envelope = message
+        if envelope.sender == self.name and envelope.to is None:
+            return
+        if envelope.re is not None:
+            future = self._pending.get(envelope.re)
+            if future is not None and not future.done():
+                future.set_result(envelope)
+            return
+        if not self._draining:
+            self._inbox.put_nowait(envelope)
+
+    async def _dispatch_loop(self) -> None:
+        inbox = self._inbox
+        while True:
+            envelope = await inbox.get()
+            if envelope is _STOP:
+                return
+            await self._dispatch(envelope)
+            if self._draining:
+                return
+
+    async def _dispatch(self, envelope: Envelope) -> None:
+        names = self._handler_table.names_for(type(envelope.data))
+        token = _current.set(envelope)
+        try:
+            if not names:
+                await self.on_unhandled(envelope)
+                if envelope.rq:
+                    await self._reply(
+                        envelope, RequestFailed(error=f"no handler for {envelope.type}")
+                    )
+                return
+            for name in names:
+                try:
+                    result = await getattr(self, name)(envelope.data)
+                except Exception as e:
+                    logger.opt(exception=e).error(
+                        "{}: handler {} failed on message {} ({} from {})",
+                        self.name,
+                        name,
+                        envelope.id,
+                        envelope.type,
+                        envelope.sender,
+                    )
+                    if envelope.rq:
+                        await self._reply(envelope, RequestFailed(error=f"{type(e).__name__}: {e}"))
+                else:
+                    if envelope.rq and result is not None:
+                        await self._reply(envelope, result)
+        except Exception as e:  # a failed reply must not end the dispatch loop
+            logger.opt(exception=e).error("{}: could not answer message {}", self.name, envelope.id)
+        finally:
+            _current.reset(token)
+
+    async def on_unhandled(self, envelope: Envelope) -> None:
+        """Hook: a message arrived that no handler of this agent takes. Logs it at TRACE level.
+
+        Args:
+            envelope: The message, with its sender and type name.
+        """
+        logger.trace("{}: no handler for {} from {}", self.name, envelope.type, envelope.sender)
+
+    def _post(self, data: object) -> None:
+        """Queue an internal event so it is handled in order with received messages."""
+        self._inbox.put_nowait(new_envelope(data, self.name, self.name))
+
+    @on_message
+    async def _on_admin_started(self, data: AdminStarted) -> None:
+        """An admin (re)started: tell it at once that this agent is here."""
+        if self.detail.role != "admin" and self.status is AgentStatus.RUNNING:
+            await self._publish(self._subject_presence, Heartbeat(agent=self.detail))
+
+
+Agent._handler_table = HandlerTable(Agent)
+_CAN_SEND = (AgentStatus.RUNNING, AgentStatus.STOPPING)
+_STOP: Envelope = Envelope("", "", "", None, 0.0, None)

@@ -1,0 +1,78 @@
+"""Presence: who an agent is, and the messages agents and their admin exchange about it.
+
+An agent announces itself with :class:`Hello` (the admin answers :class:`Welcome`), sends a
+:class:`Heartbeat` every interval, and a :class:`Goodbye` when it stops.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from serendib.messages import message_type
+
+__all__ = ["AgentDetail", "Goodbye", "Heartbeat", "Hello", "Welcome"]
+
+
+class AgentDetail(BaseModel):
+    """Who an agent is, as its admin and peers see it.
+
+    Attributes:
+        name: Unique name within the workspace.
+        id: Unique id of this run of the agent (a restarted agent gets a new one).
+        role: ``"agent"``, ``"worker"``, ``"admin"``, or anything an application chooses.
+        workspace: The workspace the agent belongs to.
+        attributes: Free-form facts the agent publishes about itself (skills, capacity, ...).
+    """
+
+    model_config = ConfigDict(frozen=True)
+
+    name: str
+    id: str
+    role: str = "agent"
+    workspace: str = "default"
+    attributes: dict[str, Any] = Field(default_factory=dict)
+
+
+@message_type("serendib.Hello")
+class Hello(BaseModel):
+    """An agent asks to join its workspace."""
+
+    model_config = ConfigDict(frozen=True)
+    agent: AgentDetail
+
+
+@message_type("serendib.Welcome")
+class Welcome(BaseModel):
+    """The admin's answer to :class:`Hello`."""
+
+    model_config = ConfigDict(frozen=True)
+    admin: str
+    accepted: bool
+    reason: str | None = None
+
+
+@message_type("serendib.Heartbeat")
+class Heartbeat(BaseModel):
+    """An agent is still alive. Carries the full detail so a restarted admin learns it."""
+
+    model_config = ConfigDict(frozen=True)
+    agent: AgentDetail
+
+
+@message_type("serendib.Goodbye")
+class Goodbye(BaseModel):
+    """An agent is stopping cleanly."""
+
+    model_config = ConfigDict(frozen=True)
+    name: str
+    id: str
+
+
+@message_type("serendib.AdminStarted")
+class AdminStarted(BaseModel):
+    """An admin (re)started: agents already running announce themselves again."""
+
+    model_config = ConfigDict(frozen=True)
+    admin: str

@@ -1,0 +1,58 @@
+"""Names: validation of agent and workspace names, and the subjects messages travel on.
+
+Pure functions, shared by every transport: ``serendib.<workspace>.all`` for broadcasts,
+``serendib.<workspace>.to.<agent>`` for direct messages and replies, and
+``serendib.<workspace>.presence`` for announcements, heartbeats and goodbyes.
+"""
+
+from __future__ import annotations
+
+import re
+
+__all__ = [
+    "broadcast_subject",
+    "direct_subject",
+    "presence_subject",
+    "validate_name",
+]
+
+PREFIX = "serendib"
+_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_\-]{0,127}$")
+
+
+def validate_name(value: str, what: str) -> str:
+    """Check that ``value`` can name an agent or a workspace.
+
+    Names become subject tokens, so they are limited to letters, digits, ``_`` and ``-``.
+
+    Args:
+        value: The proposed name.
+        what: What is being named, for the error message ("agent name", "workspace").
+
+    Returns:
+        ``value`` unchanged.
+
+    Raises:
+        ValueError: The name is empty, too long, or has other characters.
+    """
+    if not isinstance(value, str) or not _NAME.match(value):
+        raise ValueError(
+            f"invalid {what} {value!r}: use 1-128 letters, digits, '_' or '-', "
+            "not starting with '-'"
+        )
+    return value
+
+
+def broadcast_subject(workspace: str) -> str:
+    """Subject every agent of ``workspace`` listens on."""
+    return f"{PREFIX}.{workspace}.all"
+
+
+def direct_subject(workspace: str, agent: str) -> str:
+    """Subject only the agent named ``agent`` of ``workspace`` listens on."""
+    return f"{PREFIX}.{workspace}.to.{agent}"
+
+
+def presence_subject(workspace: str) -> str:
+    """Subject of announcements, heartbeats and goodbyes in ``workspace``."""
+    return f"{PREFIX}.{workspace}.presence"

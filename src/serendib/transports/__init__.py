@@ -1,0 +1,35 @@
+"""Transports: how messages move. ``memory://`` in one process, ``nats://`` across machines."""
+
+from __future__ import annotations
+
+from serendib.errors import UnsupportedTransport
+from serendib.transports.base import Receiver, Subscription, Transport
+from serendib.transports.memory import MemoryHub, MemoryTransport
+
+__all__ = [
+    "MemoryHub",
+    "MemoryTransport",
+    "Receiver",
+    "Subscription",
+    "Transport",
+    "open_transport",
+]
+
+
+def open_transport(url: str) -> Transport:
+    """Create (not yet connect) the transport a URL names.
+
+    Args:
+        url: ``memory://NAME`` for in-process; ``nats://HOST:PORT`` (comma-separated for a
+            cluster) for NATS.
+
+    Returns:
+        An unconnected transport.
+
+    Raises:
+        UnsupportedTransport: The URL's scheme is not known.
+        ImportError: A NATS URL without the ``nats`` extra installed.
+    """
+    if url.startswith("memory://"):
+        return MemoryTransport(url)
+    raise UnsupportedTransport(url)

@@ -1,0 +1,97 @@
+"""Test helpers: agents that record what they receive, and waiting with a deadline."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from pydantic import BaseModel
+
+from serendib import Admin, Agent, AgentDetail, Envelope, on_message
+
+DEADLINE = 10.0
+
+
+class Ping(BaseModel):
+    n: int
+
+
+class Pong(BaseModel):
+    n: int
+
+
+class Note(BaseModel):
+    text: str
+
+
+class Recorder(Agent):
+    """Records every Ping and Note it handles; answers Ping requests with Pong."""
+
+    def __init__(self, name: str, workspace_id: str, transport: str, **kw: Any) -> None:
+        super().__init__(name, workspace_id, transport=transport, **kw)
+        self.received: asyncio.Queue[Any] = asyncio.Queue()
+        self.unhandled: asyncio.Queue[Envelope] = asyncio.Queue()
+
+    @on_message
+    async def on_ping(self, ping: Ping) -> Pong:
+        await self.received.put(ping)
+        return Pong(n=ping.n)
+
+    @on_message(type=Note)
+    async def on_note(self, note: Note) -> None:
+        await self.received.put(note)
+
+    async def on_unhandled(self, envelope: Envelope) -> None:
+        await self.unhandled.put(envelope)
+
+
+class WatchingAdmin(Admin):
+    """Records connect and disconnect events."""
+
+    def __init__(self, name: str, workspace_id: str, transport: str, **kw: Any) -> None:
+        super().__init__(name, workspace_id=workspace_id, transport=transport, **kw)
+        self.connected: asyncio.Queue[AgentDetail] = asyncio.Queue()
+        self.disconnected: asyncio.Queue[AgentDetail] = asyncio.Queue()
+        self.received: asyncio.Queue[Any] = asyncio.Queue()
+
+    async def on_agent_connected(self, topic: str, agent: AgentDetail) -> None:
+        await self.connected.put(agent)
+
+    async def on_agent_disconnected(self, agent: AgentDetail) -> None:
+        await self.disconnected.put(agent)
+
+    @on_message
+    async def on_pong(self, pong: Pong) -> None:
+        await self.received.put(pong)
+
+    @on_message
+    async def on_note(self, note: Note) -> None:
+        await self.received.put(note)
+
+
+async def get(queue: asyncio.Queue[Any], timeout: float = DEADLINE) -> Any:
+    """The next item of ``queue``, or fail the test after ``timeout`` seconds."""
+    return await asyncio.wait_for(queue.get(), timeout)
+
+
+async def drain(queue: asyncio.Queue[Any], count: int, timeout: float = DEADLINE) -> list[Any]:
+    """The next ``count`` items of ``queue``."""
+    return [await get(queue, timeout) for _ in range(count)]
+
+
+async def until(
+    predicate: Callable[[], bool], timeout: float = DEADLINE, what: str = "condition"
+) -> None:
+    """Wait until ``predicate()`` holds, checking after each event-loop turn, up to a deadline."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while not predicate():
+        if loop.time() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        await asyncio.sleep(0.005)
+
+
+async def gather_all(*aws: Awaitable[Any]) -> list[Any]:
+    """Gather, failing the test after the deadline."""
+    return await asyncio.wait_for(asyncio.gather(*aws), DEADLINE)
