@@ -1,0 +1,326 @@
+"""The task manager's data: tasks, the messages about them, workers, and stored records.
+
+Everything here is a frozen, validated pydantic model: bad input is rejected with the field
+and the reason, and a change of state produces a new record through a named transition.
+"""
+
+from __future__ import annotations
+
+import time
+from enum import StrEnum
+from typing import Annotated, Any
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
+
+from serendib.messages import message_type
+
+__all__ = [
+    "DEFAULT_SKILL",
+    "AttemptOutcome",
+    "AttemptRecord",
+    "Task",
+    "TaskAssignment",
+    "TaskCancel",
+    "TaskProgress",
+    "TaskRecord",
+    "TaskResult",
+    "TaskState",
+    "WorkerInfo",
+]
+
+DEFAULT_SKILL = "general"
+
+
+def _id_text(value: object) -> object:
+    # Ids may be given as numbers (the seed uses ints); they are stored and compared as text.
+    return str(value) if isinstance(value, int) and not isinstance(value, bool) else value
+
+
+TaskId = Annotated[str, BeforeValidator(_id_text), Field(min_length=1, max_length=200)]
+SkillName = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.\-]+$")]
+Level = Annotated[int, Field(ge=0, le=1_000)]
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class TaskState(StrEnum):
+    """Where a task is. PENDING → ASSIGNED → RUNNING → SUCCEEDED | FAILED; any → CANCELLED."""
+
+    PENDING = "pending"
+    ASSIGNED = "assigned"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+    @property
+    def is_final(self) -> bool:
+        """True for SUCCEEDED, FAILED and CANCELLED."""
+        return self in _FINAL
+
+
+_FINAL = frozenset({TaskState.SUCCEEDED, TaskState.FAILED, TaskState.CANCELLED})
+
+
+@message_type("serendib.tasks.Task")
+class Task(_Frozen):
+    """A unit of work.
+
+    Attributes:
+        id: Unique id; submitting the same id twice is one task.
+        description: What it is, for people.
+        difficulty: 1 (trivial) to 10 (hardest): the skill level it needs.
+        kind: Which handler runs it (``simulate``: the seed's sleep-and-compare).
+        payload: Arguments for the handler.
+        priority: Higher goes first.
+        required_skill: The named skill it needs (``general`` by default).
+        max_attempts: Attempts before it is declared failed.
+        timeout_s: An attempt running longer is abandoned and retried.
+        wait_timeout_s: Fail the task if no eligible worker takes it within this many seconds.
+    """
+
+    id: TaskId
+    description: str = ""
+    difficulty: int = Field(ge=1, le=10)
+    kind: str = Field(default="simulate", min_length=1, max_length=100)
+    payload: dict[str, Any] = Field(default_factory=dict)
+    priority: int = Field(default=0, ge=-1_000_000, le=1_000_000)
+    required_skill: SkillName = DEFAULT_SKILL
+    max_attempts: int = Field(default=3, ge=1, le=100)
+    timeout_s: float | None = Field(default=None, gt=0)
+    wait_timeout_s: float | None = Field(default=None, gt=0)
+
+
+@message_type("serendib.tasks.TaskAssignment")
+class TaskAssignment(_Frozen):
+    """The manager gives one attempt of a task to one worker.
+
+    Attributes:
+        task: The task.
+        attempt: Attempt number (1-based): the lease's fencing token.
+        worker: The worker it is for.
+        reason: Why this worker was chosen.
+    """
+
+    task: Task
+    attempt: int = Field(ge=1)
+    worker: str
+    reason: str = ""
+
+
+@message_type("serendib.tasks.TaskResult")
+class TaskResult(_Frozen):
+    """A worker reports how an attempt ended.
+
+    Attributes:
+        task_id: The task.
+        attempt: The attempt number it was assigned with.
+        worker: The reporting worker.
+        success: Whether the attempt succeeded.
+        output: The handler's return value (JSON-compatible), on success.
+        error: Why it failed, on failure.
+        started_at: Wall-clock start (seconds since the epoch).
+        finished_at: Wall-clock end.
+    """
+
+    task_id: TaskId
+    attempt: int = Field(ge=1)
+    worker: str
+    success: bool
+    output: Any = None
+    error: str | None = None
+    started_at: float = 0.0
+    finished_at: float = 0.0
+
+
+@message_type("serendib.tasks.TaskResults")
+class TaskResults(_Frozen):
+    """Several results sent at once (workers batch what is ready)."""
+
+    results: list[TaskResult]
+
+
+@message_type("serendib.tasks.TaskAssignments")
+class TaskAssignments(_Frozen):
+    """Several assignments for one worker sent at once."""
+
+    assignments: list[TaskAssignment]
+
+
+@message_type("serendib.tasks.TaskProgress")
+class TaskProgress(_Frozen):
+    """A worker reports progress of a long attempt (and so that it is still at it)."""
+
+    task_id: TaskId
+    attempt: int = Field(ge=1)
+    worker: str
+    fraction: float = Field(ge=0.0, le=1.0)
+    note: str = ""
+
+
+@message_type("serendib.tasks.TaskCancel")
+class TaskCancel(_Frozen):
+    """The manager asks a worker to abandon an attempt."""
+
+    task_id: TaskId
+    attempt: int = Field(ge=1)
+
+
+class WorkerInfo(_Frozen):
+    """What the manager knows of a worker: its skills and how much it takes at once.
+
+    Attributes:
+        name: The worker agent's name.
+        skills: Level per named skill; a single level means ``{"general": level}``.
+        capacity: Attempts it runs at once.
+    """
+
+    name: str
+    skills: dict[SkillName, Level] = Field(min_length=1)
+    capacity: int = Field(default=1, ge=1, le=100_000)
+
+    def level(self, skill: str) -> int:
+        """The worker's level in ``skill`` (0 when it does not have it)."""
+        return self.skills.get(skill, 0)
+
+    @classmethod
+    def from_attributes(cls, name: str, attributes: dict[str, Any]) -> WorkerInfo:
+        """Read a worker's published presence attributes (``skills``, ``capacity``)."""
+        return cls(
+            name=name, skills=attributes.get("skills", {}), capacity=attributes.get("capacity", 1)
+        )
+
+
+class AttemptOutcome(StrEnum):
+    """How one attempt ended (or that it has not yet)."""
+
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    LOST = "lost"
+    TIMED_OUT = "timed_out"
+    CANCELLED = "cancelled"
+
+
+class AttemptRecord(_Frozen):
+    """One attempt of one task, as stored.
+
+    Attributes:
+        task_id: The task.
+        attempt: Its number.
+        worker: Who had it.
+        reason: Why that worker was chosen.
+        outcome: How it ended, or RUNNING.
+        assigned_at: When it was handed out.
+        started_at: When the worker started it (its clock), if reported.
+        finished_at: When it ended.
+        error: Why it failed.
+        escalated: Whether it went to a more skilled worker after a failure.
+        stale_results: Results received for it after it had ended (never counted).
+    """
+
+    task_id: str
+    attempt: int
+    worker: str
+    reason: str = ""
+    outcome: AttemptOutcome = AttemptOutcome.RUNNING
+    assigned_at: float
+    started_at: float | None = None
+    finished_at: float | None = None
+    error: str | None = None
+    escalated: bool = False
+    stale_results: int = 0
+
+    def ended(
+        self,
+        outcome: AttemptOutcome,
+        at: float,
+        error: str | None = None,
+        started_at: float | None = None,
+    ) -> AttemptRecord:
+        """The attempt, ended with ``outcome`` at time ``at``."""
+        return self.model_copy(
+            update={
+                "outcome": outcome,
+                "finished_at": at,
+                "error": error,
+                "started_at": started_at if started_at is not None else self.started_at,
+            }
+        )
+
+
+class TaskRecord(_Frozen):
+    """A task and where it is, as stored: the source of truth.
+
+    Attributes:
+        task: The task as submitted.
+        state: Where it is.
+        attempt: Number of the latest attempt (0 before the first).
+        worker: Worker of the latest attempt.
+        reason: Why it was assigned, or why it waits.
+        submitted_at: When it was first submitted.
+        updated_at: When its state last changed.
+        finished_at: When it reached a final state.
+        output: The successful attempt's output.
+        error: The last failure's reason.
+    """
+
+    task: Task
+    state: TaskState = TaskState.PENDING
+    attempt: int = 0
+    worker: str | None = None
+    reason: str = ""
+    submitted_at: float = Field(default_factory=time.time)
+    updated_at: float = Field(default_factory=time.time)
+    finished_at: float | None = None
+    output: Any = None
+    error: str | None = None
+
+    @property
+    def id(self) -> str:
+        """The task's id."""
+        return self.task.id
+
+    @model_validator(mode="after")
+    def _final_has_time(self) -> TaskRecord:
+        if self.state.is_final and self.finished_at is None:
+            raise ValueError(f"a {self.state.value} task needs finished_at")
+        return self
+
+    def _to(self, state: TaskState, at: float, **changes: Any) -> TaskRecord:
+        if self.state.is_final:
+            raise ValueError(f"task {self.id!r} is already {self.state.value}")
+        final = {"finished_at": at} if state.is_final else {}
+        return self.model_copy(update={"state": state, "updated_at": at, **final, **changes})
+
+    def assigned(self, worker: str, reason: str, at: float) -> TaskRecord:
+        """PENDING → ASSIGNED: a new attempt for ``worker``."""
+        return self._to(
+            TaskState.ASSIGNED, at, attempt=self.attempt + 1, worker=worker, reason=reason
+        )
+
+    def running(self, at: float) -> TaskRecord:
+        """ASSIGNED → RUNNING."""
+        return self._to(TaskState.RUNNING, at)
+
+    def requeued(self, reason: str, at: float, error: str | None = None) -> TaskRecord:
+        """ASSIGNED/RUNNING → PENDING: lost worker, timeout, or a failure to retry."""
+        return self._to(TaskState.PENDING, at, reason=reason, error=error or self.error)
+
+    def waiting(self, reason: str) -> TaskRecord:
+        """A PENDING task's reason for waiting changed (not a state change)."""
+        return self.model_copy(update={"reason": reason})
+
+    def succeeded(self, output: Any, at: float) -> TaskRecord:
+        """→ SUCCEEDED."""
+        return self._to(TaskState.SUCCEEDED, at, output=output, error=None)
+
+    def failed(self, error: str, at: float) -> TaskRecord:
+        """→ FAILED (no attempts left, or no worker before its deadline)."""
+        return self._to(TaskState.FAILED, at, error=error)
+
+    def cancelled(self, at: float) -> TaskRecord:
+        """→ CANCELLED."""
+        return self._to(TaskState.CANCELLED, at, reason="cancelled")
