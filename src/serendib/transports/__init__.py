@@ -16,12 +16,14 @@ __all__ = [
 ]
 
 
-def open_transport(url: str) -> Transport:
+def open_transport(url: str, *, token: str | None = None, name: str | None = None) -> Transport:
     """Create (not yet connect) the transport a URL names.
 
     Args:
         url: ``memory://NAME`` for in-process; ``nats://HOST:PORT`` (comma-separated for a
-            cluster) for NATS.
+            cluster, ``tls://`` for TLS) for NATS.
+        token: NATS auth token (NATS only; ``SERENDIB_TOKEN`` is read when not given).
+        name: Connection name shown in NATS monitoring.
 
     Returns:
         An unconnected transport.
@@ -32,4 +34,8 @@ def open_transport(url: str) -> Transport:
     """
     if url.startswith("memory://"):
         return MemoryTransport(url)
+    if url.startswith(("nats://", "tls://")):
+        from serendib.transports.nats import NatsOptions, NatsTransport
+
+        return NatsTransport(url, NatsOptions(token=token), name=name)
     raise UnsupportedTransport(url)
