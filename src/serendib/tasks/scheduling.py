@@ -1,0 +1,517 @@
+"""Skill-based assignment: which pending task goes to which worker, and why.
+
+Pure and incremental: the manager tells a :class:`Scheduler` about workers, tasks and finished
+attempts, and :meth:`Scheduler.assign` returns the assignments possible now. One assignment
+costs amortized O(k log n), k being the chosen worker's number of skills: nothing scans all
+workers or all pending tasks, and a task no connected worker can do is never looked at again
+until one that can joins.
+
+Guarantees:
+
+- A task goes only to a worker whose level in the task's skill is at least the task's level,
+  and never to a worker without a free slot. With ``attempt_unqualified``, a task harder than
+  every connected worker goes to the most skilled worker with a free slot instead, once every
+  qualified placement is made; its :class:`Assignment` says so.
+- :meth:`Scheduler.assign` is maximal: when it returns, no pending task has an eligible worker
+  with a free slot. A task that cannot be placed never holds back one that can.
+- Among the tasks that can be placed, the highest priority goes first, then the hardest, then
+  the earliest submitted; each to the least skilled eligible worker (keeping experts free),
+  then the least loaded, then by name.
+- One skill (or workers that each have one skill): the workers able to do a task are a subset
+  of those able to do any easier one, so this greedy is optimal. It places as many pending
+  tasks as any placement on the free slots could, and a task left waiting could only have
+  taken the place of a placed task that comes before it in the order above.
+- Workers with several skills sharing one capacity: the problem is a general matching, and the
+  greedy is maximal but not always maximum; it places at least half as many tasks as the best
+  placement would. (A worker with ``python`` and ``general`` may take a general task that a
+  ``general``-only worker could have done, leaving a python task waiting.)
+
+Tasks already given out are never moved.
+"""
+
+from __future__ import annotations
+
+import math
+from bisect import bisect_left, insort
+from collections.abc import Mapping
+from dataclasses import dataclass
+from heapq import heapify, heappop, heappush, heapreplace
+
+__all__ = ["MAX_LEVEL", "Assignment", "Scheduler"]
+
+MAX_LEVEL = 1_000
+# Every task harder than any worker can be shares the leaf after MAX_LEVEL.
+_BEYOND = MAX_LEVEL + 1
+
+# A pending task's place in line (smaller goes first): -priority, -level, submission number, id.
+_Key = tuple[float, int, int, str]
+_NO_KEY: _Key = (math.inf, 0, 0, "")
+# A free worker's place in line at one level of one skill: load, name, version.
+_Slot = tuple[int, str, int]
+
+
+@dataclass(frozen=True, slots=True)
+class Assignment:
+    """One task given to one worker.
+
+    Attributes:
+        task_id: The task.
+        worker: The worker's name.
+        reason: Why this worker, for people.
+        qualified: False when the worker's level is below the task's (``attempt_unqualified``).
+    """
+
+    task_id: str
+    worker: str
+    reason: str
+    qualified: bool = True
+
+
+@dataclass(slots=True)
+class _Task:
+    skill: str
+    key: _Key
+
+
+@dataclass(slots=True)
+class _Worker:
+    name: str
+    skills: dict[str, int]
+    capacity: int
+    load: int
+    version: int
+
+    @property
+    def free(self) -> bool:
+        return self.load < self.capacity
+
+
+class _Queue:
+    """One skill's pending tasks: a heap per level, and a segment tree over the heaps' heads.
+
+    Every head is a live task (stale entries are only ever buried), so the tree answers
+    "the first task in line among levels lo..hi" in O(log levels).
+    """
+
+    __slots__ = ("_buckets", "_live", "_size", "_tasks", "_tree")
+
+    def __init__(self, tasks: dict[str, _Task]) -> None:
+        self._tasks = tasks
+        self._buckets: dict[int, list[_Key]] = {}
+        self._live: dict[int, int] = {}
+        self._size = 16
+        self._tree = [_NO_KEY] * (2 * self._size)
+
+    def push(self, key: _Key) -> None:
+        leaf = min(-key[1], _BEYOND)
+        if leaf >= self._size:
+            self._grow(leaf)
+        bucket = self._buckets.setdefault(leaf, [])
+        heappush(bucket, key)
+        live = self._live[leaf] = self._live.get(leaf, 0) + 1
+        if bucket[0] is key:
+            self._set(leaf, key)
+        elif len(bucket) > 2 * live + 16:
+            self._compact(leaf)
+
+    def pop(self, key: _Key) -> None:
+        """Take out ``key``, the head of its heap, whose task is already gone."""
+        leaf = min(-key[1], _BEYOND)
+        heappop(self._buckets[leaf])
+        self._live[leaf] -= 1
+        self._refresh(leaf)
+
+    def discard(self, key: _Key) -> None:
+        """Forget ``key``, wherever it is in its heap; its task is already gone."""
+        leaf = min(-key[1], _BEYOND)
+        bucket = self._buckets[leaf]
+        self._live[leaf] -= 1
+        if bucket[0] == key:
+            heappop(bucket)
+            self._refresh(leaf)
+        elif len(bucket) > 2 * self._live[leaf] + 16:
+            self._compact(leaf)
+
+    def best(self, lo: int, hi: int) -> _Key | None:
+        """The first task in line among levels ``lo..hi``."""
+        hi = min(hi, self._size - 1)
+        best = _NO_KEY
+        lo += self._size
+        hi += self._size + 1
+        tree = self._tree
+        while lo < hi:
+            if lo & 1:
+                best = min(best, tree[lo])
+                lo += 1
+            if hi & 1:
+                hi -= 1
+                best = min(best, tree[hi])
+            lo >>= 1
+            hi >>= 1
+        return None if best == _NO_KEY else best
+
+    def _alive(self, key: _Key) -> bool:
+        task = self._tasks.get(key[3])
+        return task is not None and task.key[2] == key[2]
+
+    def _refresh(self, leaf: int) -> None:
+        bucket = self._buckets[leaf]
+        while bucket and not self._alive(bucket[0]):
+            heappop(bucket)
+        if bucket:
+            self._set(leaf, bucket[0])
+        else:
+            del self._buckets[leaf], self._live[leaf]
+            self._set(leaf, _NO_KEY)
+
+    def _compact(self, leaf: int) -> None:
+        bucket = [key for key in self._buckets[leaf] if self._alive(key)]
+        heapify(bucket)
+        self._buckets[leaf] = bucket
+
+    def _set(self, leaf: int, key: _Key) -> None:
+        tree = self._tree
+        i = self._size + leaf
+        tree[i] = key
+        i >>= 1
+        while i:
+            tree[i] = min(tree[2 * i], tree[2 * i + 1])
+            i >>= 1
+
+    def _grow(self, leaf: int) -> None:
+        size = self._size
+        while size <= leaf:
+            size *= 2
+        tree = [_NO_KEY] * (2 * size)
+        for at, bucket in self._buckets.items():
+            tree[size + at] = bucket[0]
+        for i in range(size - 1, 0, -1):
+            tree[i] = min(tree[2 * i], tree[2 * i + 1])
+        self._size, self._tree = size, tree
+
+
+class _Workers:
+    """One skill's workers: how many at each level, and the free ones in a heap per level.
+
+    A worker whose load changes gets a new version; its old heap entries go stale and are
+    dropped when they reach a head (or when stale entries outnumber live ones).
+    """
+
+    __slots__ = ("_counts", "_free", "_heaps", "_levels", "_live", "_workers", "total")
+
+    def __init__(self, workers: dict[str, _Worker]) -> None:
+        self._workers = workers
+        self._counts: dict[int, int] = {}
+        self._levels: list[int] = []  # distinct levels of connected workers, ascending
+        self._free: list[int] = []  # levels having a worker with a free slot, ascending
+        self._heaps: dict[int, list[_Slot]] = {}
+        self._live: dict[int, int] = {}
+        self.total = 0
+
+    def join(self, level: int) -> None:
+        self.total += 1
+        self._counts[level] = self._counts.get(level, 0) + 1
+        if self._counts[level] == 1:
+            insort(self._levels, level)
+
+    def leave(self, level: int) -> None:
+        self.total -= 1
+        self._counts[level] -= 1
+        if not self._counts[level]:
+            del self._counts[level], self._levels[bisect_left(self._levels, level)]
+
+    def offer(self, level: int, worker: _Worker) -> None:
+        heap = self._heaps.setdefault(level, [])
+        heappush(heap, (worker.load, worker.name, worker.version))
+        live = self._live[level] = self._live.get(level, 0) + 1
+        if live == 1:
+            insort(self._free, level)
+        elif len(heap) > 2 * live + 16:
+            heap[:] = [slot for slot in heap if self._alive(slot)]
+            heapify(heap)
+
+    def retire(self, level: int) -> None:
+        self._live[level] -= 1
+        if not self._live[level]:
+            del self._live[level], self._heaps[level], self._free[bisect_left(self._free, level)]
+
+    def max_level(self) -> int:
+        return self._levels[-1] if self._levels else 0
+
+    def max_free(self) -> int:
+        return self._free[-1] if self._free else 0
+
+    def eligible(self, level: int) -> int:
+        return sum(self._counts[at] for at in self._levels[bisect_left(self._levels, level) :])
+
+    def least_able(self, level: int) -> tuple[int, _Worker]:
+        """The free worker of the lowest level >= ``level`` (there must be one)."""
+        return self._head(self._free[bisect_left(self._free, level)])
+
+    def most_able(self) -> tuple[int, _Worker]:
+        """The free worker of the highest level (there must be one)."""
+        return self._head(self._free[-1])
+
+    def _alive(self, slot: _Slot) -> bool:
+        worker = self._workers.get(slot[1])
+        return worker is not None and worker.version == slot[2]
+
+    def _head(self, level: int) -> tuple[int, _Worker]:
+        heap = self._heaps[level]
+        while not self._alive(heap[0]):
+            heappop(heap)
+        return level, self._workers[heap[0][1]]
+
+
+class Scheduler:
+    """Decides which worker gets which pending task; see the module for what it guarantees.
+
+    Args:
+        attempt_unqualified: Give a task harder than every connected worker (in its skill) to
+            the most skilled worker with a free slot, instead of letting it wait.
+    """
+
+    def __init__(self, *, attempt_unqualified: bool = False) -> None:
+        self._attempt_unqualified = attempt_unqualified
+        self._tasks: dict[str, _Task] = {}
+        self._workers: dict[str, _Worker] = {}
+        self._queues: dict[str, _Queue] = {}
+        self._indexes: dict[str, _Workers] = {}
+        # Skills whose tasks or free workers changed since the last assign(): only these can
+        # have a placement to make.
+        self._dirty: set[str] = set()
+        self._seq = 0
+        self._version = 0
+
+    @property
+    def pending_count(self) -> int:
+        """Number of tasks waiting for a worker."""
+        return len(self._tasks)
+
+    @property
+    def worker_count(self) -> int:
+        """Number of connected workers."""
+        return len(self._workers)
+
+    def pending_ids(self) -> list[str]:
+        """The pending tasks' ids, in submission order."""
+        return list(self._tasks)
+
+    def is_pending(self, task_id: str) -> bool:
+        """Whether ``task_id`` is waiting for a worker."""
+        return task_id in self._tasks
+
+    def has_worker(self, name: str) -> bool:
+        """Whether a worker of this name is connected."""
+        return name in self._workers
+
+    def load(self, worker: str) -> int:
+        """Tasks ``worker`` has in flight.
+
+        Raises:
+            KeyError: No worker of that name is connected.
+        """
+        return self._workers[worker].load
+
+    def capacity(self, worker: str) -> int:
+        """Tasks ``worker`` runs at once.
+
+        Raises:
+            KeyError: No worker of that name is connected.
+        """
+        return self._workers[worker].capacity
+
+    def max_level(self, skill: str) -> int:
+        """The highest level in ``skill`` of any connected worker, 0 if none has it."""
+        index = self._indexes.get(skill)
+        return index.max_level() if index else 0
+
+    def add_worker(
+        self, name: str, skills: Mapping[str, int], capacity: int, load: int = 0
+    ) -> None:
+        """Connect a worker; one already connected under ``name`` is replaced, load and all.
+
+        Args:
+            name: The worker's name.
+            skills: Its level (0 to ``MAX_LEVEL``) in each named skill.
+            capacity: Tasks it runs at once (at least 1).
+            load: Tasks it already has in flight (a manager resuming).
+
+        Raises:
+            ValueError: An empty name or skill, or a level, capacity or load out of range.
+        """
+        if not name:
+            raise ValueError("a worker needs a name")
+        _check_int("capacity", capacity, 1)
+        _check_int("load", load, 0)
+        for skill, level in skills.items():
+            if not skill:
+                raise ValueError(f"worker {name!r} has a skill with an empty name")
+            _check_int(f"worker {name!r}'s {skill} level", level, 0, MAX_LEVEL)
+        self.remove_worker(name)
+        self._version += 1
+        worker = _Worker(name, {s: v for s, v in skills.items() if v > 0}, capacity, load, 0)
+        worker.version = self._version
+        self._workers[name] = worker
+        for skill, level in worker.skills.items():
+            index = self._indexes.get(skill) or self._indexes.setdefault(
+                skill, _Workers(self._workers)
+            )
+            index.join(level)
+            if worker.free:
+                index.offer(level, worker)
+            self._dirty.add(skill)
+
+    def remove_worker(self, name: str) -> None:
+        """Disconnect a worker (its tasks in flight are the caller's to requeue); unknown: no-op."""
+        worker = self._workers.pop(name, None)
+        if worker is None:
+            return
+        for skill, level in worker.skills.items():
+            index = self._indexes[skill]
+            index.leave(level)
+            if worker.free:
+                index.retire(level)
+            if self._attempt_unqualified:
+                # Its tasks' best worker may now be below them: they become attempts.
+                self._dirty.add(skill)
+
+    def release(self, worker: str) -> None:
+        """One of ``worker``'s attempts ended: a slot is free. Unknown worker or no load: no-op."""
+        found = self._workers.get(worker)
+        if found is None or not found.load:
+            return
+        self._set_load(found, found.load - 1)
+        if found.free:
+            self._dirty.update(found.skills)
+
+    def add_task(self, task_id: str, skill: str, level: int, priority: int = 0) -> None:
+        """Queue a task.
+
+        Args:
+            task_id: Its id, unique among pending tasks.
+            skill: The named skill it needs.
+            level: The least level in ``skill`` a worker needs (at least 1; above
+                ``MAX_LEVEL`` it waits for ever, or is attempted with ``attempt_unqualified``).
+            priority: Higher goes first.
+
+        Raises:
+            ValueError: ``task_id`` is already pending, or an empty skill, or level below 1.
+        """
+        if task_id in self._tasks:
+            raise ValueError(f"task {task_id!r} is already pending")
+        if not skill:
+            raise ValueError(f"task {task_id!r} needs a skill name")
+        _check_int(f"task {task_id!r}'s level", level, 1)
+        _check_int(f"task {task_id!r}'s priority", priority)
+        self._seq += 1
+        key: _Key = (-priority, -level, self._seq, task_id)
+        self._tasks[task_id] = _Task(skill, key)
+        queue = self._queues.get(skill) or self._queues.setdefault(skill, _Queue(self._tasks))
+        queue.push(key)
+        self._dirty.add(skill)
+
+    def remove_task(self, task_id: str) -> bool:
+        """Withdraw a pending task (cancelled). Returns False if it was not pending."""
+        task = self._tasks.pop(task_id, None)
+        if task is None:
+            return False
+        self._queues[task.skill].discard(task.key)
+        return True
+
+    def assign(self) -> list[Assignment]:
+        """Make every assignment possible now, in order; the tasks stop being pending.
+
+        Returns:
+            The assignments, in the order they were made (the first in line first).
+        """
+        dirty, self._dirty = self._dirty, set()
+        made: list[Assignment] = []
+        self._drain(dirty, made, qualified=True)
+        if self._attempt_unqualified:
+            self._drain(dirty, made, qualified=False)
+        return made
+
+    def waiting_reason(self, task_id: str) -> str | None:
+        """Why a pending task waits, for people; None if it is not pending."""
+        task = self._tasks.get(task_id)
+        if task is None:
+            return None
+        skill, level = task.skill, -task.key[1]
+        index = self._indexes.get(skill)
+        best = index.max_level() if index else 0
+        free = index.max_free() if index else 0
+        if free and (level <= free or (level > best and self._attempt_unqualified)):
+            return "waiting for the next assignment round: a worker for it has a free slot"
+        if index is None or level > best:
+            if self._attempt_unqualified and index and best:
+                return (
+                    f"waiting for a free slot to attempt anyway: {_count(index.total, 'worker')} "
+                    f"with {skill} busy (most skilled: {skill} {best} < {level})"
+                )
+            have = f"most skilled connected: {skill} {best}" if best else f"none has {skill}"
+            return f"waiting for a worker with {skill} >= {level} ({have})"
+        eligible = _count(index.eligible(level), "eligible worker")
+        return f"waiting for a free slot: {eligible} busy"
+
+    def _drain(self, skills: set[str], made: list[Assignment], *, qualified: bool) -> None:
+        # The first in line of each skill, merged in one heap. An assignment only ever makes
+        # another skill's first in line worse (its workers fill up), so an entry found stale
+        # is recomputed and pushed back, and an entry found current is the true first in line.
+        line = [(key, skill) for skill in skills if (key := self._first(skill, qualified))]
+        heapify(line)
+        while line:
+            key, skill = line[0]
+            current = self._first(skill, qualified)
+            if current is None:
+                heappop(line)
+            elif current != key:
+                heapreplace(line, (current, skill))
+            else:
+                made.append(self._place(skill, key, qualified))
+
+    def _first(self, skill: str, qualified: bool) -> _Key | None:
+        """The first task in line in ``skill`` that has a free worker now."""
+        index = self._indexes.get(skill)
+        queue = self._queues.get(skill)
+        if index is None or queue is None or not index.max_free():
+            return None
+        if qualified:
+            return queue.best(1, index.max_free())
+        return queue.best(index.max_level() + 1, _BEYOND)
+
+    def _place(self, skill: str, key: _Key, qualified: bool) -> Assignment:
+        task_id, level = key[3], -key[1]
+        del self._tasks[task_id]
+        self._queues[skill].pop(key)
+        index = self._indexes[skill]
+        at, worker = index.least_able(level) if qualified else index.most_able()
+        self._set_load(worker, worker.load + 1)
+        slots = f"{worker.load}/{worker.capacity} slots in use"
+        if qualified:
+            why = f"least skilled eligible ({skill} {at} >= {level}), {slots}"
+        else:
+            why = f"most skilled available ({skill} {at} < {level}), attempting anyway, {slots}"
+        return Assignment(task_id, worker.name, f"{worker.name}: {why}", qualified)
+
+    def _set_load(self, worker: _Worker, load: int) -> None:
+        if worker.free:
+            for skill, level in worker.skills.items():
+                self._indexes[skill].retire(level)
+        self._version += 1
+        worker.load, worker.version = load, self._version
+        if worker.free:
+            for skill, level in worker.skills.items():
+                self._indexes[skill].offer(level, worker)
+
+
+def _check_int(what: str, value: object, lo: int | None = None, hi: int | None = None) -> None:
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise TypeError(f"{what} must be an int, not {type(value).__name__}")
+    if (lo is not None and value < lo) or (hi is not None and value > hi):
+        bounds = f"at least {lo}" if hi is None else f"between {lo} and {hi}"
+        raise ValueError(f"{what} must be {bounds}, not {value}")
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}{'' if n == 1 else 's'}"
