@@ -223,7 +223,8 @@ class Admin(Agent):
         if self._workers is not None and self._stop_requested is not None:
             self._draining = True  # handle nothing more; arun stops the admin, then the workers
             self._stop_requested.set()
-            if current_message() is None:
+            # From a handler (ours or a worker's), waiting would wait on itself.
+            if current_message() is None and asyncio.current_task() is not self._dispatcher:
                 await self.wait_stopped()
             return
         await super().stop(drain_timeout)

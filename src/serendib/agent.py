@@ -125,6 +125,7 @@ class Agent:
         self.join_timeout = join_timeout
         self.max_message_bytes = max_message_bytes
         self.status = AgentStatus.CREATED
+        self.admin_name: str | None = None
         self.drops = DropLog(name)
         self._transport: Transport | None = None
         self._subscriptions: list[Any] = []
@@ -227,6 +228,8 @@ class Agent:
                 )
             except RequestTimeout:
                 continue
+            if isinstance(reply, Welcome) and reply.accepted:
+                self.admin_name = reply.admin
             if isinstance(reply, Welcome) and not reply.accepted:
                 # The name may belong to a previous run of this agent that has not yet been
                 # declared lost: ask again until the admin forgets it, or give up.
@@ -264,6 +267,11 @@ class Agent:
     async def _close(self, drain_timeout: float | None) -> None:
         self.status = AgentStatus.STOPPING
         self._draining = True
+        await self._drain(drain_timeout)
+        try:
+            await self._finish(drain_timeout)
+        except Exception as e:
+            logger.opt(exception=e).error("{}: could not finish its work while stopping", self.name)
         for task in list(self._background):
             task.cancel()
         if self._transport is not None and self.detail.role != "admin":
@@ -275,9 +283,10 @@ class Agent:
             with contextlib.suppress(Exception):
                 await subscription.unsubscribe()
         self._subscriptions.clear()
-        await self._drain(drain_timeout)
-        with contextlib.suppress(Exception):
+        try:
             await self.on_stop()
+        except Exception as e:
+            logger.opt(exception=e).error("{}: on_stop failed", self.name)
         for future in self._pending.values():
             if not future.done():
                 future.set_exception(AgentNotRunning(self.name, "request"))
@@ -308,6 +317,9 @@ class Agent:
         if dropped:
             logger.info("{}: stopped with {} received messages not handled", self.name, dropped)
         self._dispatcher = None
+
+    async def _finish(self, drain_timeout: float | None) -> None:
+        """Subclass hook: finish owned work after the last handler, before leaving."""
 
     async def __aenter__(self) -> Self:
         await self.start()

@@ -1,0 +1,207 @@
+"""``serendib admin``, ``worker`` and ``demo``: the long-running commands."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import importlib
+import random
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from loguru import logger
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from serendib import _cli_client
+from serendib.tasks.manager import TaskManager
+from serendib.tasks.models import Task
+from serendib.tasks.report import Report
+from serendib.tasks.worker import TaskHandler, WorkerAgent
+
+__all__ = ["add_task_commands", "admin_args", "run_admin", "run_worker"]
+
+SEED_TASKS = [
+    Task(id=1, description="Simple calculation", difficulty=2),
+    Task(id=2, description="Data analysis", difficulty=5),
+    Task(id=3, description="Machine learning model training", difficulty=8),
+]
+SEED_WORKERS = [("Junior", 3), ("Intermediate", 6), ("Senior", 9)]
+
+
+def admin_args(parser: argparse.ArgumentParser) -> None:
+    """Options of ``serendib admin`` beyond the connection ones."""
+    parser.add_argument("--name", default="manager", help="the manager's agent name")
+    parser.add_argument(
+        "--store", default=None, help="task store URL (default: sqlite file serendib.db)"
+    )
+    parser.add_argument(
+        "--attempt-unqualified",
+        action="store_true",
+        help="give tasks nobody is skilled enough for to the most skilled worker anyway",
+    )
+
+
+def load_handler(spec: str) -> tuple[str, TaskHandler]:
+    """Load ``[KIND=]MODULE:FUNCTION``; the kind defaults to the function's name.
+
+    Raises:
+        ValueError: The spec is malformed, or the function cannot be imported.
+    """
+    kind, _, target = spec.rpartition("=")
+    module_name, _, function = target.partition(":")
+    if not module_name or not function:
+        raise ValueError(f"--handler {spec!r}: expected [KIND=]MODULE:FUNCTION")
+    try:
+        handler = getattr(importlib.import_module(module_name), function)
+    except (ImportError, AttributeError) as e:
+        raise ValueError(f"--handler {spec!r}: cannot load {target}: {e}") from None
+    if not asyncio.iscoroutinefunction(handler):
+        raise ValueError(f"--handler {spec!r}: {target} must be an async function (task, context)")
+    return kind or function, handler
+
+
+async def _serve(agent: Any, started: Callable[[], None] | None = None) -> int:
+    from serendib.cli import EXIT_OK, run_until_signalled
+
+    async def body() -> int:
+        await agent.start()
+        if started is not None:
+            started()
+        await agent.wait_stopped()
+        return EXIT_OK
+
+    stopping: list[asyncio.Future[None]] = []
+
+    def stop() -> None:
+        stopping.append(asyncio.ensure_future(agent.stop()))
+
+    try:
+        return await run_until_signalled(body(), stop)
+    finally:
+        await agent.stop()
+
+
+def run_admin(args: argparse.Namespace) -> int:
+    """``serendib admin``: a long-lived task manager."""
+    manager = TaskManager(
+        args.name,
+        None if args.nats else args.port,
+        workspace_id=args.workspace,
+        host=args.host,
+        nats_url=args.nats,
+        token=args.token,
+        store=args.store,
+        attempt_unqualified=args.attempt_unqualified,
+    )
+    return asyncio.run(_serve(manager))
+
+
+def run_worker(args: argparse.Namespace) -> int:
+    """``serendib worker``: join an admin and run the tasks it assigns."""
+    handlers = dict(load_handler(spec) for spec in args.handler)
+    host, port = args.admin
+    worker = WorkerAgent(
+        args.name,
+        skills=args.skill,
+        capacity=args.capacity,
+        workspace_id=args.workspace,
+        handlers=handlers,
+        time_scale=args.time_scale,
+        transport=args.nats,
+        admin_ip=host,
+        admin_port=port,
+        token=args.token,
+    )
+
+    def joined() -> None:
+        logger.info(
+            "{}: joined workspace {!r} at {} ({}, capacity {})",
+            worker.name,
+            worker.workspace_id,
+            worker.address,
+            ", ".join(f"{k} {v}" for k, v in worker.skills.items()),
+            worker.capacity,
+        )
+
+    return asyncio.run(_serve(worker, joined))
+
+
+def demo_scenario(
+    tasks: int | None, workers: int | None, seed: int
+) -> tuple[list[Task], list[tuple[str, int]]]:
+    """The seed's three tasks and workers, or a random scenario of the given size."""
+    if tasks is None and workers is None:
+        return list(SEED_TASKS), list(SEED_WORKERS)
+    rng = random.Random(seed)
+    crew = [(f"worker-{i + 1}", rng.randint(1, 10)) for i in range(workers or 3)]
+    batch = [
+        Task(id=f"t{i + 1}", description=f"random task {i + 1}", difficulty=rng.randint(1, 10))
+        for i in range(tasks or 3)
+    ]
+    return batch, crew
+
+
+async def _demo(args: argparse.Namespace) -> tuple[Report, int]:
+    tasks, crew = demo_scenario(args.tasks, args.workers, args.seed)
+    store = args.store or str(Path(tempfile.mkdtemp(prefix="serendib-demo-")) / "demo.db")
+    manager = TaskManager(
+        "manager",
+        workspace_id="demo",
+        store=store,
+        tasks=tasks,
+        stop_when_done=True,
+        attempt_unqualified=args.attempt_unqualified,
+    )
+    workers = [
+        WorkerAgent(
+            name, level, workspace_id="demo", capacity=args.capacity, time_scale=args.time_scale
+        )
+        for name, level in crew
+    ]
+    console = Console(stderr=True)
+    progress = Progress(
+        TextColumn("[bold]tasks"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=console,
+        transient=True,
+        disable=args.json or not console.is_terminal,
+    )
+    with progress:
+        bar = progress.add_task("tasks", total=len(tasks))
+        run = asyncio.create_task(manager.arun(workers))
+        while not run.done():
+            progress.update(bar, completed=manager.final_count)
+            await asyncio.wait({run}, timeout=0.1)
+        await run
+    report = await _cli_client.offline_report(store)
+    return report, len(tasks)
+
+
+def run_demo(args: argparse.Namespace) -> int:
+    """``serendib demo``: the seed's scenario, done right, in one process."""
+    report, _ = asyncio.run(_demo(args))
+    _cli_client.print_report(report, args.json)
+    return 0 if report.failed == 0 and report.unfinished == 0 else 1
+
+
+def add_task_commands(commands: Any, common: Callable[[argparse.ArgumentParser], None]) -> None:
+    """Add ``demo`` and the client commands to the ``serendib`` parser."""
+    demo = commands.add_parser("demo", help="run the seed's scenario in one process")
+    demo.add_argument("--time-scale", type=float, default=1.0, help="seconds per difficulty level")
+    demo.add_argument("--tasks", type=int, default=None, help="random scenario: number of tasks")
+    demo.add_argument(
+        "--workers", type=int, default=None, help="random scenario: number of workers"
+    )
+    demo.add_argument("--seed", type=int, default=1, help="random scenario: seed")
+    demo.add_argument("--capacity", type=int, default=1, help="tasks each worker runs at once")
+    demo.add_argument("--store", default=None, help="task store URL (default: a temporary file)")
+    demo.add_argument("--attempt-unqualified", action="store_true", help="the seed's behaviour")
+    demo.add_argument("--json", action="store_true", help="print the report as JSON")
+    common(demo)
+    demo.set_defaults(run=run_demo)
+    _cli_client.add_client_commands(commands, common)

@@ -1,0 +1,288 @@
+"""The worker: runs the attempts its manager assigns, at most ``capacity`` at a time.
+
+Each task's ``kind`` selects a handler: an async function ``(task, context) -> output``.
+A handler's exception becomes a failed result carrying the error text. Results ready
+together travel together (one message), and a worker that stops finishes (or abandons)
+its running attempts and reports them before it leaves.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any, ClassVar
+
+from loguru import logger
+from pydantic_core import to_jsonable_python
+
+from serendib.agent import Agent
+from serendib.handlers import on_message
+from serendib.tasks.models import (
+    DEFAULT_SKILL,
+    Task,
+    TaskAssignment,
+    TaskAssignments,
+    TaskCancel,
+    TaskProgress,
+    TaskResult,
+    TaskResults,
+)
+
+__all__ = ["TaskContext", "TaskFailed", "TaskHandler", "WorkerAgent", "simulate"]
+
+
+class TaskFailed(Exception):
+    """Raise from a handler to fail an attempt with a plain message (no traceback logged)."""
+
+
+class TaskContext:
+    """What a handler knows about the attempt it runs, and how it reports progress.
+
+    Attributes:
+        task: The task.
+        attempt: The attempt number.
+        worker: The worker running it.
+    """
+
+    def __init__(self, task: Task, attempt: int, worker: WorkerAgent) -> None:
+        self.task = task
+        self.attempt = attempt
+        self.worker = worker
+
+    @property
+    def level(self) -> int:
+        """The worker's level in the skill the task requires."""
+        return self.worker.skills.get(self.task.required_skill, 0)
+
+    @property
+    def time_scale(self) -> float:
+        """Seconds per difficulty level for simulated work."""
+        return self.worker.time_scale
+
+    async def progress(self, fraction: float, note: str = "") -> None:
+        """Tell the manager how far the attempt has got (0.0 to 1.0)."""
+        await self.worker._report_progress(
+            TaskProgress(
+                task_id=self.task.id,
+                attempt=self.attempt,
+                worker=self.worker.name,
+                fraction=min(max(fraction, 0.0), 1.0),
+                note=note,
+            )
+        )
+
+
+TaskHandler = Callable[[Task, TaskContext], Awaitable[Any]]
+
+
+async def simulate(task: Task, context: TaskContext) -> dict[str, Any]:
+    """The seed's behaviour: take ``difficulty * time_scale`` seconds; succeed iff skilled enough.
+
+    Raises:
+        TaskFailed: The worker's level is below the task's difficulty.
+    """
+    if context.time_scale > 0:
+        await asyncio.sleep(task.difficulty * context.time_scale)
+    if context.level < task.difficulty:
+        raise TaskFailed(
+            f"{context.worker.name}'s {task.required_skill} {context.level} "
+            f"< difficulty {task.difficulty}"
+        )
+    return {"level": context.level}
+
+
+class WorkerAgent(Agent):
+    """A worker that runs task attempts for its workspace's task manager.
+
+    Args:
+        name: Unique name in the workspace.
+        skill_level: Level in the ``general`` skill (the seed's single skill).
+        skills: Levels in named skills, instead of or beside ``skill_level``.
+        capacity: Attempts run at once.
+        workspace_id: Workspace to join.
+        handlers: Handler per task kind, added to the built-in ``simulate``.
+        time_scale: Seconds per difficulty level for ``simulate`` (the seed's is 1).
+        **options: Passed on to :class:`~serendib.Agent` (``admin_port``, ``transport``...).
+
+    Raises:
+        ValueError: No skill given, a level below 0, or capacity below 1.
+    """
+
+    role: ClassVar[str] = "worker"
+
+    def __init__(
+        self,
+        name: str,
+        skill_level: int | None = None,
+        *,
+        skills: Mapping[str, int] | None = None,
+        capacity: int = 1,
+        workspace_id: str = "serendib",
+        handlers: Mapping[str, TaskHandler] | None = None,
+        time_scale: float = 1.0,
+        **options: Any,
+    ) -> None:
+        levels = dict(skills or {})
+        if skill_level is not None:
+            levels.setdefault(DEFAULT_SKILL, skill_level)
+        if not levels:
+            raise ValueError(f"worker {name!r} needs skill_level=N or skills={{name: N}}")
+        if any(level < 0 for level in levels.values()):
+            raise ValueError(f"worker {name!r}: skill levels must be >= 0, got {levels}")
+        if capacity < 1:
+            raise ValueError(f"worker {name!r}: capacity must be >= 1, got {capacity}")
+        self.skills = levels
+        self.capacity = capacity
+        self.time_scale = time_scale
+        self.task_handlers: dict[str, TaskHandler] = {"simulate": simulate, **(handlers or {})}
+        super().__init__(
+            name,
+            workspace_id,
+            attributes={"skills": levels, "capacity": capacity},
+            **options,
+        )
+        self._running: dict[tuple[str, int], asyncio.Task[None]] = {}
+        self._slots = asyncio.Semaphore(capacity)
+        self._outbox: list[TaskResult] = []
+        self._sender: asyncio.Task[None] | None = None
+        self.completed = 0
+
+    def handler(self, kind: str) -> Callable[[TaskHandler], TaskHandler]:
+        """Decorator registering an async ``(task, context)`` function for a task kind."""
+
+        def register(fn: TaskHandler) -> TaskHandler:
+            if not asyncio.iscoroutinefunction(fn):
+                raise TypeError(f"task handler {fn!r} for {kind!r} must be an async function")
+            self.task_handlers[kind] = fn
+            return fn
+
+        return register
+
+    @property
+    def in_flight(self) -> int:
+        """Attempts running or waiting for a slot."""
+        return len(self._running)
+
+    @on_message
+    async def _on_assignment(self, assignment: TaskAssignment) -> None:
+        self._accept(assignment)
+
+    @on_message
+    async def _on_assignments(self, batch: TaskAssignments) -> None:
+        for assignment in batch.assignments:
+            self._accept(assignment)
+
+    @on_message
+    async def _on_cancel(self, cancel: TaskCancel) -> None:
+        running = self._running.get((cancel.task_id, cancel.attempt))
+        if running is not None:
+            logger.info(
+                "{}: cancelling task {} (attempt {})", self.name, cancel.task_id, cancel.attempt
+            )
+            running.cancel()
+
+    def _accept(self, assignment: TaskAssignment) -> None:
+        key = (assignment.task.id, assignment.attempt)
+        if assignment.worker != self.name or key in self._running:
+            return
+        self._running[key] = asyncio.create_task(
+            self._run(assignment), name=f"{self.name}-task-{assignment.task.id}"
+        )
+
+    async def _run(self, assignment: TaskAssignment) -> None:
+        task, attempt = assignment.task, assignment.attempt
+        try:
+            async with self._slots:
+                started = time.time()
+                result = await self._attempt(task, attempt, started)
+            self._queue_result(result)
+        except asyncio.CancelledError:
+            self._queue_result(
+                TaskResult(
+                    task_id=task.id,
+                    attempt=attempt,
+                    worker=self.name,
+                    success=False,
+                    error="cancelled",
+                    started_at=time.time(),
+                    finished_at=time.time(),
+                )
+            )
+        finally:
+            self._running.pop((task.id, attempt), None)
+
+    async def _attempt(self, task: Task, attempt: int, started: float) -> TaskResult:
+        handler = self.task_handlers.get(task.kind)
+        output: Any = None
+        error: str | None = None
+        if handler is None:
+            error = f"worker {self.name} has no handler for kind {task.kind!r}"
+        else:
+            try:
+                raw = await asyncio.wait_for(
+                    handler(task, TaskContext(task, attempt, self)), task.timeout_s
+                )
+                output = to_jsonable_python(raw)
+            except TaskFailed as e:
+                error = str(e)
+            except TimeoutError:
+                error = f"timed out after {task.timeout_s:g}s"
+            except asyncio.CancelledError:
+                raise
+            except Exception as e:
+                logger.opt(exception=e).warning(
+                    "{}: task {} (attempt {}) raised", self.name, task.id, attempt
+                )
+                error = f"{type(e).__name__}: {e}"
+        self.completed += 1
+        return TaskResult(
+            task_id=task.id,
+            attempt=attempt,
+            worker=self.name,
+            success=error is None,
+            output=output,
+            error=error,
+            started_at=started,
+            finished_at=time.time(),
+        )
+
+    def _queue_result(self, result: TaskResult) -> None:
+        self._outbox.append(result)
+        if self._sender is None:
+            self._sender = asyncio.create_task(self._send_results())
+
+    async def _send_results(self) -> None:
+        try:
+            while self._outbox:
+                batch, self._outbox = self._outbox, []
+                message: object = batch[0] if len(batch) == 1 else TaskResults(results=batch)
+                try:
+                    await self._to_manager(message)
+                except Exception as e:
+                    logger.error("{}: could not report {} results: {}", self.name, len(batch), e)
+        finally:
+            self._sender = None
+
+    async def _to_manager(self, message: object) -> None:
+        if self.admin_name is not None:
+            await self.send(self.admin_name, message)
+        else:
+            await self.broadcast(message)
+
+    async def _report_progress(self, progress: TaskProgress) -> None:
+        await self._to_manager(progress)
+
+    async def _finish(self, drain_timeout: float | None) -> None:
+        running = list(self._running.values())
+        if running:
+            logger.info("{}: finishing {} running tasks before leaving", self.name, len(running))
+            _, pending = await asyncio.wait(running, timeout=drain_timeout)
+            for task in pending:
+                task.cancel()
+            if pending:
+                await asyncio.wait(pending)
+        while self._sender is not None:
+            await asyncio.shield(self._sender)
+        if self._transport is not None:
+            await self._transport.flush()
