@@ -22,12 +22,13 @@ from serendib.agent import current_message
 from serendib.errors import TaskNotFound
 from serendib.handlers import on_message
 from serendib.presence import AgentDetail
+from serendib.tasks._ledger import Ledger
+from serendib.tasks.events import EventKind, Listener, ManagerStats, TaskEvent
 from serendib.tasks.models import (
     AttemptOutcome,
     AttemptRecord,
     Task,
     TaskAssignment,
-    TaskAssignments,
     TaskCancel,
     TaskProgress,
     TaskRecord,
@@ -55,6 +56,11 @@ from serendib.tasks.store import TaskStore, open_store
 __all__ = ["TaskManager"]
 
 TIMEOUT_GRACE_S = 1.0
+_FINAL_EVENTS = {
+    TaskState.SUCCEEDED: EventKind.SUCCEEDED,
+    TaskState.FAILED: EventKind.FAILED,
+    TaskState.CANCELLED: EventKind.CANCELLED,
+}
 
 
 class TaskManager(Admin):
@@ -95,17 +101,12 @@ class TaskManager(Admin):
         self._attempts: dict[str, AttemptRecord] = {}
         self._by_worker: dict[str, set[str]] = {}
         self._worker_info: dict[str, WorkerInfo] = {}
-        self._completed: dict[str, int] = {}
         self._timers: dict[str, asyncio.TimerHandle] = {}
         self._escalate: set[str] = set()
-        self._staged: dict[str, TaskRecord] = {}
-        self._staged_attempts: dict[tuple[str, int], AttemptRecord] = {}
-        self._outbox: list[tuple[str, TaskAssignment | TaskCancel]] = []
-        self._writer: asyncio.Task[None] | None = None
+        self._ledger = Ledger(self.store, self.send, self._check_done, name)
+        self._listeners: list[Listener] = []
         self._done = asyncio.Event()
-        self.stale_results = 0
-        self.final_count = 0
-        self.submitted_count = 0
+        self.stats = ManagerStats()
         self._started_at = time.monotonic()
 
     # --- lifecycle ----------------------------------------------------------------------------
@@ -137,15 +138,13 @@ class TaskManager(Admin):
             logger.info(
                 "{}: resumed {} unfinished tasks from {}", self.name, len(records), self.store.url
             )
-        self.submitted_count += len(records)
         self._pump()
 
     async def _finish(self, drain_timeout: float | None) -> None:
         for timer in self._timers.values():
             timer.cancel()
         self._timers.clear()
-        while self._writer is not None:
-            await asyncio.shield(self._writer)
+        await self._ledger.drain()
 
     async def on_stop(self) -> None:
         """Close the store once everything staged is saved."""
@@ -179,8 +178,10 @@ class TaskManager(Admin):
         added = await self.store.add(list(candidates.values()))
         for record in added:
             self._queue(record, stage=False)
-        self.submitted_count += len(added)
-        self._done.clear()
+            self._emit(EventKind.SUBMITTED, task_id=record.id)
+        self.stats.submitted += len(added)
+        if added:
+            self._done.clear()
         self._pump()
         accepted = [r.id for r in added]
         taken = set(accepted)
@@ -202,9 +203,7 @@ class TaskManager(Admin):
         attempt = self._attempts.get(task_id)
         if attempt is not None and record.state in (TaskState.ASSIGNED, TaskState.RUNNING):
             self._end_attempt(attempt, AttemptOutcome.CANCELLED, now, "cancelled")
-            self._outbox.append(
-                (attempt.worker, TaskCancel(task_id=task_id, attempt=attempt.attempt))
-            )
+            self._ledger.post(attempt.worker, TaskCancel(task_id=task_id, attempt=attempt.attempt))
         else:
             self.scheduler.remove_task(task_id)
         cancelled = record.cancelled(now)
@@ -227,6 +226,7 @@ class TaskManager(Admin):
             return
         self._worker_info[agent.name] = info
         self._by_worker.setdefault(agent.name, set())
+        self._emit(EventKind.WORKER_JOINED, worker=agent.name)
         self.scheduler.add_worker(info.name, info.skills, info.capacity, load=0)
         logger.info(
             "{}: worker {} joined ({}, capacity {})",
@@ -242,6 +242,8 @@ class TaskManager(Admin):
         if self._worker_info.pop(agent.name, None) is None:
             return
         self.scheduler.remove_worker(agent.name)
+        self.stats.workers_lost += 1
+        self._emit(EventKind.WORKER_LEFT, worker=agent.name)
         now = time.time()
         for task_id in sorted(self._by_worker.pop(agent.name, set())):
             attempt = self._attempts.get(task_id)
@@ -249,6 +251,7 @@ class TaskManager(Admin):
             if attempt is None or record is None:
                 continue
             self._end_attempt(attempt, AttemptOutcome.LOST, now, f"worker {agent.name} lost")
+            self.stats.requeued_lost += 1
             self._requeue(record.requeued(f"worker {agent.name} left; requeued", now))
         self._pump()
 
@@ -299,7 +302,13 @@ class TaskManager(Admin):
             or attempt.worker != result.worker
             or sender != result.worker
         ):
-            self.stale_results += 1
+            self.stats.stale_results += 1
+            self._emit(
+                EventKind.STALE_RESULT,
+                task_id=result.task_id,
+                worker=sender,
+                attempt=result.attempt,
+            )
             logger.info(
                 "{}: stale result ignored: task {} attempt {} from {}",
                 self.name,
@@ -312,16 +321,20 @@ class TaskManager(Admin):
         started = result.started_at or None
         if result.success:
             self._end_attempt(attempt, AttemptOutcome.SUCCEEDED, now, None, started)
-            self._finalise(record.succeeded(result.output, now))
-            self._completed[result.worker] = self._completed.get(result.worker, 0) + 1
+            self._finalise(record.succeeded(result.output, now), attempt)
+            by_worker = self.stats.by_worker
+            by_worker[result.worker] = by_worker.get(result.worker, 0) + 1
             return
         error = result.error or "failed"
         self._end_attempt(attempt, AttemptOutcome.FAILED, now, error, started)
         if record.attempt >= record.task.max_attempts:
-            self._finalise(record.failed(f"{error} (after {record.attempt} attempts)", now))
+            self._finalise(
+                record.failed(f"{error} (after {record.attempt} attempts)", now), attempt
+            )
             return
         info = self._worker_info.get(result.worker)
         failed_level = info.level(record.task.required_skill) if info is not None else 0
+        self.stats.retries += 1
         self._requeue(
             record.requeued(f"retrying after failure on {result.worker}: {error}", now, error),
             escalate_above=failed_level,
@@ -350,6 +363,9 @@ class TaskManager(Admin):
         self._records[record.id] = record
         self.scheduler.add_task(record.id, task.required_skill, level, task.priority)
         self._stage(record)
+        self._emit(
+            EventKind.REQUEUED, task_id=record.id, attempt=record.attempt, reason=record.reason
+        )
 
     def _end_attempt(
         self,
@@ -368,14 +384,30 @@ class TaskManager(Admin):
             self.scheduler.release(attempt.worker)
         self._stage_attempt(attempt.ended(outcome, now, error, started))
 
-    def _finalise(self, record: TaskRecord) -> None:
+    def _finalise(self, record: TaskRecord, attempt: AttemptRecord | None = None) -> None:
         self._records.pop(record.id, None)
         self._escalate.discard(record.id)
         timer = self._timers.pop(record.id, None)
         if timer is not None:
             timer.cancel()
-        self.final_count += 1
+        kind = _FINAL_EVENTS[record.state]
+        if kind is EventKind.SUCCEEDED:
+            self.stats.succeeded += 1
+        elif kind is EventKind.FAILED:
+            self.stats.failed += 1
+        else:
+            self.stats.cancelled += 1
         self._stage(record)
+        if self._listeners:
+            run_s = record.updated_at - attempt.assigned_at if attempt is not None else None
+            self._emit(
+                kind,
+                task_id=record.id,
+                worker=record.worker,
+                attempt=record.attempt,
+                reason=record.error or "",
+                run_s=run_s,
+            )
 
     def _pump(self) -> None:
         """Make every assignment possible now, and stage it."""
@@ -384,6 +416,7 @@ class TaskManager(Admin):
             return
         now = time.time()
         for choice in assignments:
+            waiting_since = self._records[choice.task_id].updated_at
             record = self._records[choice.task_id].assigned(choice.worker, choice.reason, now)
             self._records[record.id] = record
             escalated = record.id in self._escalate
@@ -403,7 +436,19 @@ class TaskManager(Admin):
             assignment = TaskAssignment(
                 task=record.task, attempt=record.attempt, worker=choice.worker, reason=choice.reason
             )
-            self._outbox.append((choice.worker, assignment))
+            self._ledger.post(choice.worker, assignment)
+            self.stats.assignments += 1
+            if escalated:
+                self.stats.escalations += 1
+            self._emit(
+                EventKind.ASSIGNED,
+                task_id=record.id,
+                worker=choice.worker,
+                attempt=record.attempt,
+                reason=choice.reason,
+                escalated=escalated,
+                wait_s=max(now - waiting_since, 0.0),
+            )
             if record.task.timeout_s is not None:
                 self._arm(
                     record.id,
@@ -439,75 +484,50 @@ class TaskManager(Admin):
         timeout = record.task.timeout_s or 0
         error = f"no result within {timeout:g}s on {attempt.worker}"
         self._end_attempt(attempt, AttemptOutcome.TIMED_OUT, now, error)
-        self._outbox.append((attempt.worker, TaskCancel(task_id=task_id, attempt=attempt_no)))
+        self._ledger.post(attempt.worker, TaskCancel(task_id=task_id, attempt=attempt_no))
+        self.stats.timeouts += 1
         if record.attempt >= record.task.max_attempts:
             self._finalise(record.failed(error, now))
         else:
             self._requeue(record.requeued(f"timed out on {attempt.worker}; retrying", now, error))
         self._pump()
-        self._kick()
 
     def _stage(self, record: TaskRecord) -> None:
-        self._staged[record.id] = record
-        self._kick()
+        self._ledger.record(record)
 
     def _stage_attempt(self, attempt: AttemptRecord) -> None:
-        self._staged_attempts[(attempt.task_id, attempt.attempt)] = attempt
-        self._kick()
+        self._ledger.attempt(attempt)
 
-    def _kick(self) -> None:
-        if self._writer is None and (self._staged or self._staged_attempts or self._outbox):
-            self._writer = asyncio.create_task(self._write_loop(), name=f"{self.name}-writer")
+    def add_listener(self, listener: Listener) -> None:
+        """Call ``listener`` with every :class:`TaskEvent` from now on (quickly, synchronously)."""
+        self._listeners.append(listener)
 
-    async def _write_loop(self) -> None:
-        try:
-            while self._staged or self._staged_attempts or self._outbox:
-                records, self._staged = list(self._staged.values()), {}
-                attempts, self._staged_attempts = list(self._staged_attempts.values()), {}
-                outbox, self._outbox = self._outbox, []
-                await self._save(records, attempts)
-                await self._deliver(outbox)
-                self._check_done()
-        finally:
-            self._writer = None
-
-    async def _save(self, records: list[TaskRecord], attempts: list[AttemptRecord]) -> None:
-        delay = 0.1
-        while True:
-            try:
-                await self.store.save(records, attempts)
-                return
-            except Exception as e:  # the store may come back; what is staged must not be lost
-                logger.error(
-                    "{}: saving {} records failed, retrying: {}", self.name, len(records), e
-                )
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 5.0)
-
-    async def _deliver(self, outbox: list[tuple[str, TaskAssignment | TaskCancel]]) -> None:
-        by_worker: dict[str, list[TaskAssignment | TaskCancel]] = {}
-        for worker, message in outbox:
-            by_worker.setdefault(worker, []).append(message)
-        for worker, messages in by_worker.items():
-            assignments = [m for m in messages if isinstance(m, TaskAssignment)]
-            batch: list[object] = [m for m in messages if isinstance(m, TaskCancel)]
-            if len(assignments) > 1:
-                batch.append(TaskAssignments(assignments=assignments))
-            else:
-                batch.extend(assignments)
-            try:
-                for outgoing in batch:
-                    await self.send(worker, outgoing)
-            except Exception as e:  # the lease will time out or the worker be declared lost
-                logger.error("{}: could not send to {}: {}", self.name, worker, e)
+    def _emit(self, kind: EventKind, **fields: Any) -> None:
+        if self._listeners:
+            event = TaskEvent(kind, time.time(), **fields)
+            for listener in self._listeners:
+                try:
+                    listener(event)
+                except Exception as e:
+                    logger.opt(exception=e).error("{}: event listener failed", self.name)
 
     def _check_done(self) -> None:
-        if self._records or self._staged or self._staged_attempts or self._outbox:
+        if self._records or not self._ledger.idle or self._done.is_set():
             return
         self._done.set()
         if self.stop_when_done and self.status.value == "running":
             logger.info("{}: all {} tasks are final", self.name, self.final_count)
             self._call_soon(self.stop)
+
+    @property
+    def final_count(self) -> int:
+        """Tasks that reached a final state since this manager started."""
+        return self.stats.succeeded + self.stats.failed + self.stats.cancelled
+
+    @property
+    def stale_results(self) -> int:
+        """Results ignored because their attempt was not the current one."""
+        return self.stats.stale_results
 
     # --- requests from clients ----------------------------------------------------------------
 
@@ -529,7 +549,7 @@ class TaskManager(Admin):
                 WorkerStatus(
                     info=info,
                     load=self.scheduler.load(name),
-                    completed=self._completed.get(name, 0),
+                    completed=self.stats.by_worker.get(name, 0),
                 )
                 for name, info in self._worker_info.items()
             ],

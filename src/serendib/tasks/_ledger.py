@@ -1,0 +1,127 @@
+"""The manager's ledger: state changes are saved before the messages that act on them leave.
+
+Changes are *staged* (in memory, last write per record wins) with the messages to send
+once they are durable. One writer task saves everything staged in one store transaction,
+then sends the messages grouped per worker, and repeats while more is staged: the more
+that happens at once, the bigger (and cheaper per task) the batches.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+
+from loguru import logger
+
+from serendib.tasks.models import (
+    AttemptRecord,
+    TaskAssignment,
+    TaskAssignments,
+    TaskCancel,
+    TaskRecord,
+)
+from serendib.tasks.store import TaskStore
+
+__all__ = ["Ledger"]
+
+Send = Callable[[str, object], Awaitable[None]]
+
+
+class Ledger:
+    """Stages records and messages; saves, then sends.
+
+    Args:
+        store: Where records are saved.
+        send: Sends a message to a worker by name.
+        on_flushed: Called after each batch is saved and sent.
+        owner: Name for log lines.
+    """
+
+    def __init__(
+        self, store: TaskStore, send: Send, on_flushed: Callable[[], None], owner: str
+    ) -> None:
+        self.store = store
+        self._send = send
+        self._on_flushed = on_flushed
+        self._owner = owner
+        self._records: dict[str, TaskRecord] = {}
+        self._attempts: dict[tuple[str, int], AttemptRecord] = {}
+        self._outbox: list[tuple[str, TaskAssignment | TaskCancel]] = []
+        self._writer: asyncio.Task[None] | None = None
+        self.batches = 0
+
+    @property
+    def idle(self) -> bool:
+        """Nothing staged and nothing being written."""
+        return self._writer is None and not (self._records or self._attempts or self._outbox)
+
+    def record(self, record: TaskRecord) -> None:
+        """Stage a task record."""
+        self._records[record.id] = record
+        self._kick()
+
+    def attempt(self, attempt: AttemptRecord) -> None:
+        """Stage an attempt record."""
+        self._attempts[(attempt.task_id, attempt.attempt)] = attempt
+        self._kick()
+
+    def post(self, worker: str, message: TaskAssignment | TaskCancel) -> None:
+        """Send ``message`` to ``worker`` once everything staged so far is saved."""
+        self._outbox.append((worker, message))
+        self._kick()
+
+    async def drain(self) -> None:
+        """Return once everything staged is saved and sent."""
+        while self._writer is not None:
+            await asyncio.shield(self._writer)
+
+    def _kick(self) -> None:
+        if self._writer is None:
+            self._writer = asyncio.create_task(self._write_loop(), name=f"{self._owner}-ledger")
+
+    async def _write_loop(self) -> None:
+        try:
+            while self._records or self._attempts or self._outbox:
+                records, self._records = list(self._records.values()), {}
+                attempts, self._attempts = list(self._attempts.values()), {}
+                outbox, self._outbox = self._outbox, []
+                await self._save(records, attempts)
+                await self._deliver(outbox)
+                self.batches += 1
+        finally:
+            self._writer = None
+        self._on_flushed()
+
+    async def _save(self, records: list[TaskRecord], attempts: list[AttemptRecord]) -> None:
+        delay = 0.1
+        while True:
+            try:
+                await self.store.save(records, attempts)
+                return
+            except Exception as e:  # the store may come back; what is staged must not be lost
+                logger.error(
+                    "{}: saving {} records failed, retrying in {:.1f}s: {}",
+                    self._owner,
+                    len(records),
+                    delay,
+                    e,
+                )
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+
+    async def _deliver(self, outbox: list[tuple[str, TaskAssignment | TaskCancel]]) -> None:
+        by_worker: dict[str, list[TaskAssignment | TaskCancel]] = {}
+        for worker, message in outbox:
+            by_worker.setdefault(worker, []).append(message)
+        for worker, messages in by_worker.items():
+            assignments = [m for m in messages if isinstance(m, TaskAssignment)]
+            batch: list[object] = [m for m in messages if isinstance(m, TaskCancel)]
+            if len(assignments) > 1:
+                batch.append(TaskAssignments(assignments=assignments))
+            else:
+                batch.extend(assignments)
+            try:
+                for outgoing in batch:
+                    await self._send(worker, outgoing)
+            except Exception as e:  # the lease times out, or the worker is declared lost
+                logger.error("{}: could not send to {}: {}", self._owner, worker, e)
