@@ -1,0 +1,173 @@
+"""The PostgreSQL backend of the task store: psycopg 3, a writer and a reader connection.
+
+The tables live in the connection's default schema, or in ``?schema=NAME`` (created if
+missing). Every write transaction first takes a transaction-level advisory lock named after
+the schema, so two processes writing one store serialise and ``add`` stays exact ("insert
+the ids that are new"). Batches go out with ``executemany``, which psycopg pipelines; a commit
+is as durable as the server's ``synchronous_commit`` makes it (on by default: fsynced). A
+connection that breaks is replaced on the next call; the call that saw it break fails.
+Statements are built from constants and the schema name (validated by ``open_store``); data
+always travels as parameters.
+"""
+
+from __future__ import annotations
+
+import zlib
+from collections.abc import Sequence
+from typing import Any
+
+try:
+    import psycopg
+    from psycopg import pq
+except ImportError as e:  # pragma: no cover - exercised by hiding psycopg
+    raise ImportError(
+        "the PostgreSQL task store needs psycopg: pip install 'serendib[postgres]'",
+        name=e.name,
+    ) from e
+
+from serendib.errors import StoreError
+from serendib.tasks._store_base import Backend
+from serendib.tasks._store_sql import SCHEMA_VERSION, Dialect, Row
+
+__all__ = ["PostgresBackend"]
+
+Connection = psycopg.Connection[tuple[Any, ...]]
+
+
+def _schema(prefix: str) -> list[str]:
+    return [
+        f"CREATE TABLE IF NOT EXISTS {prefix}serendib_meta "
+        "(key text PRIMARY KEY, value text NOT NULL)",
+        f"""CREATE TABLE IF NOT EXISTS {prefix}serendib_tasks (
+            seq bigint GENERATED ALWAYS AS IDENTITY UNIQUE,
+            id text PRIMARY KEY,
+            state text NOT NULL,
+            attempt integer NOT NULL,
+            worker text,
+            reason text NOT NULL,
+            difficulty integer NOT NULL,
+            priority integer NOT NULL,
+            required_skill text NOT NULL,
+            kind text NOT NULL,
+            submitted_at double precision NOT NULL,
+            updated_at double precision NOT NULL,
+            finished_at double precision,
+            task json NOT NULL,
+            output json,
+            error text
+        )""",
+        f"CREATE INDEX IF NOT EXISTS serendib_tasks_state ON {prefix}serendib_tasks (state, seq)",
+        f"CREATE INDEX IF NOT EXISTS serendib_tasks_worker ON {prefix}serendib_tasks (worker, seq)",
+        f"""CREATE TABLE IF NOT EXISTS {prefix}serendib_attempts (
+            task_id text NOT NULL,
+            attempt integer NOT NULL,
+            worker text NOT NULL,
+            reason text NOT NULL,
+            outcome text NOT NULL,
+            assigned_at double precision NOT NULL,
+            started_at double precision,
+            finished_at double precision,
+            error text,
+            escalated boolean NOT NULL,
+            stale_results integer NOT NULL,
+            PRIMARY KEY (task_id, attempt)
+        )""",
+        f"CREATE INDEX IF NOT EXISTS serendib_attempts_running ON {prefix}serendib_attempts "
+        "(task_id, attempt) WHERE outcome = 'running'",
+        f"INSERT INTO {prefix}serendib_meta (key, value) VALUES ('schema_version', %s) "
+        "ON CONFLICT (key) DO NOTHING",
+    ]
+
+
+class PostgresBackend(Backend):
+    """A PostgreSQL database (optionally one schema of it)."""
+
+    driver_errors = (psycopg.Error,)
+
+    def __init__(self, conninfo: str, url: str, schema: str | None) -> None:
+        prefix = f'"{schema}".' if schema else ""
+        super().__init__(
+            Dialect(
+                param="%s",
+                tasks=f"{prefix}serendib_tasks",
+                attempts=f"{prefix}serendib_attempts",
+                meta=f"{prefix}serendib_meta",
+                json_param="{}::json",
+                json_text="{}::text",
+            )
+        )
+        self.url = url
+        self._conninfo = conninfo
+        self._schema = schema
+        self._prefix = prefix
+        self._lock_key = zlib.crc32(f"serendib task store {schema or ''}".encode())
+        self._writer: Connection | None = None
+        self._reader: Connection | None = None
+
+    def _connect(self) -> Connection:
+        return psycopg.connect(self._conninfo, autocommit=True, application_name="serendib")
+
+    def _connect_writer(self) -> None:
+        self._writer = conn = self._connect()
+        self._begin()
+        try:
+            if self._schema:
+                conn.execute(f'CREATE SCHEMA IF NOT EXISTS "{self._schema}"')
+            *tables, version = _schema(self._prefix)
+            for statement in tables:
+                conn.execute(statement)
+            conn.execute(version, (SCHEMA_VERSION,))
+            conn.execute("COMMIT")
+        except BaseException:
+            self._rollback()
+            raise
+
+    def _connect_reader(self) -> None:
+        self._reader = self._connect()
+
+    def close_writer(self) -> None:
+        """Close the writer connection."""
+        if self._writer is not None:
+            conn, self._writer = self._writer, None
+            conn.close()
+
+    def close_reader(self) -> None:
+        """Close the reader connection."""
+        if self._reader is not None:
+            conn, self._reader = self._reader, None
+            conn.close()
+
+    def _writing(self) -> Connection:
+        if self._writer is None:
+            raise StoreError(f"the task store at {self.url} is not open")
+        if self._writer.broken or self._writer.closed:
+            self._writer = self._connect()
+        return self._writer
+
+    def _begin(self) -> None:
+        conn = self._writing()
+        conn.execute("BEGIN")
+        conn.execute("SELECT pg_advisory_xact_lock(%s)", (self._lock_key,))
+
+    def _commit(self) -> None:
+        self._writing().execute("COMMIT")
+
+    def _rollback(self) -> None:
+        conn = self._writer
+        idle = pq.TransactionStatus.IDLE
+        if conn is not None and not conn.closed and conn.info.transaction_status != idle:
+            conn.execute("ROLLBACK")
+
+    def _write_many(self, sql: str, rows: Sequence[Row]) -> None:
+        with self._writing().cursor() as cursor:
+            cursor.executemany(sql, rows)
+
+    def _write_fetch(self, sql: str, params: Sequence[Any]) -> list[Row]:
+        return self._writing().execute(sql, params).fetchall()
+
+    def _read_fetch(self, sql: str, params: Sequence[Any]) -> list[Row]:
+        if self._reader is None:
+            raise StoreError(f"the task store at {self.url} is not open")
+        if self._reader.broken or self._reader.closed:
+            self._reader = self._connect()
+        return self._reader.execute(sql, params).fetchall()

@@ -1,0 +1,162 @@
+"""The SQLite backend of the task store: one file, WAL mode, a writer and a reader connection.
+
+Durability: WAL with ``synchronous=NORMAL`` (the default) makes a commit survive the process
+being killed (SIGKILL included), because the commit is in the WAL file once ``COMMIT``
+returns; after a power loss or OS crash the last commits may be lost, never the database's
+consistency. ``?synchronous=full`` fsyncs every commit and survives power loss too, at a cost
+that batching keeps small. ``BEGIN IMMEDIATE`` takes the write lock, so two processes on
+one file serialise; a reader never waits for the writer.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from serendib.errors import StoreError
+from serendib.tasks._store_base import Backend
+from serendib.tasks._store_sql import SCHEMA_VERSION, Dialect, Row
+
+__all__ = ["SqliteBackend"]
+
+_BUSY_TIMEOUT_S = 30.0
+_SCHEMA = (
+    "CREATE TABLE IF NOT EXISTS serendib_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
+    """CREATE TABLE IF NOT EXISTS serendib_tasks (
+        seq INTEGER PRIMARY KEY,
+        id TEXT NOT NULL UNIQUE,
+        state TEXT NOT NULL,
+        attempt INTEGER NOT NULL,
+        worker TEXT,
+        reason TEXT NOT NULL,
+        difficulty INTEGER NOT NULL,
+        priority INTEGER NOT NULL,
+        required_skill TEXT NOT NULL,
+        kind TEXT NOT NULL,
+        submitted_at REAL NOT NULL,
+        updated_at REAL NOT NULL,
+        finished_at REAL,
+        task TEXT NOT NULL,
+        output TEXT,
+        error TEXT
+    )""",
+    "CREATE INDEX IF NOT EXISTS serendib_tasks_state ON serendib_tasks (state, seq)",
+    "CREATE INDEX IF NOT EXISTS serendib_tasks_worker ON serendib_tasks (worker, seq)",
+    """CREATE TABLE IF NOT EXISTS serendib_attempts (
+        task_id TEXT NOT NULL,
+        attempt INTEGER NOT NULL,
+        worker TEXT NOT NULL,
+        reason TEXT NOT NULL,
+        outcome TEXT NOT NULL,
+        assigned_at REAL NOT NULL,
+        started_at REAL,
+        finished_at REAL,
+        error TEXT,
+        escalated INTEGER NOT NULL,
+        stale_results INTEGER NOT NULL,
+        PRIMARY KEY (task_id, attempt)
+    ) WITHOUT ROWID""",
+    "CREATE INDEX IF NOT EXISTS serendib_attempts_running "
+    "ON serendib_attempts (task_id, attempt) WHERE outcome = 'running'",
+)
+
+
+class SqliteBackend(Backend):
+    """A SQLite file, or a private in-memory database (one connection then)."""
+
+    driver_errors = (sqlite3.Error,)
+
+    def __init__(self, path: Path | None, synchronous: str = "normal") -> None:
+        super().__init__(
+            Dialect(
+                param="?",
+                tasks="serendib_tasks",
+                attempts="serendib_attempts",
+                meta="serendib_meta",
+            )
+        )
+        self._path = path
+        self._synchronous = synchronous.upper()
+        self.shares_connection = path is None
+        option = "?synchronous=full" if self._synchronous == "FULL" else ""
+        self.url = "sqlite://:memory:" if path is None else f"sqlite:///{path}{option}"
+        self._writer: sqlite3.Connection | None = None
+        self._reader: sqlite3.Connection | None = None
+
+    def _connect(self) -> sqlite3.Connection:
+        if self._path is None:
+            return sqlite3.connect(":memory:", isolation_level=None)
+        try:
+            self._path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise StoreError(
+                f"cannot create the directory of the task store {self.url}: {e}"
+            ) from e
+        # isolation_level=None: no implicit transactions; we BEGIN and COMMIT ourselves.
+        return sqlite3.connect(self._path, timeout=_BUSY_TIMEOUT_S, isolation_level=None)
+
+    def _connect_writer(self) -> None:
+        self._writer = conn = self._connect()
+        if self._path is not None:
+            conn.execute("PRAGMA journal_mode = WAL")
+        conn.execute(f"PRAGMA synchronous = {self._synchronous}")
+        conn.execute("PRAGMA cache_size = -65536")
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            for statement in _SCHEMA:
+                conn.execute(statement)
+            conn.execute(
+                "INSERT OR IGNORE INTO serendib_meta (key, value) VALUES ('schema_version', ?)",
+                (SCHEMA_VERSION,),
+            )
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+
+    def _connect_reader(self) -> None:
+        self._reader = conn = self._connect()
+        conn.execute("PRAGMA query_only = ON")
+        conn.execute("PRAGMA cache_size = -65536")
+
+    def close_writer(self) -> None:
+        """Close the writer connection (the last one to close checkpoints the WAL)."""
+        if self._writer is not None:
+            conn, self._writer = self._writer, None
+            conn.close()
+
+    def close_reader(self) -> None:
+        """Close the reader connection."""
+        if self._reader is not None:
+            conn, self._reader = self._reader, None
+            conn.close()
+
+    def _writing(self) -> sqlite3.Connection:
+        if self._writer is None:
+            raise StoreError(f"the task store at {self.url} is not open")
+        return self._writer
+
+    def _begin(self) -> None:
+        self._writing().execute("BEGIN IMMEDIATE")
+
+    def _commit(self) -> None:
+        self._writing().execute("COMMIT")
+
+    def _rollback(self) -> None:
+        conn = self._writing()
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+
+    def _write_many(self, sql: str, rows: Sequence[Row]) -> None:
+        self._writing().executemany(sql, rows)
+
+    def _write_fetch(self, sql: str, params: Sequence[Any]) -> list[Row]:
+        return self._writing().execute(sql, params).fetchall()
+
+    def _read_fetch(self, sql: str, params: Sequence[Any]) -> list[Row]:
+        conn = self._writer if self.shares_connection else self._reader
+        if conn is None:
+            raise StoreError(f"the task store at {self.url} is not open")
+        return conn.execute(sql, params).fetchall()

@@ -1,0 +1,413 @@
+"""The group-commit task store shared by SQLite and PostgreSQL.
+
+Writes: ``add`` and ``save`` encode their records at once (so a record that is not JSON fails
+its own caller only), queue them with a future and wake the store's one writer coroutine. The
+writer takes everything queued (up to ``_MAX_BATCH_ROWS`` rows), applies it in call order as
+ONE transaction in a dedicated writer thread, commits, then resolves every caller's future:
+a thousand concurrent saves become a handful of transactions, and nobody is acknowledged
+before their data is committed. While one transaction runs, the next batch queues up, so
+batches grow with load and no timer adds latency when the store is idle. Within a batch the
+last write of a task (or attempt) wins, and an ``add`` skips ids that are already stored or
+written earlier in the batch, so a task's submission order is the order of its first write.
+If a transaction fails, every call in it fails with :class:`StoreError` and nothing of it is
+stored; the writer carries on with the next batch. A cancelled call may still be stored.
+
+Reads run on a second connection in a second thread, so they never wait behind a write; each
+sees every write acknowledged before it started. Backends (:class:`Backend`) only connect
+and run SQL; statements, row encoding and batch planning are shared and pure
+(:mod:`serendib.tasks._store_sql`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from abc import ABC, abstractmethod
+from collections import deque
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager, suppress
+from enum import Enum
+from types import TracebackType
+from typing import Any, Self, TypeVar
+
+from pydantic import ValidationError
+
+from serendib.errors import StoreError
+from serendib.tasks._store_sql import (
+    SCHEMA_VERSION,
+    Dialect,
+    PendingWrite,
+    Row,
+    Statements,
+    attempt_from_row,
+    attempt_row,
+    plan_batch,
+    record_from_row,
+    task_row,
+)
+from serendib.tasks.models import AttemptRecord, TaskRecord, TaskState
+
+_MAX_BATCH_ROWS = 50_000
+_IN_CHUNK = 500
+T = TypeVar("T")
+
+
+# --- backends: synchronous, one thread each for writing and reading ---------------------------
+
+
+class Backend(ABC):
+    """One database driven synchronously from the store's writer and reader threads.
+
+    The writer connection is used only from the writer thread and the reader connection only
+    from the reader thread (the same thread when ``shares_connection``).
+    """
+
+    url: str
+    shares_connection = False
+    driver_errors: tuple[type[Exception], ...] = ()
+
+    def __init__(self, dialect: Dialect) -> None:
+        self.sql = Statements(dialect)
+
+    @abstractmethod
+    def _connect_writer(self) -> None:
+        """Connect the writer; create the schema (and record its version) if missing."""
+
+    @abstractmethod
+    def _connect_reader(self) -> None:
+        """Connect the reader."""
+
+    @abstractmethod
+    def close_writer(self) -> None:
+        """Close the writer connection, if open. Never raises."""
+
+    @abstractmethod
+    def close_reader(self) -> None:
+        """Close the reader connection, if open. Never raises."""
+
+    @abstractmethod
+    def _begin(self) -> None:
+        """Start a write transaction holding the store's write lock."""
+
+    @abstractmethod
+    def _commit(self) -> None: ...
+
+    @abstractmethod
+    def _rollback(self) -> None: ...
+
+    @abstractmethod
+    def _write_many(self, sql: str, rows: Sequence[Row]) -> None: ...
+
+    @abstractmethod
+    def _write_fetch(self, sql: str, params: Sequence[Any]) -> list[Row]: ...
+
+    @abstractmethod
+    def _read_fetch(self, sql: str, params: Sequence[Any]) -> list[Row]: ...
+
+    @contextmanager
+    def _failing_as(self, what: str) -> Iterator[None]:
+        try:
+            yield
+        except StoreError:
+            raise
+        except self.driver_errors as e:
+            raise StoreError(f"{what} the task store at {self.url} failed: {e}") from e
+        except (ValidationError, ValueError) as e:
+            raise StoreError(f"the task store at {self.url} holds an invalid record: {e}") from e
+
+    def open_writer(self) -> None:
+        """Connect the writer and create the schema if it is missing."""
+        with self._failing_as("opening"):
+            self._connect_writer()
+            found = self._write_fetch(self.sql.schema_version, ())
+        if found and found[0][0] != SCHEMA_VERSION:
+            raise StoreError(
+                f"the task store at {self.url} has schema version {found[0][0]}, this Serendib "
+                f"uses version {SCHEMA_VERSION}: open it with a matching Serendib, or use a new "
+                "store"
+            )
+
+    def open_reader(self) -> None:
+        """Connect the reader."""
+        with self._failing_as("opening"):
+            self._connect_reader()
+
+    def write(self, writes: Sequence[PendingWrite]) -> list[list[int]]:
+        """Apply a batch in one transaction; per write, the indexes of the rows it inserted."""
+        with self._failing_as(f"writing {sum(w.size for w in writes)} rows to"):
+            self._begin()
+            try:
+                existing = self._existing([row[0] for w in writes if w.add for row in w.task_rows])
+                tasks, attempts, inserted = plan_batch(writes, existing)
+                if tasks:
+                    self._write_many(self.sql.upsert_task, tasks)
+                if attempts:
+                    self._write_many(self.sql.upsert_attempt, attempts)
+                self._commit()
+            except BaseException:
+                with suppress(*self.driver_errors):
+                    self._rollback()
+                raise
+        return inserted
+
+    def _existing(self, ids: list[str]) -> set[str]:
+        unique = list(dict.fromkeys(ids))
+        found: set[str] = set()
+        for start in range(0, len(unique), _IN_CHUNK):
+            chunk = unique[start : start + _IN_CHUNK]
+            found.update(row[0] for row in self._write_fetch(self.sql.existing(len(chunk)), chunk))
+        return found
+
+    def read_tasks(self, sql: str, params: Sequence[Any]) -> list[tuple[int, TaskRecord]]:
+        """Tasks (with their sequence numbers) selected by one of :class:`Statements`."""
+        with self._failing_as("reading tasks from"):
+            return [record_from_row(row) for row in self._read_fetch(sql, params)]
+
+    def read_attempts(self, sql: str, params: Sequence[Any]) -> list[AttemptRecord]:
+        """Attempts selected by one of :class:`Statements`."""
+        with self._failing_as("reading attempts from"):
+            return [attempt_from_row(row) for row in self._read_fetch(sql, params)]
+
+    def read_counts(self) -> dict[TaskState, int]:
+        """Tasks per state, every state present."""
+        counts = dict.fromkeys(TaskState, 0)
+        with self._failing_as("counting tasks in"):
+            for state, count in self._read_fetch(self.sql.counts, ()):
+                counts[TaskState(state)] = count
+        return counts
+
+
+# --- the asynchronous store -------------------------------------------------------------------
+
+
+class _Status(Enum):
+    NEW = "new"
+    OPEN = "open"
+    CLOSING = "closing"
+    CLOSED = "closed"
+
+
+_Queued = tuple[PendingWrite, "asyncio.Future[list[int]]"]
+
+
+class SqlTaskStore:
+    """A :class:`~serendib.tasks.store.TaskStore` over a :class:`Backend`, with group commit."""
+
+    def __init__(self, backend: Backend) -> None:
+        self._backend = backend
+        self._status = _Status.NEW
+        self._queue: deque[_Queued] = deque()
+        self._wake = asyncio.Event()
+        self._closed = asyncio.Event()
+        self._writer: asyncio.Task[None] | None = None
+        self._write_pool: ThreadPoolExecutor | None = None
+        self._read_pool: ThreadPoolExecutor | None = None
+        self._transactions = 0
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.url} {self._status.value}>"
+
+    @property
+    def url(self) -> str:
+        """Where the store is, password redacted."""
+        return self._backend.url
+
+    @property
+    def transactions(self) -> int:
+        """Write transactions committed since :meth:`open`."""
+        return self._transactions
+
+    async def open(self) -> None:
+        """Connect and create the schema if it is missing. Idempotent."""
+        if self._status is _Status.OPEN:
+            return
+        if self._status is _Status.CLOSING:
+            raise StoreError(f"the task store at {self.url} is closing; wait for close() first")
+        loop = asyncio.get_running_loop()
+        self._write_pool = ThreadPoolExecutor(1, thread_name_prefix="serendib-store-writer")
+        self._read_pool = self._write_pool
+        if not self._backend.shares_connection:
+            self._read_pool = ThreadPoolExecutor(1, thread_name_prefix="serendib-store-reader")
+        try:
+            await loop.run_in_executor(self._write_pool, self._backend.open_writer)
+            if self._read_pool is not self._write_pool:
+                await loop.run_in_executor(self._read_pool, self._backend.open_reader)
+        except BaseException:
+            await self._disconnect()
+            raise
+        self._queue.clear()
+        self._wake = asyncio.Event()
+        self._closed = asyncio.Event()
+        self._transactions = 0
+        self._status = _Status.OPEN
+        self._writer = loop.create_task(self._write_loop(), name=f"task store writer {self.url}")
+
+    async def close(self) -> None:
+        """Commit every queued write, then close the connections. Idempotent."""
+        if self._status is _Status.CLOSING:
+            await self._closed.wait()
+            return
+        if self._status is not _Status.OPEN:
+            return
+        self._status = _Status.CLOSING
+        self._wake.set()
+        try:
+            if self._writer is not None:
+                await self._writer
+        finally:
+            self._writer = None
+            await self._disconnect()
+            self._status = _Status.CLOSED
+            self._closed.set()
+
+    async def __aenter__(self) -> Self:
+        await self.open()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    async def add(self, records: Sequence[TaskRecord]) -> list[TaskRecord]:
+        """Insert the tasks whose id is new; return those inserted, in input order."""
+        self._check_open("add")
+        if not records:
+            return []
+        inserted = await self._submit(PendingWrite(True, [task_row(r) for r in records], []))
+        return [records[index] for index in inserted]
+
+    async def save(
+        self, records: Sequence[TaskRecord] = (), attempts: Sequence[AttemptRecord] = ()
+    ) -> None:
+        """Insert or replace task and attempt records; durable on return."""
+        self._check_open("save")
+        if records or attempts:
+            rows = [task_row(r) for r in records]
+            await self._submit(PendingWrite(False, rows, [attempt_row(a) for a in attempts]))
+
+    async def get(self, task_id: str) -> TaskRecord | None:
+        """The stored record of task ``task_id``, or None."""
+        found = await self._read(self._backend.read_tasks, self._backend.sql.get, (task_id,))
+        return found[0][1] if found else None
+
+    async def attempts(self, task_id: str) -> list[AttemptRecord]:
+        """Every attempt of task ``task_id``, by attempt number."""
+        sql = self._backend.sql.attempts_of
+        return await self._read(self._backend.read_attempts, sql, (task_id,))
+
+    async def unfinished(self) -> list[TaskRecord]:
+        """Every non-final task, in submission order."""
+        found = await self._read(self._backend.read_tasks, self._backend.sql.unfinished, ())
+        return [record for _, record in found]
+
+    async def open_attempts(self) -> list[AttemptRecord]:
+        """Every attempt whose outcome is RUNNING."""
+        sql = self._backend.sql.open_attempts
+        return await self._read(self._backend.read_attempts, sql, ())
+
+    async def query(
+        self,
+        *,
+        state: TaskState | None = None,
+        worker: str | None = None,
+        after: int | None = None,
+        limit: int = 100,
+    ) -> tuple[list[TaskRecord], int | None]:
+        """One page of tasks in submission order and the next page's cursor (None at the end)."""
+        if limit < 1:
+            raise ValueError(f"limit must be at least 1, not {limit}")
+        params: list[Any] = [after if after is not None else 0]
+        if state is not None:
+            params.append(TaskState(state).value)
+        if worker is not None:
+            params.append(worker)
+        params.append(limit + 1)
+        sql = self._backend.sql.query(state=state is not None, worker=worker is not None)
+        found = await self._read(self._backend.read_tasks, sql, params)
+        cursor = found[limit - 1][0] if len(found) > limit else None
+        return [record for _, record in found[:limit]], cursor
+
+    async def counts(self) -> dict[TaskState, int]:
+        """Tasks per state; every state is a key."""
+        return await self._read(self._backend.read_counts)
+
+    async def all_records(self) -> list[TaskRecord]:
+        """Every task, in submission order."""
+        found = await self._read(self._backend.read_tasks, self._backend.sql.all_records, ())
+        return [record for _, record in found]
+
+    async def all_attempts(self) -> list[AttemptRecord]:
+        """Every attempt, by task id and attempt number."""
+        sql = self._backend.sql.all_attempts
+        return await self._read(self._backend.read_attempts, sql, ())
+
+    def _check_open(self, operation: str) -> None:
+        if self._status is not _Status.OPEN:
+            raise StoreError(
+                f"cannot {operation}: the task store at {self.url} is {self._status.value}"
+                + (" (call open() first)" if self._status is _Status.NEW else "")
+            )
+
+    async def _read(self, function: Callable[..., T], *args: Any) -> T:
+        self._check_open("read")
+        return await asyncio.get_running_loop().run_in_executor(self._read_pool, function, *args)
+
+    async def _submit(self, write: PendingWrite) -> list[int]:
+        future: asyncio.Future[list[int]] = asyncio.get_running_loop().create_future()
+        self._queue.append((write, future))
+        self._wake.set()
+        return await future
+
+    async def _write_loop(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            if not self._queue:
+                if self._status is not _Status.OPEN:
+                    return
+                self._wake.clear()
+                await self._wake.wait()
+                continue
+            batch = self._take_batch()
+            writes = [write for write, _ in batch]
+            try:
+                inserted = await loop.run_in_executor(self._write_pool, self._backend.write, writes)
+            except Exception as e:
+                for _, future in batch:
+                    if not future.done():
+                        future.set_exception(_own_copy(e))
+                continue
+            self._transactions += 1
+            for (_, future), rows in zip(batch, inserted, strict=True):
+                if not future.done():
+                    future.set_result(rows)
+
+    def _take_batch(self) -> list[_Queued]:
+        batch = [self._queue.popleft()]
+        rows = batch[0][0].size
+        while self._queue and rows + self._queue[0][0].size <= _MAX_BATCH_ROWS:
+            batch.append(self._queue.popleft())
+            rows += batch[-1][0].size
+        return batch
+
+    async def _disconnect(self) -> None:
+        loop = asyncio.get_running_loop()
+        if self._read_pool is not None and self._read_pool is not self._write_pool:
+            await loop.run_in_executor(self._read_pool, self._backend.close_reader)
+            self._read_pool.shutdown(wait=False)
+        if self._write_pool is not None:
+            await loop.run_in_executor(self._write_pool, self._backend.close_writer)
+            self._write_pool.shutdown(wait=False)
+        self._read_pool = self._write_pool = None
+
+
+def _own_copy(error: Exception) -> Exception:
+    # Each failed caller gets its own exception object, so tracebacks do not pile up on one.
+    if not isinstance(error, StoreError):
+        return error
+    copy = StoreError(*error.args)
+    copy.__cause__ = error.__cause__
+    return copy

@@ -1,0 +1,254 @@
+"""What the SQL task stores share, all pure: row encoding, batch planning and statements.
+
+Schema (the same in SQLite and PostgreSQL, tables prefixed ``serendib_``):
+
+- ``serendib_tasks``: one row per task. ``seq`` is the submission order (SQLite: the rowid,
+  ``INTEGER PRIMARY KEY``; PostgreSQL: an identity column), ``id`` is unique. The task spec
+  is stored as JSON in ``task`` and the output as JSON in ``output``; the fields queries need
+  (``state``, ``worker``, ``difficulty``, ``priority``, ``required_skill``, ``kind``, times,
+  ``attempt``, ``reason``, ``error``) are plain columns, so the file can be read with SQL.
+- Indexes ``(state, seq)`` and ``(worker, seq)``: ``query`` pages by key (``seq > cursor``)
+  along one of them, so a page costs the same at 10^6 tasks as at 10, and ``unfinished``
+  reads only the non-final tasks.
+- ``serendib_attempts``: one row per ``(task_id, attempt)`` (the primary key), with a partial
+  index on the RUNNING ones for ``open_attempts``.
+- ``serendib_meta``: ``schema_version``; opening a store of another version fails clearly.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import pydantic_core
+
+from serendib.errors import StoreError
+from serendib.tasks.models import AttemptRecord, Task, TaskRecord, TaskState
+
+SCHEMA_VERSION = "1"
+Row = tuple[Any, ...]
+
+TASK_COLUMNS = (
+    "id",
+    "state",
+    "attempt",
+    "worker",
+    "reason",
+    "difficulty",
+    "priority",
+    "required_skill",
+    "kind",
+    "submitted_at",
+    "updated_at",
+    "finished_at",
+    "task",
+    "output",
+    "error",
+)
+_TASK_READ = (
+    "seq",
+    "state",
+    "attempt",
+    "worker",
+    "reason",
+    "submitted_at",
+    "updated_at",
+    "finished_at",
+    "task",
+    "output",
+    "error",
+)
+ATTEMPT_COLUMNS = (
+    "task_id",
+    "attempt",
+    "worker",
+    "reason",
+    "outcome",
+    "assigned_at",
+    "started_at",
+    "finished_at",
+    "error",
+    "escalated",
+    "stale_results",
+)
+_JSON_COLUMNS = frozenset({"task", "output"})
+_UNFINISHED = ", ".join(f"'{state.value}'" for state in TaskState if not state.is_final)
+
+
+def task_row(record: TaskRecord) -> Row:
+    """The task table row of ``record``, in :data:`TASK_COLUMNS` order."""
+    task = record.task
+    try:
+        spec = task.model_dump_json()
+        output = None if record.output is None else pydantic_core.to_json(record.output).decode()
+    except (pydantic_core.PydanticSerializationError, ValueError, TypeError) as e:
+        raise StoreError(
+            f"task {task.id!r} cannot be stored: it is not JSON-compatible: {e}"
+        ) from e
+    return (
+        task.id,
+        record.state.value,
+        record.attempt,
+        record.worker,
+        record.reason,
+        task.difficulty,
+        task.priority,
+        task.required_skill,
+        task.kind,
+        record.submitted_at,
+        record.updated_at,
+        record.finished_at,
+        spec,
+        output,
+        record.error,
+    )
+
+
+def attempt_row(record: AttemptRecord) -> Row:
+    """The attempt table row of ``record``, in :data:`ATTEMPT_COLUMNS` order."""
+    return (
+        record.task_id,
+        record.attempt,
+        record.worker,
+        record.reason,
+        record.outcome.value,
+        record.assigned_at,
+        record.started_at,
+        record.finished_at,
+        record.error,
+        record.escalated,
+        record.stale_results,
+    )
+
+
+def record_from_row(row: Row) -> tuple[int, TaskRecord]:
+    """The submission sequence number and the record of a row read with :class:`Statements`."""
+    seq, state, attempt, worker, reason, submitted, updated, finished, spec, output, error = row
+    record = TaskRecord(
+        task=Task.model_validate_json(spec),
+        state=state,
+        attempt=attempt,
+        worker=worker,
+        reason=reason,
+        submitted_at=submitted,
+        updated_at=updated,
+        finished_at=finished,
+        output=None if output is None else json.loads(output),
+        error=error,
+    )
+    return seq, record
+
+
+def attempt_from_row(row: Row) -> AttemptRecord:
+    """The attempt record of a row in :data:`ATTEMPT_COLUMNS` order."""
+    return AttemptRecord.model_validate(dict(zip(ATTEMPT_COLUMNS, row, strict=True)))
+
+
+@dataclass(slots=True)
+class PendingWrite:
+    """One ``add`` or ``save`` call, encoded, waiting for the writer."""
+
+    add: bool
+    task_rows: list[Row]
+    attempt_rows: list[Row]
+
+    @property
+    def size(self) -> int:
+        """Rows it writes at most."""
+        return len(self.task_rows) + len(self.attempt_rows)
+
+
+def plan_batch(
+    writes: Sequence[PendingWrite], existing: set[str]
+) -> tuple[list[Row], list[Row], list[list[int]]]:
+    """Merge queued writes, in call order, into the rows one transaction upserts.
+
+    Args:
+        writes: The batch, oldest first.
+        existing: Which of the ids the batch adds are already stored.
+
+    Returns:
+        Task rows and attempt rows to upsert (last write of a key wins, at the position of
+        its first write), and for each write the indexes of the task rows it inserted (empty
+        for a save).
+    """
+    tasks: dict[str, Row] = {}
+    attempts: dict[tuple[str, int], Row] = {}
+    inserted: list[list[int]] = []
+    for write in writes:
+        new: list[int] = []
+        if write.add:
+            for index, row in enumerate(write.task_rows):
+                if row[0] not in existing and row[0] not in tasks:
+                    tasks[row[0]] = row
+                    new.append(index)
+        else:
+            for row in write.task_rows:
+                tasks[row[0]] = row
+            for row in write.attempt_rows:
+                attempts[row[0], row[1]] = row
+        inserted.append(new)
+    return list(tasks.values()), list(attempts.values()), inserted
+
+
+@dataclass(frozen=True)
+class Dialect:
+    """How one database spells parameters, tables and JSON columns."""
+
+    param: str
+    tasks: str
+    attempts: str
+    meta: str
+    json_param: str = "{}"
+    json_text: str = "{}"
+
+
+class Statements:
+    """The SQL both backends run, written once for a :class:`Dialect`."""
+
+    def __init__(self, d: Dialect) -> None:
+        p = d.param
+        values = ", ".join(
+            d.json_param.format(p) if c in _JSON_COLUMNS else p for c in TASK_COLUMNS
+        )
+        updates = ", ".join(f"{c} = excluded.{c}" for c in TASK_COLUMNS[1:])
+        self.upsert_task = (
+            f"INSERT INTO {d.tasks} ({', '.join(TASK_COLUMNS)}) VALUES ({values}) "
+            f"ON CONFLICT (id) DO UPDATE SET {updates}"
+        )
+        updates = ", ".join(f"{c} = excluded.{c}" for c in ATTEMPT_COLUMNS[2:])
+        self.upsert_attempt = (
+            f"INSERT INTO {d.attempts} ({', '.join(ATTEMPT_COLUMNS)}) "
+            f"VALUES ({', '.join(p for _ in ATTEMPT_COLUMNS)}) "
+            f"ON CONFLICT (task_id, attempt) DO UPDATE SET {updates}"
+        )
+        columns = ", ".join(d.json_text.format(c) if c in _JSON_COLUMNS else c for c in _TASK_READ)
+        tasks = f"SELECT {columns} FROM {d.tasks}"
+        attempts = f"SELECT {', '.join(ATTEMPT_COLUMNS)} FROM {d.attempts}"
+        self.get = f"{tasks} WHERE id = {p}"
+        self.unfinished = f"{tasks} WHERE state IN ({_UNFINISHED}) ORDER BY seq"
+        self.all_records = f"{tasks} ORDER BY seq"
+        self.counts = f"SELECT state, count(*) FROM {d.tasks} GROUP BY state"
+        self.attempts_of = f"{attempts} WHERE task_id = {p} ORDER BY attempt"
+        self.open_attempts = f"{attempts} WHERE outcome = 'running' ORDER BY task_id, attempt"
+        self.all_attempts = f"{attempts} ORDER BY task_id, attempt"
+        self.schema_version = f"SELECT value FROM {d.meta} WHERE key = 'schema_version'"
+        self._tasks_select = tasks
+        self._dialect = d
+
+    def query(self, *, state: bool, worker: bool) -> str:
+        """A page of tasks after a ``seq``, optionally filtered; parameters in that order."""
+        p = self._dialect.param
+        where = [f"seq > {p}"]
+        if state:
+            where.append(f"state = {p}")
+        if worker:
+            where.append(f"worker = {p}")
+        return f"{self._tasks_select} WHERE {' AND '.join(where)} ORDER BY seq LIMIT {p}"
+
+    def existing(self, count: int) -> str:
+        """Which of ``count`` ids are stored."""
+        marks = ", ".join(self._dialect.param for _ in range(count))
+        return f"SELECT id FROM {self._dialect.tasks} WHERE id IN ({marks})"

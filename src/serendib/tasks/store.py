@@ -1,0 +1,253 @@
+"""Durable task state: the :class:`TaskStore` interface and :func:`open_store`.
+
+A SQLite file by default, PostgreSQL by URL. Both are the same group-commit store (see
+:mod:`serendib.tasks._store_base`): concurrent writes are queued and a single writer commits
+everything queued in one transaction, so a write is durable when its call returns and the
+store is not the manager's bottleneck.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from pathlib import Path
+from types import TracebackType
+from typing import Protocol, Self, runtime_checkable
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+from serendib.errors import StoreError
+from serendib.tasks.models import AttemptRecord, TaskRecord, TaskState
+
+__all__ = ["DEFAULT_STORE_FILE", "TaskStore", "open_store", "redact_url"]
+
+DEFAULT_STORE_FILE = "serendib.db"
+
+_ACCEPTED = (
+    "use sqlite:///relative/path.db, sqlite:////absolute/path.db, a file path ending in .db, "
+    ".sqlite or .sqlite3, sqlite://:memory:, or postgresql://user:password@host:port/database "
+    "(optionally ?schema=NAME)"
+)
+_SQLITE_SUFFIXES = (".db", ".sqlite", ".sqlite3")
+_SQLITE_OPTIONS = {"synchronous": ("normal", "full")}
+_SCHEMA_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
+
+
+@runtime_checkable
+class TaskStore(Protocol):
+    """The task manager's source of truth: task records and attempt records.
+
+    Every write method returns only once its data is committed, so a caller may act on (or
+    acknowledge) a state change as soon as ``save`` returns. Records are frozen pydantic
+    models and come back equal to what was stored. Use it as ``async with open_store(url) as
+    store:`` or call :meth:`open` and :meth:`close`.
+    """
+
+    @property
+    def url(self) -> str:
+        """Where the store is, for people: the URL with any password replaced by ``***``."""
+        ...
+
+    @property
+    def transactions(self) -> int:
+        """Write transactions committed since :meth:`open` (one per batch of queued writes)."""
+        ...
+
+    async def open(self) -> None:
+        """Connect and create the schema if it is missing. Idempotent.
+
+        Raises:
+            StoreError: The database cannot be opened, or holds another schema version.
+        """
+        ...
+
+    async def close(self) -> None:
+        """Commit every queued write, then close the connections. Idempotent."""
+        ...
+
+    async def __aenter__(self) -> Self:
+        """Open the store (see :meth:`open`)."""
+        ...
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        """Close the store (see :meth:`close`)."""
+        ...
+
+    async def add(self, records: Sequence[TaskRecord]) -> list[TaskRecord]:
+        """Insert the tasks whose id is new; leave tasks already stored untouched.
+
+        Submitting an id twice (in one call or across calls) is one task: the first wins.
+        All or nothing: on error nothing of ``records`` is stored.
+
+        Args:
+            records: New tasks, usually PENDING.
+
+        Returns:
+            The records actually inserted, in input order.
+
+        Raises:
+            StoreError: The write failed, or a record cannot be encoded as JSON.
+        """
+        ...
+
+    async def save(
+        self, records: Sequence[TaskRecord] = (), attempts: Sequence[AttemptRecord] = ()
+    ) -> None:
+        """Insert or replace task records (by task id) and attempt records (by task, attempt).
+
+        Calls are applied in the order they were made: a later save of a record wins.
+
+        Args:
+            records: Full task records.
+            attempts: Full attempt records.
+
+        Raises:
+            StoreError: The write failed, or a record cannot be encoded as JSON.
+        """
+        ...
+
+    async def get(self, task_id: str) -> TaskRecord | None:
+        """The stored record of task ``task_id``, or None if there is none."""
+        ...
+
+    async def attempts(self, task_id: str) -> list[AttemptRecord]:
+        """Every attempt of task ``task_id``, by attempt number."""
+        ...
+
+    async def unfinished(self) -> list[TaskRecord]:
+        """Every task not in a final state, in submission order: what a restart resumes."""
+        ...
+
+    async def open_attempts(self) -> list[AttemptRecord]:
+        """Every attempt whose outcome is RUNNING: what a restart must reconcile."""
+        ...
+
+    async def query(
+        self,
+        *,
+        state: TaskState | None = None,
+        worker: str | None = None,
+        after: int | None = None,
+        limit: int = 100,
+    ) -> tuple[list[TaskRecord], int | None]:
+        """One page of tasks in submission order, filtered by state and/or worker.
+
+        Paging is by key, not offset, so every page costs the same at any depth.
+
+        Args:
+            state: Only tasks in this state.
+            worker: Only tasks whose latest attempt went to this worker.
+            after: The cursor returned with the previous page; None for the first page.
+            limit: Most records in the page (at least 1).
+
+        Returns:
+            The page and the cursor of the next page, or None when this page is the last.
+
+        Raises:
+            ValueError: ``limit`` is less than 1.
+        """
+        ...
+
+    async def counts(self) -> dict[TaskState, int]:
+        """How many tasks are in each state; every state is a key (0 when none)."""
+        ...
+
+    async def all_records(self) -> list[TaskRecord]:
+        """Every task, in submission order (loads them all: for the final report)."""
+        ...
+
+    async def all_attempts(self) -> list[AttemptRecord]:
+        """Every attempt, by task id and attempt number."""
+        ...
+
+
+def open_store(url: str | None = None) -> TaskStore:
+    """The store at ``url``, not yet opened (call ``open`` or use ``async with``).
+
+    Args:
+        url: None or ``""`` for ``serendib.db`` in the current directory;
+            ``sqlite:///relative/path.db``, ``sqlite:////absolute/path.db`` or a path ending in
+            ``.db``/``.sqlite``/``.sqlite3`` for a SQLite file (``?synchronous=full`` also
+            survives power loss; the default survives the process being killed);
+            ``sqlite://:memory:`` for a private in-memory database (tests);
+            ``postgresql://user:password@host:port/database`` (or ``postgres://``) for
+            PostgreSQL, with ``?schema=NAME`` to keep the tables in their own schema.
+
+    Raises:
+        StoreError: The URL is none of the above.
+        ImportError: A PostgreSQL URL, and psycopg (the ``postgres`` extra) is not installed.
+    """
+    from serendib.tasks._store_base import SqlTaskStore
+
+    text = (url or "").strip()
+    scheme = text.partition("://")[0].lower() if "://" in text else ""
+    if scheme in ("postgresql", "postgres"):
+        from serendib.tasks._postgres_store import PostgresBackend
+
+        conninfo, schema = _postgres_target(text)
+        return SqlTaskStore(PostgresBackend(conninfo, redact_url(text), schema))
+
+    from serendib.tasks._sqlite_store import SqliteBackend
+
+    path, synchronous = _sqlite_target(text, scheme)
+    return SqlTaskStore(SqliteBackend(path, synchronous))
+
+
+def redact_url(url: str) -> str:
+    """``url`` with its password, if any, replaced by ``***``."""
+    try:
+        parts = urlsplit(url)
+        password = parts.password
+    except ValueError:
+        return url
+    if not password:
+        return url
+    user = parts.username or ""
+    host = parts.netloc.rpartition("@")[2]
+    return urlunsplit(parts._replace(netloc=f"{user}:***@{host}"))
+
+
+def _sqlite_target(text: str, scheme: str) -> tuple[Path | None, str]:
+    """The file (None for in-memory) and ``synchronous`` level a SQLite URL names."""
+    if not text:
+        return Path(DEFAULT_STORE_FILE).resolve(), "normal"
+    if scheme == "sqlite":
+        location, _, query = text[len("sqlite://") :].partition("?")
+        synchronous = _sqlite_options(text, query)
+        if location in (":memory:", "/:memory:"):
+            return None, synchronous
+        if location.startswith("/") and len(location) > 1:
+            return Path(location[1:]).resolve(), synchronous
+    elif not scheme and text.lower().endswith(_SQLITE_SUFFIXES):
+        return Path(text).expanduser().resolve(), "normal"
+    raise StoreError(f"cannot open a task store at {redact_url(text)!r}: {_ACCEPTED}")
+
+
+def _sqlite_options(url: str, query: str) -> str:
+    options = dict(parse_qsl(query, keep_blank_values=True))
+    for name, value in options.items():
+        allowed = _SQLITE_OPTIONS.get(name)
+        if allowed is None or value.lower() not in allowed:
+            raise StoreError(
+                f"unsupported option {name}={value!r} in task store URL {url!r}: "
+                "the only SQLite option is synchronous=normal|full"
+            )
+    return options.get("synchronous", "normal").lower()
+
+
+def _postgres_target(url: str) -> tuple[str, str | None]:
+    """The libpq connection URL (without ``schema``) and the schema a PostgreSQL URL names."""
+    parts = urlsplit(url)
+    query = parse_qsl(parts.query, keep_blank_values=True)
+    schema = next((value for name, value in query if name == "schema"), None)
+    if schema is not None and not _SCHEMA_NAME.match(schema):
+        raise StoreError(
+            f"invalid schema {schema!r} in task store URL {redact_url(url)!r}: use letters, "
+            "digits and underscores, starting with a letter or underscore (at most 63)"
+        )
+    rest = urlencode([(name, value) for name, value in query if name != "schema"])
+    return urlunsplit(parts._replace(query=rest)), schema
