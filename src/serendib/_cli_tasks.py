@@ -29,6 +29,7 @@ SEED_TASKS = [
     Task(id=3, description="Machine learning model training", difficulty=8),
 ]
 SEED_WORKERS = [("Junior", 3), ("Intermediate", 6), ("Senior", 9)]
+UNQUALIFIED_WAIT_S = 1.0  # random demo tasks beyond every worker's skill fail after this
 
 
 def admin_args(parser: argparse.ArgumentParser) -> None:
@@ -138,7 +139,12 @@ def demo_scenario(
     rng = random.Random(seed)
     crew = [(f"worker-{i + 1}", rng.randint(1, 10)) for i in range(workers or 3)]
     batch = [
-        Task(id=f"t{i + 1}", description=f"random task {i + 1}", difficulty=rng.randint(1, 10))
+        Task(
+            id=f"t{i + 1}",
+            description=f"random task {i + 1}",
+            difficulty=rng.randint(1, 10),
+            wait_timeout_s=UNQUALIFIED_WAIT_S,
+        )
         for i in range(tasks or 3)
     ]
     return batch, crew
@@ -193,7 +199,12 @@ def add_task_commands(commands: Any, common: Callable[[argparse.ArgumentParser],
     """Add ``demo`` and the client commands to the ``serendib`` parser."""
     demo = commands.add_parser("demo", help="run the seed's scenario in one process")
     demo.add_argument("--time-scale", type=float, default=1.0, help="seconds per difficulty level")
-    demo.add_argument("--tasks", type=int, default=None, help="random scenario: number of tasks")
+    demo.add_argument(
+        "--tasks",
+        type=int,
+        default=None,
+        help="random scenario: number of tasks (those beyond every worker's skill fail after 1 s)",
+    )
     demo.add_argument(
         "--workers", type=int, default=None, help="random scenario: number of workers"
     )

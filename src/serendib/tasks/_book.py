@@ -355,10 +355,15 @@ class TaskBook:
         if record is None or record.state is not TaskState.PENDING or record.attempt:
             return
         self._timers.pop(task_id, None)
+        task = record.task
+        if self.scheduler.max_level(task.required_skill) >= task.difficulty:
+            return  # a skilled worker is connected, only busy: the task will get its turn
         reason = self.scheduler.waiting_reason(task_id) or "no eligible worker"
         self.scheduler.remove_task(task_id)
-        wait = record.task.wait_timeout_s or 0
-        self._finalise(record.failed(f"no worker took it within {wait:g}s ({reason})", time.time()))
+        wait = task.wait_timeout_s or 0
+        self._finalise(
+            record.failed(f"no worker could take it within {wait:g}s ({reason})", time.time())
+        )
 
     async def _attempt_expired(self, task_id: str, attempt_no: int) -> None:
         attempt = self._attempts.get(task_id)

@@ -62,7 +62,8 @@ class TaskManager(Admin):
         workspace_id: The workspace whose workers it uses.
         store: A :class:`TaskStore` or its URL (default: SQLite file ``serendib.db``).
         tasks: Tasks to submit when it starts.
-        stop_when_done: End the run once every task is final (a batch run).
+        stop_when_done: End the run once every task is final (a batch run); the report is
+            then kept in ``last_report``.
         attempt_unqualified: Give a task no connected worker is skilled enough for to the
             most skilled one anyway (the seed's behaviour) instead of letting it wait.
         **options: Passed on to :class:`~serendib.Admin`.
@@ -89,6 +90,7 @@ class TaskManager(Admin):
         self.book = TaskBook(self.scheduler, self._ledger, self._call_soon, name)
         self._done = asyncio.Event()
         self._started_at = time.monotonic()
+        self.last_report: Report | None = None
 
     @property
     def stats(self) -> ManagerStats:
@@ -138,6 +140,8 @@ class TaskManager(Admin):
     async def _finish(self, drain_timeout: float | None) -> None:
         self.book.close()
         await self._ledger.drain()
+        if self.stop_when_done:
+            self.last_report = await self.report()
 
     async def on_stop(self) -> None:
         """Close the store once everything staged is saved."""

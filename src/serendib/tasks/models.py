@@ -78,7 +78,8 @@ class Task(_Frozen):
         required_skill: The named skill it needs (``general`` by default).
         max_attempts: Attempts before it is declared failed.
         timeout_s: An attempt running longer is abandoned and retried.
-        wait_timeout_s: Fail the task if no eligible worker takes it within this many seconds.
+        wait_timeout_s: Fail the task if, this many seconds after submission, no connected
+            worker is skilled enough for it (busy skilled workers do not count as none).
     """
 
     id: TaskId
