@@ -141,11 +141,13 @@ class _Queue:
         tree = self._tree
         while lo < hi:
             if lo & 1:
-                best = min(best, tree[lo])
+                if tree[lo] < best:
+                    best = tree[lo]
                 lo += 1
             if hi & 1:
                 hi -= 1
-                best = min(best, tree[hi])
+                if tree[hi] < best:
+                    best = tree[hi]
             lo >>= 1
             hi >>= 1
         return None if best == _NO_KEY else best
@@ -175,7 +177,8 @@ class _Queue:
         tree[i] = key
         i >>= 1
         while i:
-            tree[i] = min(tree[2 * i], tree[2 * i + 1])
+            left, right = tree[2 * i], tree[2 * i + 1]
+            tree[i] = left if left < right else right
             i >>= 1
 
     def _grow(self, leaf: int) -> None:
@@ -220,11 +223,12 @@ class _Workers:
         if not self._counts[level]:
             del self._counts[level], self._levels[bisect_left(self._levels, level)]
 
-    def offer(self, level: int, worker: _Worker) -> None:
+    def offer(self, level: int, worker: _Worker, *, was_free: bool = False) -> None:
+        """Enter a free worker's new version (``was_free``: its old one was live, now stale)."""
         heap = self._heaps.setdefault(level, [])
         heappush(heap, (worker.load, worker.name, worker.version))
-        live = self._live[level] = self._live.get(level, 0) + 1
-        if live == 1:
+        live = self._live[level] = self._live.get(level, 0) + (0 if was_free else 1)
+        if live == 1 and not was_free:
             insort(self._free, level)
         elif len(heap) > 2 * live + 16:
             heap[:] = [slot for slot in heap if self._alive(slot)]
@@ -458,26 +462,40 @@ class Scheduler:
         # The first in line of each skill, merged in one heap. An assignment only ever makes
         # another skill's first in line worse (its workers fill up), so an entry found stale
         # is recomputed and pushed back, and an entry found current is the true first in line.
-        line = [(key, skill) for skill in skills if (key := self._first(skill, qualified))]
+        # Each entry notes how many assignments had been made when it was computed: one
+        # computed since the last assignment is current without a check.
+        line = [(key, 0, skill) for skill in skills if (key := self._first(skill, qualified))]
         heapify(line)
+        placed = 0
         while line:
-            key, skill = line[0]
-            current = self._first(skill, qualified)
-            if current is None:
+            key, seen, skill = line[0]
+            if seen != placed:
+                current = self._first(skill, qualified)
+                if current is None:
+                    heappop(line)
+                    continue
+                if current != key:
+                    heapreplace(line, (current, placed, skill))
+                    continue
+            made.append(self._place(skill, key, qualified))
+            placed += 1
+            following = self._first(skill, qualified)
+            if following is None:
                 heappop(line)
-            elif current != key:
-                heapreplace(line, (current, skill))
             else:
-                made.append(self._place(skill, key, qualified))
+                heapreplace(line, (following, placed, skill))
 
     def _first(self, skill: str, qualified: bool) -> _Key | None:
         """The first task in line in ``skill`` that has a free worker now."""
         index = self._indexes.get(skill)
         queue = self._queues.get(skill)
-        if index is None or queue is None or not index.max_free():
+        if index is None or queue is None:
+            return None
+        free = index.max_free()
+        if not free:
             return None
         if qualified:
-            return queue.best(1, index.max_free())
+            return queue.best(1, free)
         return queue.best(index.max_level() + 1, _BEYOND)
 
     def _place(self, skill: str, key: _Key, qualified: bool) -> Assignment:
@@ -495,14 +513,15 @@ class Scheduler:
         return Assignment(task_id, worker.name, f"{worker.name}: {why}", qualified)
 
     def _set_load(self, worker: _Worker, load: int) -> None:
-        if worker.free:
-            for skill, level in worker.skills.items():
-                self._indexes[skill].retire(level)
+        was_free = worker.free
         self._version += 1
         worker.load, worker.version = load, self._version
         if worker.free:
             for skill, level in worker.skills.items():
-                self._indexes[skill].offer(level, worker)
+                self._indexes[skill].offer(level, worker, was_free=was_free)
+        elif was_free:
+            for skill, level in worker.skills.items():
+                self._indexes[skill].retire(level)
 
 
 def _check_int(what: str, value: object, lo: int | None = None, hi: int | None = None) -> None:
