@@ -1,0 +1,531 @@
+"""The task store: one contract suite over SQLite and PostgreSQL, plus URL handling."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import textwrap
+import uuid
+from collections.abc import AsyncIterator, Iterator, Sequence
+from pathlib import Path
+from typing import Any, cast
+from urllib.parse import urlsplit, urlunsplit
+
+import pytest
+
+from serendib.errors import StoreError
+from serendib.tasks._store_base import SqlTaskStore
+from serendib.tasks.models import AttemptOutcome, AttemptRecord, Task, TaskRecord, TaskState
+from serendib.tasks.store import TaskStore, open_store
+
+POSTGRES_ENV = "SERENDIB_TEST_POSTGRES_URL"
+
+
+# --- fixtures ---------------------------------------------------------------------------------
+
+
+def _postgres_url() -> str:
+    url = os.environ.get(POSTGRES_ENV, "")
+    if not url:
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(f"{POSTGRES_ENV} is not set: CI must test the PostgreSQL task store")
+        pytest.skip(f"PostgreSQL store not tested: set {POSTGRES_ENV}=postgresql://... to test it")
+    return url
+
+
+def _with_schema(url: str, schema: str) -> str:
+    return f"{url}{'&' if '?' in url else '?'}schema={schema}"
+
+
+def _drop_schema(url: str, schema: str) -> None:
+    import psycopg
+    from psycopg import sql
+
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(schema)))
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """A URL of an empty store no other test uses: a SQLite file, or a PostgreSQL schema."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'tasks.db'}"
+        return
+    base = _postgres_url()
+    schema = f"serendib_test_{uuid.uuid4().hex[:12]}"
+    yield _with_schema(base, schema)
+    _drop_schema(base, schema)
+
+
+@pytest.fixture
+async def store(store_url: str) -> AsyncIterator[TaskStore]:
+    """The store at ``store_url``, open."""
+    async with open_store(store_url) as opened:
+        yield opened
+
+
+def task(n: int, **fields: Any) -> TaskRecord:
+    """A pending task numbered ``n`` (ids sort in number order)."""
+    spec = Task(id=f"t{n:05d}", difficulty=1 + n % 10, payload={"n": n}, **fields)
+    return TaskRecord(task=spec, submitted_at=1_000.0 + n, updated_at=1_000.0 + n)
+
+
+def attempt(record: TaskRecord, **fields: Any) -> AttemptRecord:
+    """The running attempt of an assigned ``record``."""
+    assert record.worker is not None
+    return AttemptRecord(
+        task_id=record.id,
+        attempt=record.attempt,
+        worker=record.worker,
+        reason=record.reason,
+        assigned_at=record.updated_at,
+        **fields,
+    )
+
+
+def ids(records: Sequence[TaskRecord]) -> list[str]:
+    return [r.id for r in records]
+
+
+async def page_through(store: TaskStore, limit: int, **filters: Any) -> list[TaskRecord]:
+    """Every page of ``store.query(**filters)``, concatenated."""
+    found: list[TaskRecord] = []
+    cursor: int | None = None
+    while True:
+        page, cursor = await store.query(after=cursor, limit=limit, **filters)
+        assert len(page) <= limit
+        found += page
+        if cursor is None:
+            return found
+        assert len(page) == limit
+
+
+class Unserializable:
+    """Not JSON."""
+
+
+# --- adding -----------------------------------------------------------------------------------
+
+
+async def test_add_inserts_only_new_ids_and_returns_them_in_input_order(store: TaskStore) -> None:
+    first = [task(0), task(1), task(2)]
+    assert await store.add(first) == first
+
+    again = task(1, description="resubmitted")
+    fourth, fourth_twice = task(3), task(3, description="second copy in one call")
+    assert await store.add([again, fourth, fourth_twice, task(4)]) == [fourth, task(4)]
+
+    assert await store.get("t00001") == first[1]
+    assert await store.get("t00003") == fourth
+    assert ids(await store.all_records()) == ["t00000", "t00001", "t00002", "t00003", "t00004"]
+
+
+async def test_concurrent_adds_of_one_new_id_insert_it_once(store: TaskStore) -> None:
+    results = await asyncio.gather(*(store.add([task(7, description=str(i))]) for i in range(5)))
+
+    assert [len(r) for r in results] == [1, 0, 0, 0, 0]
+    assert await store.get("t00007") == results[0][0]
+
+
+async def test_add_with_a_record_that_is_not_json_stores_nothing(store: TaskStore) -> None:
+    bad = task(1).model_copy(update={"output": Unserializable()})
+
+    with pytest.raises(StoreError, match="t00001"):
+        await store.add([task(0), bad])
+
+    assert await store.all_records() == []
+
+
+async def test_a_failed_transaction_stores_nothing_and_fails_every_call_in_it(
+    store: TaskStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    backend = cast(SqlTaskStore, store)._backend
+    write_many = backend._write_many
+
+    def fail_on_attempts(sql: str, rows: Sequence[Any]) -> None:
+        if "serendib_attempts" in sql:
+            raise backend.driver_errors[0]("disk on fire")
+        write_many(sql, rows)
+
+    monkeypatch.setattr(backend, "_write_many", fail_on_attempts)
+    assigned = task(1).assigned("w1", "fit", 2_000.0)
+    before = store.transactions
+
+    results = await asyncio.gather(
+        store.add([task(0)]), store.save([assigned], [attempt(assigned)]), return_exceptions=True
+    )
+
+    for result in results:
+        assert isinstance(result, StoreError)
+        assert "disk on fire" in str(result)
+        assert store.url in str(result)
+    assert store.transactions == before
+    monkeypatch.undo()
+    assert await store.all_records() == []
+    assert await store.add([task(0)]) == [task(0)]
+
+
+# --- saving and reading -----------------------------------------------------------------------
+
+
+async def test_saved_records_come_back_exactly(store: TaskStore) -> None:
+    spec = Task(
+        id="é-1",
+        description="naïve ✓",
+        difficulty=10,
+        kind="custom",
+        payload={"nested": {"list": [1, 2.5, None, "x"]}, "big": 2**70},
+        priority=-3,
+        required_skill="sql",
+        max_attempts=5,
+        timeout_s=1.25,
+        wait_timeout_s=30.0,
+    )
+    submitted = TaskRecord(task=spec, submitted_at=1_795_834_437.6611004, updated_at=1.5)
+    assigned = submitted.assigned("w-1", "least skilled eligible", 1_795_834_438.1)
+    first = attempt(assigned, started_at=1_795_834_438.2)
+    retry = assigned.requeued("worker lost", 1_795_834_439.0, error="lost")
+    second_try = retry.assigned("w-2", "escalated", 1_795_834_440.0)
+    second = attempt(second_try, escalated=True, stale_results=2)
+    done = second_try.succeeded({"answer": [42, {"ok": True}], "ratio": 0.1}, 1_795_834_441.5)
+
+    await store.add([submitted])
+    await store.save([assigned], [first])
+    await store.save([done], [first.ended(AttemptOutcome.LOST, 1_795_834_439.0, "lost"), second])
+
+    assert await store.get("é-1") == done
+    assert await store.attempts("é-1") == [
+        first.ended(AttemptOutcome.LOST, 1_795_834_439.0, "lost"),
+        second,
+    ]
+    assert await store.get("nope") is None
+    assert await store.attempts("nope") == []
+
+
+async def test_save_inserts_a_task_it_has_not_seen(store: TaskStore) -> None:
+    await store.save([task(5)])
+
+    assert await store.add([task(5)]) == []
+    assert await store.all_records() == [task(5)]
+
+
+async def test_the_latest_save_wins_when_saves_are_batched_together(store: TaskStore) -> None:
+    versions = [task(1).waiting(f"reason {i}") for i in range(20)]
+    assigned = task(2).assigned("w", "fit", 2_000.0)
+    running = attempt(assigned)
+
+    await asyncio.gather(
+        *(store.save([v]) for v in versions),
+        store.save(attempts=[running]),
+        store.save(attempts=[running.ended(AttemptOutcome.SUCCEEDED, 2_001.0)]),
+    )
+
+    assert await store.get("t00001") == versions[-1]
+    assert await store.attempts("t00002") == [running.ended(AttemptOutcome.SUCCEEDED, 2_001.0)]
+
+
+async def test_a_record_that_is_not_json_fails_only_its_own_save(store: TaskStore) -> None:
+    bad = task(1).model_copy(update={"output": Unserializable()})
+
+    results = await asyncio.gather(store.save([task(0)]), store.save([bad]), return_exceptions=True)
+
+    assert results[0] is None
+    assert isinstance(results[1], StoreError)
+    assert await store.all_records() == [task(0)]
+
+
+async def test_many_concurrent_saves_all_land_in_few_transactions(store: TaskStore) -> None:
+    records = [task(n) for n in range(2_000)]
+    before = store.transactions
+
+    await asyncio.gather(*(store.save([r]) for r in records))
+
+    assert store.transactions - before <= 20
+    assert await store.all_records() == records
+
+
+# --- queries ----------------------------------------------------------------------------------
+
+
+def _mixed(count: int) -> list[TaskRecord]:
+    """Tasks in every state, their workers w0..w2 in turn."""
+    records = []
+    for n in range(count):
+        record = task(n)
+        kind = n % 6
+        if kind >= 1:
+            record = record.assigned(f"w{n % 3}", "fit", 2_000.0 + n)
+        if kind >= 2:
+            record = record.running(2_001.0 + n)
+        if kind == 3:
+            record = record.succeeded(n, 2_002.0 + n)
+        elif kind == 4:
+            record = record.failed("too hard", 2_002.0 + n)
+        elif kind == 5:
+            record = record.cancelled(2_002.0 + n)
+        records.append(record)
+    return records
+
+
+@pytest.mark.parametrize(
+    "filters",
+    [
+        {},
+        {"state": TaskState.RUNNING},
+        {"state": TaskState.SUCCEEDED},
+        {"worker": "w1"},
+        {"state": TaskState.CANCELLED, "worker": "w2"},
+        {"worker": "nobody"},
+    ],
+    ids=["all", "running", "succeeded", "worker", "state-and-worker", "none"],
+)
+async def test_query_pages_return_every_matching_task_once_in_submission_order(
+    store: TaskStore, filters: dict[str, Any]
+) -> None:
+    records = _mixed(100)
+    await store.add([task(n) for n in range(100)])
+    await store.save(records)
+    expected = [
+        r
+        for r in records
+        if r.state == filters.get("state", r.state) and r.worker == filters.get("worker", r.worker)
+    ]
+
+    for limit in (1, 7, len(expected) or 1, 1_000):
+        assert await page_through(store, limit, **filters) == expected
+
+
+async def test_the_last_full_page_has_no_next_cursor(store: TaskStore) -> None:
+    await store.add([task(n) for n in range(10)])
+
+    page, cursor = await store.query(limit=5)
+    assert (ids(page), cursor is not None) == ([f"t0000{n}" for n in range(5)], True)
+    page, cursor = await store.query(after=cursor, limit=5)
+    assert (ids(page), cursor) == ([f"t0000{n}" for n in range(5, 10)], None)
+
+
+async def test_query_refuses_a_limit_below_one(store: TaskStore) -> None:
+    with pytest.raises(ValueError, match="limit"):
+        await store.query(limit=0)
+
+
+async def test_counts_have_every_state(store: TaskStore) -> None:
+    assert await store.counts() == dict.fromkeys(TaskState, 0)
+
+    await store.save(_mixed(14))
+
+    assert await store.counts() == {
+        TaskState.PENDING: 3,
+        TaskState.ASSIGNED: 3,
+        TaskState.RUNNING: 2,
+        TaskState.SUCCEEDED: 2,
+        TaskState.FAILED: 2,
+        TaskState.CANCELLED: 2,
+    }
+
+
+async def test_unfinished_and_open_attempts_are_what_a_restart_resumes(store: TaskStore) -> None:
+    records = _mixed(30)
+    await store.add([task(n) for n in reversed(range(30))])
+    await store.save(records)
+    running = [attempt(r) for r in records if r.state is TaskState.RUNNING]
+    ended = [attempt(r, outcome=AttemptOutcome.FAILED) for r in records if r.state.is_final]
+    await store.save(attempts=running + ended)
+
+    unfinished = [r for r in reversed(records) if not r.state.is_final]
+    assert await store.unfinished() == unfinished
+    assert await store.open_attempts() == running
+    assert await store.all_attempts() == sorted(
+        running + ended, key=lambda a: (a.task_id, a.attempt)
+    )
+
+
+# --- lifecycle and durability -----------------------------------------------------------------
+
+
+async def test_records_survive_close_and_reopen(store_url: str) -> None:
+    records = _mixed(12)
+    running = [attempt(r) for r in records if r.worker is not None]
+    async with open_store(store_url) as first:
+        await first.add([task(n) for n in range(12)])
+        await first.save(records, running)
+
+    again = open_store(store_url)
+    await again.open()
+    await again.open()
+    try:
+        assert await again.all_records() == records
+        assert await again.all_attempts() == running
+        assert await again.add([task(0)]) == []
+    finally:
+        await again.close()
+
+
+async def test_a_closed_store_refuses_work_and_can_be_reopened(store_url: str) -> None:
+    store = open_store(store_url)
+    with pytest.raises(StoreError, match="open"):
+        await store.get("t00000")
+    await store.open()
+
+    # gather starts the save first: it is queued when close begins, so close must commit it.
+    await asyncio.gather(store.save([task(0)]), store.close(), store.close())
+    await store.close()
+
+    with pytest.raises(StoreError, match="closed"):
+        await store.save([task(1)])
+    await store.open()
+    assert await store.all_records() == [task(0)]
+    await store.close()
+
+
+_CHILD = textwrap.dedent(
+    """
+    import asyncio, sys
+    from serendib.tasks.models import Task, TaskRecord
+    from serendib.tasks.store import open_store
+
+    async def main(url):
+        async with open_store(url) as store:
+            async def one(n):
+                await store.save([TaskRecord(task=Task(id=f"k{n:07d}", difficulty=1))])
+                print(n, flush=True)
+
+            n = 0
+            while True:
+                await asyncio.gather(*(one(n + i) for i in range(50)))
+                n += 50
+
+    asyncio.run(main(sys.argv[1]))
+    """
+)
+
+
+async def _stored_ids(url: str) -> set[str]:
+    async with open_store(url) as store:
+        return {r.id for r in await store.all_records()}
+
+
+def test_every_acknowledged_save_survives_sigkill(store_url: str) -> None:
+    child = subprocess.Popen(
+        [sys.executable, "-c", _CHILD, store_url],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    acknowledged: list[int] = []
+    try:
+        assert child.stdout is not None
+        for line in child.stdout:
+            acknowledged.append(int(line))
+            if len(acknowledged) >= 1_000:
+                break
+        child.send_signal(signal.SIGKILL)
+        child.wait(timeout=30)
+        acknowledged += [int(line) for line in child.stdout]
+        _, errors = child.communicate()
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.wait()
+
+    assert child.returncode == -signal.SIGKILL, errors
+    assert len(acknowledged) >= 1_000
+    stored = asyncio.run(_stored_ids(store_url))
+    assert {f"k{n:07d}" for n in acknowledged} <= stored
+
+
+async def test_a_store_of_another_schema_version_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "old.db"
+    async with open_store(str(path)):
+        pass
+    with sqlite3.connect(path) as conn:
+        conn.execute("UPDATE serendib_meta SET value = '99' WHERE key = 'schema_version'")
+    conn.close()
+
+    with pytest.raises(StoreError, match="schema version 99"):
+        await open_store(str(path)).open()
+
+
+async def test_a_store_that_cannot_be_opened_says_where(tmp_path: Path) -> None:
+    (tmp_path / "dir.db").mkdir()
+
+    with pytest.raises(StoreError, match=r"opening the task store at sqlite:////.*dir\.db failed"):
+        await open_store(str(tmp_path / "dir.db")).open()
+
+
+async def test_a_postgres_store_that_cannot_be_opened_hides_its_password() -> None:
+    parts = urlsplit(_postgres_url())
+    port = f":{parts.port}" if parts.port else ""
+    url = urlunsplit(parts._replace(netloc=f"nosuchrole:hunter2@{parts.hostname}{port}"))
+
+    with pytest.raises(StoreError, match=r"nosuchrole:\*\*\*@") as raised:
+        await open_store(url).open()
+    assert "hunter2" not in str(raised.value)
+
+
+async def test_an_in_memory_store_works_without_a_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    async with open_store("sqlite://:memory:") as store:
+        assert store.url == "sqlite://:memory:"
+        await store.add([task(0)])
+        assert await store.query(state=TaskState.PENDING) == ([task(0)], None)
+    assert await asyncio.to_thread(lambda: list(tmp_path.iterdir())) == []
+
+
+# --- URLs -------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("url", "expected"),
+    [
+        (None, "sqlite:///{cwd}/serendib.db"),
+        ("", "sqlite:///{cwd}/serendib.db"),
+        ("sqlite:///data/run.db", "sqlite:///{cwd}/data/run.db"),
+        ("sqlite:////srv/serendib/run.db", "sqlite:////srv/serendib/run.db"),
+        ("sqlite:///run.db?synchronous=full", "sqlite:///{cwd}/run.db?synchronous=full"),
+        ("runs/run.sqlite", "sqlite:///{cwd}/runs/run.sqlite"),
+        ("/srv/run.sqlite3", "sqlite:////srv/run.sqlite3"),
+        ("sqlite://:memory:", "sqlite://:memory:"),
+        ("postgresql://u:secret@db:5433/tasks", "postgresql://u:***@db:5433/tasks"),
+        ("postgres://db/tasks?schema=run_1", "postgres://db/tasks?schema=run_1"),
+    ],
+)
+def test_open_store_understands_its_urls(
+    url: str | None, expected: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+
+    assert open_store(url).url == expected.format(cwd=tmp_path.resolve())
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "mysql://u:secret@db/tasks",
+        "tasks.txt",
+        "sqlite://host/tasks.db",
+        "sqlite:///tasks.db?journal=off",
+        "postgresql://db/tasks?schema=no-dashes",
+    ],
+)
+def test_open_store_refuses_other_urls_saying_what_it_accepts(url: str) -> None:
+    with pytest.raises(StoreError) as raised:
+        open_store(url)
+
+    message = str(raised.value)
+    assert "secret" not in message
+    assert "sqlite:///" in message or "schema" in message or "synchronous" in message
+
+
+def test_a_postgres_url_without_psycopg_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delitem(sys.modules, "serendib.tasks._postgres_store", raising=False)
+    monkeypatch.setitem(sys.modules, "psycopg", None)
+
+    with pytest.raises(ImportError, match=r"pip install 'serendib\[postgres\]'"):
+        open_store("postgresql://db/tasks")
