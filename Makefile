@@ -26,7 +26,7 @@ $(VENV)/.installed-dev: pyproject.toml | $(PY)
 	touch $@ $(VENV)/.installed
 
 demo: $(VENV)/.installed
-	$(PY) examples/tutorial.py
+	$(VENV)/bin/serendib demo
 
 lint: $(VENV)/.installed-dev
 	$(VENV)/bin/ruff check $(SOURCES)

@@ -3,32 +3,14 @@
 from __future__ import annotations
 
 import json
-import os
 import signal
-import socket
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from serendib.cli import main
-
-SERENDIB = [sys.executable, "-m", "serendib"]
-ENV = {**os.environ, "PYTHONUNBUFFERED": "1"}
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
-def run(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [*SERENDIB, *args], capture_output=True, text=True, timeout=timeout, env=ENV
-    )
+from tests.processes import Process, free_port, run
 
 
 def test_demo_runs_the_seed_scenario_correctly() -> None:
@@ -70,40 +52,41 @@ def test_client_without_an_admin_says_where_it_looked(capsys: pytest.CaptureFixt
 
 
 @pytest.fixture
-def admin(tmp_path: Path) -> Iterator[tuple[int, subprocess.Popen[str]]]:
+def admin(tmp_path: Path) -> Iterator[tuple[int, Process]]:
     port = free_port()
     store = tmp_path / "tasks.db"
-    proc = subprocess.Popen(
-        [*SERENDIB, "admin", "--port", str(port), "--store", str(store), "--workspace", "cli"],
-        stderr=subprocess.PIPE,
-        text=True,
-        env=ENV,
+    proc = Process(
+        tmp_path / "admin.log",
+        "admin",
+        "--port",
+        str(port),
+        "--store",
+        str(store),
+        "--workspace",
+        "cli",
     )
-    assert proc.stderr is not None
-    for line in proc.stderr:
-        if "admin of workspace" in line:
-            break
+    proc.wait_for("admin of workspace")
     yield port, proc
-    if proc.poll() is None:
-        proc.kill()
-    proc.communicate(timeout=10)
+    proc.stop(signal.SIGKILL)
 
 
 def test_admin_worker_and_client_commands_across_processes(
-    admin: tuple[int, subprocess.Popen[str]], tmp_path: Path
+    admin: tuple[int, Process], tmp_path: Path
 ) -> None:
     port, admin_proc = admin
     where = ["--admin", f"127.0.0.1:{port}", "--workspace", "cli"]
-    worker = subprocess.Popen(
-        [*SERENDIB, "worker", "--name", "w1", "--skill", "5", "--time-scale", "0", *where],
-        stderr=subprocess.PIPE,
-        text=True,
-        env=ENV,
+    worker = Process(
+        tmp_path / "worker.log",
+        "worker",
+        "--name",
+        "w1",
+        "--skill",
+        "5",
+        "--time-scale",
+        "0",
+        *where,
     )
-    assert worker.stderr is not None
-    for line in worker.stderr:
-        if "joined workspace" in line:
-            break
+    worker.wait_for("joined workspace")
     tasks = tmp_path / "tasks.yaml"
     tasks.write_text(
         "- {id: easy, difficulty: 2}\n- {id: fine, difficulty: 5}\n- {id: hard, difficulty: 9}\n"
@@ -121,9 +104,9 @@ def test_admin_worker_and_client_commands_across_processes(
         assert [w["info"]["name"] for w in data["workers"]] == ["w1"]
         return {k: v for k, v in data["counts"].items() if v}
 
-    deadline = 20
-    while states() != {"succeeded": 2, "pending": 1} and deadline:
-        deadline -= 1
+    tries = 20
+    while states() != {"succeeded": 2, "pending": 1} and tries:
+        tries -= 1
     assert states() == {"succeeded": 2, "pending": 1}
 
     hard = run("task", "hard", "--json", *where)
@@ -140,9 +123,9 @@ def test_admin_worker_and_client_commands_across_processes(
     assert "task hard cancelled" in cancelled.stdout
 
     report = run("report", "--json", *where)
+    assert report.returncode == 0, report.stderr
     assert json.loads(report.stdout)["success_rate"] == 1.0
 
-    worker.send_signal(signal.SIGTERM)
-    assert worker.wait(timeout=20) in (0, 130)
-    admin_proc.send_signal(signal.SIGTERM)
-    assert admin_proc.wait(timeout=20) in (0, 130)
+    assert worker.stop(signal.SIGTERM) in (0, 130)
+    assert "disconnected" in admin_proc.log.read_text() or "left" in admin_proc.log.read_text()
+    assert admin_proc.stop(signal.SIGTERM) in (0, 130)

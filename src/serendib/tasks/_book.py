@@ -129,8 +129,8 @@ class TaskBook:
     def worker_joined(self, info: WorkerInfo) -> None:
         """A worker can take work."""
         self.workers[info.name] = info
-        self._by_worker.setdefault(info.name, set())
-        self.scheduler.add_worker(info.name, info.skills, info.capacity, load=0)
+        running = self._by_worker.setdefault(info.name, set())
+        self.scheduler.add_worker(info.name, info.skills, info.capacity, load=len(running))
         self._emit(EventKind.WORKER_JOINED, worker=info.name)
         self.pump()
 

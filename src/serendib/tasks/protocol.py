@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from serendib.messages import message_type
+from serendib.messages import default_registry, message_type
 from serendib.tasks.models import Task, TaskRecord, TaskState, WorkerInfo
+from serendib.tasks.report import Report
 
 __all__ = [
     "CancelReply",
@@ -102,3 +103,7 @@ class CancelReply(_Message):
 @message_type("serendib.tasks.ReportRequest")
 class ReportRequest(_Message):
     """Ask for the report of every task in the store."""
+
+
+# The report is the reply to ReportRequest: a client must know its type before it arrives.
+default_registry.register(Report, "serendib.tasks.Report")

@@ -1,0 +1,59 @@
+"""Running serendib commands as real processes in tests, with their logs in files."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+SERENDIB = [sys.executable, "-m", "serendib"]
+ENV = {**os.environ, "PYTHONUNBUFFERED": "1"}
+
+
+def free_port() -> int:
+    """A TCP port free on 127.0.0.1 right now."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+class Process:
+    """A ``serendib`` command running in the background, logging to a file."""
+
+    def __init__(self, log: Path, *args: str) -> None:
+        self.log = log
+        self._file = log.open("w")
+        self.proc = subprocess.Popen(
+            [*SERENDIB, *args], stdout=self._file, stderr=subprocess.STDOUT, env=ENV
+        )
+
+    def wait_for(self, text: str, deadline_s: float = 30) -> None:
+        """Wait until ``text`` appears in the log; fail if the process exits or time runs out."""
+        end = time.monotonic() + deadline_s
+        while text not in self.log.read_text():
+            if self.proc.poll() is not None:
+                raise AssertionError(
+                    f"exited {self.proc.returncode} before {text!r}:\n{self.log.read_text()}"
+                )
+            if time.monotonic() > end:
+                raise AssertionError(f"no {text!r} within {deadline_s}s:\n{self.log.read_text()}")
+            time.sleep(0.02)
+
+    def stop(self, sig: int, timeout: float = 20) -> int:
+        """Send ``sig`` and wait for the exit code."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+        try:
+            return self.proc.wait(timeout=timeout)
+        finally:
+            self._file.close()
+
+
+def run(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    """Run a ``serendib`` command to completion."""
+    return subprocess.run(
+        [*SERENDIB, *args], capture_output=True, text=True, timeout=timeout, env=ENV
+    )
