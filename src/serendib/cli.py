@@ -72,6 +72,13 @@ def parse_skills(value: str) -> dict[str, int]:
 def _connection_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--workspace", default=DEFAULT_WORKSPACE, help="workspace to join")
     parser.add_argument("--token", default=None, help="NATS auth token (default: $SERENDIB_TOKEN)")
+    parser.add_argument(
+        "--heartbeat",
+        type=float,
+        default=1.0,
+        metavar="SECONDS",
+        help="heartbeat interval; an agent silent for 3 of them is lost",
+    )
 
 
 def _common_args(parser: argparse.ArgumentParser) -> None:
