@@ -3,11 +3,14 @@
 It welcomes agents, tracks their heartbeats, and turns presence into
 ``on_agent_connected`` / ``on_agent_disconnected`` calls, made in order with the messages
 it handles. ``run(workers=[...])`` runs the admin and in-process workers until it stops.
+Given a port and no NATS URL, it runs an embedded ``nats-server`` on that port for agents
+in other processes, and stops it when it stops.
 """
 
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
@@ -19,9 +22,17 @@ from serendib.agent import Agent, AgentStatus, current_message
 from serendib.errors import DuplicateAgentName
 from serendib.handlers import on_message
 from serendib.messages import Envelope
-from serendib.presence import AdminStarted, AgentDetail, Goodbye, Heartbeat, Hello, Welcome
+from serendib.presence import (
+    AdminStarted,
+    AdminStopping,
+    AgentDetail,
+    Goodbye,
+    Heartbeat,
+    Hello,
+    Welcome,
+)
 from serendib.transports import MemoryHub, MemoryTransport, Transport
-from serendib.transports.embedded import EmbeddedBroker
+from serendib.transports.embedded import TOKEN_ENV, EmbeddedBroker
 
 __all__ = ["Admin"]
 
@@ -30,6 +41,7 @@ __all__ = ["Admin"]
 class _Member:
     detail: AgentDetail
     last_seen: float
+    interval: float
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,15 +58,20 @@ class Admin(Agent):
         name: The admin's name; also the workspace's, unless ``workspace_id`` is given.
         port: Port of the NATS server agents in other processes connect to. With no
             ``nats_url`` and no in-process workers, the admin starts an embedded
-            ``nats-server`` on it.
+            ``nats-server`` on it (and stops it when the admin stops).
         workspace_id: The workspace administered (default: ``name``).
         host: Interface the embedded NATS server binds to.
         nats_url: An existing NATS server or cluster to use instead of the embedded one.
         transport: A transport or URL; overrides ``nats_url`` and ``port``.
         token: Token the embedded server requires (and this admin presents); generated
-            when the server binds beyond loopback and none is given.
+            when the server binds beyond loopback and none is given. ``SERENDIB_TOKEN``
+            is read when not given.
+        tls_cert: Certificate the embedded server presents (turns TLS on); this admin
+            and its agents verify it with ``nats_options=NatsOptions(tls_ca=...)``.
+        tls_key: The certificate's private key.
         lost_after: Missed heartbeats after which an agent is declared lost.
-        **options: Passed on to :class:`~serendib.Agent`.
+        **options: Passed on to :class:`~serendib.Agent` (``nats_options`` also
+            configures the embedded server's user and password).
     """
 
     role: ClassVar[str] = "admin"
@@ -69,6 +86,8 @@ class Admin(Agent):
         nats_url: str | None = None,
         transport: Transport | str | None = None,
         token: str | None = None,
+        tls_cert: str | None = None,
+        tls_key: str | None = None,
         lost_after: int = 3,
         **options: Any,
     ) -> None:
@@ -86,6 +105,8 @@ class Admin(Agent):
         self.port = port
         self.host = host
         self.lost_after = lost_after
+        self.tls_cert = tls_cert
+        self.tls_key = tls_key
         self._members: dict[str, _Member] = {}
         self._stop_requested: asyncio.Event | None = None
         self._workers: list[Agent] | None = None
@@ -116,14 +137,20 @@ class Admin(Agent):
     def _subjects(self) -> list[str]:
         return [*super()._subjects(), self._subject_presence]
 
-    async def _admit(self, detail: AgentDetail) -> bool:
+    @property
+    def broker(self) -> EmbeddedBroker | None:
+        """The embedded NATS server this admin runs, if it runs one."""
+        return self._broker
+
+    async def _admit(self, detail: AgentDetail, interval: float) -> bool:
         member = self._members.get(detail.name)
         if member is not None:
             if member.detail.id != detail.id:
                 return False
             member.last_seen = time.monotonic()
+            member.interval = interval
             return True
-        self._members[detail.name] = _Member(detail, time.monotonic())
+        self._members[detail.name] = _Member(detail, time.monotonic(), interval)
         logger.debug("{}: agent {} ({}) connected", self.name, detail.name, detail.role)
         await self.on_agent_connected(self._subject_presence, detail)
         return True
@@ -147,11 +174,11 @@ class Admin(Agent):
             )
             return
         await self._reply(request, Welcome(admin=self.name, accepted=True))
-        await self._admit(hello.agent)
+        await self._admit(hello.agent, hello.interval)
 
     @on_message
     async def _on_heartbeat(self, beat: Heartbeat) -> None:
-        await self._admit(beat.agent)
+        await self._admit(beat.agent, beat.interval)
 
     @on_message
     async def _on_goodbye(self, goodbye: Goodbye) -> None:
@@ -171,10 +198,10 @@ class Admin(Agent):
         self._inbox.put_nowait(Envelope("", "", self.name, self.name, time.time(), _Call(fn)))
 
     async def _monitor_loop(self) -> None:
-        limit = self.lost_after * self.heartbeat_interval
         was_connected = True
         while True:
-            await asyncio.sleep(self.heartbeat_interval / 2)
+            shortest = min((m.interval for m in self._members.values()), default=1.0)
+            await asyncio.sleep(min(self.heartbeat_interval, shortest) / 2)
             now = time.monotonic()
             connected = bool(getattr(self._transport, "is_connected", True))
             if not connected:
@@ -186,14 +213,16 @@ class Admin(Agent):
                 for member in self._members.values():
                     member.last_seen = now
             for name, member in list(self._members.items()):
-                if now - member.last_seen > limit:
+                if now - member.last_seen > self.lost_after * member.interval:
                     missed = (name, member.detail.id)
                     self._call_soon(lambda m=missed: self._lost(*m))  # type: ignore[misc]
 
     async def _lost(self, name: str, agent_id: str) -> None:
         member = self._members.get(name)
-        limit = self.lost_after * self.heartbeat_interval
-        if member is not None and time.monotonic() - member.last_seen > limit:
+        if member is None:
+            return
+        limit = self.lost_after * member.interval
+        if time.monotonic() - member.last_seen > limit:
             await self._remove(name, agent_id, f"lost (no heartbeat for {limit:g}s)")
 
     # --- lifecycle ----------------------------------------------------------------------------
@@ -202,18 +231,68 @@ class Admin(Agent):
         if self._broker is not None:
             return self._broker.url
         if self.port is not None:
-            return f"nats://{self.host}:{self.port}"
+            scheme = "tls" if self.tls_cert else "nats"
+            return f"{scheme}://{self.host}:{self.port}"
         return "memory://default"
 
     async def _join(self) -> None:
+        self._joined = True
         self._spawn(self._monitor_loop(), "monitor")
         await self._publish(self._subject_all, AdminStarted(admin=self.name))
 
     async def start(self) -> None:
-        """Connect, subscribe to presence, and start watching heartbeats."""
+        """Start the embedded NATS server if there is one to run, connect, watch heartbeats.
+
+        Raises:
+            BrokerStartError: The embedded server could not start (its port is in use...).
+            ConnectionFailed: The transport could not connect.
+        """
         self._stop_requested = asyncio.Event()
-        await super().start()
+        await self._start_broker()
+        try:
+            await super().start()
+        except BaseException:
+            await self._stop_broker()
+            raise
         logger.info("{}: admin of workspace {!r} on {}", self.name, self.workspace_id, self.address)
+
+    async def _start_broker(self) -> None:
+        if self._transport_spec is not None or self.port is None or self._broker is not None:
+            return
+        options = self.nats_options
+        broker = EmbeddedBroker(
+            self.port,
+            self.host,
+            token=self.token or (options.token if options else None) or os.environ.get(TOKEN_ENV),
+            user=options.user if options else None,
+            password=options.password if options else None,
+            tls_cert=self.tls_cert,
+            tls_key=self.tls_key,
+        )
+        logger.info(
+            "{}: starting an embedded NATS server on {}:{}", self.name, self.host, self.port
+        )
+        await broker.start()
+        self._broker = broker
+        self.token = broker.token
+
+    async def _stop_broker(self) -> None:
+        broker, self._broker = self._broker, None
+        if broker is not None:
+            await broker.stop()
+            logger.debug("{}: embedded NATS server stopped", self.name)
+
+    async def _close(self, drain_timeout: float | None) -> None:
+        try:
+            await super()._close(drain_timeout)
+        finally:
+            await self._stop_broker()
+
+    async def _say_goodbye(self) -> None:
+        await self._publish(self._subject_all, AdminStopping(admin=self.name))
+
+    def _admin_stopping(self, notice: AdminStopping) -> None:
+        """Another admin of the workspace stopping is no concern of this one."""
 
     async def stop(self, drain_timeout: float | None = 10.0) -> None:
         """Stop the admin, and with it the workers it runs in this process.

@@ -9,49 +9,34 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import contextvars
 import time
 import uuid
 from enum import Enum
-from typing import Any, ClassVar, Self
+from typing import TYPE_CHECKING, Any, ClassVar, Self
 
 from loguru import logger
 
 from serendib._droplog import DropLog
-from serendib.errors import (
-    AdminUnreachable,
-    AgentNotRunning,
-    DuplicateAgentName,
-    MessageError,
-    RemoteError,
-    RequestTimeout,
-)
+from serendib._messaging import Messaging, current_message
+from serendib.errors import AdminUnreachable, DuplicateAgentName, RequestTimeout
 from serendib.handlers import HandlerTable, on_message
-from serendib.messages import (
-    DEFAULT_MAX_MESSAGE_BYTES,
-    Envelope,
-    RequestFailed,
-    decode,
-    default_registry,
-    new_envelope,
+from serendib.messages import DEFAULT_MAX_MESSAGE_BYTES, Envelope
+from serendib.presence import (
+    AdminStarted,
+    AdminStopping,
+    AgentDetail,
+    Goodbye,
+    Heartbeat,
+    Hello,
+    Welcome,
 )
-from serendib.presence import AdminStarted, AgentDetail, Goodbye, Heartbeat, Hello, Welcome
 from serendib.subjects import broadcast_subject, direct_subject, presence_subject, validate_name
 from serendib.transports import Transport, open_transport
 
+if TYPE_CHECKING:
+    from serendib.transports.nats import NatsOptions
+
 __all__ = ["Agent", "AgentStatus", "current_message"]
-
-_current: contextvars.ContextVar[Envelope | None] = contextvars.ContextVar(
-    "serendib_current_message", default=None
-)
-
-
-def current_message() -> Envelope | None:
-    """The envelope of the message whose handler is running, or ``None`` outside handlers.
-
-    Use it to learn a message's sender or id from within a handler.
-    """
-    return _current.get()
 
 
 class AgentStatus(Enum):
@@ -64,10 +49,11 @@ class AgentStatus(Enum):
     STOPPED = "stopped"
 
 
-class Agent:
+class Agent(Messaging):
     """A member of a workspace that handles typed messages.
 
-    Subclass it and mark async methods with :func:`~serendib.on_message`.
+    Subclass it and mark async methods with :func:`~serendib.on_message`. It sends with
+    ``broadcast`` / ``send`` / ``request`` (see :class:`~serendib._messaging.Messaging`).
 
     Args:
         name: Unique name within the workspace (letters, digits, ``_`` and ``-``).
@@ -77,6 +63,8 @@ class Agent:
         transport: A transport or URL (``memory://NAME``, ``nats://HOST:PORT``); overrides
             ``admin_ip``/``admin_port``. When the agent is run by an admin in the same
             process (``Admin.run(workers=[...])``), the admin supplies it.
+        token: NATS auth token (``SERENDIB_TOKEN`` is read when not given).
+        nats_options: Other NATS credentials and TLS (user/password, creds file, CA...).
         role: What the agent is, as the admin sees it.
         attributes: Facts published with the agent's presence (skills, capacity, ...).
         heartbeat_interval: Seconds between heartbeats.
@@ -100,6 +88,7 @@ class Agent:
         admin_ip: str = "127.0.0.1",
         transport: Transport | str | None = None,
         token: str | None = None,
+        nats_options: NatsOptions | None = None,
         role: str | None = None,
         attributes: dict[str, Any] | None = None,
         heartbeat_interval: float = 1.0,
@@ -114,6 +103,7 @@ class Agent:
         self.admin_ip = admin_ip
         self._transport_spec = transport
         self.token = token
+        self.nats_options = nats_options
         self.detail = AgentDetail(
             name=name,
             id=uuid.uuid4().hex,
@@ -133,7 +123,9 @@ class Agent:
         self._pending: dict[str, asyncio.Future[Envelope]] = {}
         self._dispatcher: asyncio.Task[None] | None = None
         self._background: set[asyncio.Task[Any]] = set()
+        self._hooks: set[asyncio.Task[None]] = set()
         self._draining = False
+        self._joined = False
         self._stopped: asyncio.Event | None = None
         self._shutdown: asyncio.Task[None] | None = None
         self._subject_all = broadcast_subject(workspace_id)
@@ -191,21 +183,36 @@ class Agent:
         self.status = AgentStatus.STARTING
         self._stopped = asyncio.Event()
         self._draining = False
+        self._joined = False
         self._inbox = asyncio.Queue()
         spec = self._transport_spec or self._default_transport_url()
         if isinstance(spec, str):
             transport = open_transport(
-                spec, token=self.token, name=f"{self.workspace_id}/{self.name}"
+                spec,
+                token=self.token,
+                name=f"{self.workspace_id}/{self.name}",
+                options=self.nats_options,
             )
         else:
             transport = spec
-        await transport.connect()
+        try:
+            await transport.connect()
+        except BaseException:
+            self.status = AgentStatus.STOPPED
+            self._stopped.set()
+            raise
         self._transport = transport
-        for subject in self._subjects():
-            self._subscriptions.append(await transport.subscribe(subject, self._receive))
-        self._dispatcher = asyncio.create_task(self._dispatch_loop(), name=f"{self.name}-dispatch")
-        self.status = AgentStatus.RUNNING
-        await self.on_start()
+        try:
+            for subject in self._subjects():
+                self._subscriptions.append(await transport.subscribe(subject, self._receive))
+            self._dispatcher = asyncio.create_task(
+                self._dispatch_loop(), name=f"{self.name}-dispatch"
+            )
+            self.status = AgentStatus.RUNNING
+            await self.on_start()
+        except BaseException:
+            await self._close(drain_timeout=0)
+            raise
 
     def _subjects(self) -> list[str]:
         return [self._subject_all, self._subject_me]
@@ -223,8 +230,9 @@ class Agent:
                     self.name, self.workspace_id, self.address, self.join_timeout
                 )
             try:
+                hello = Hello(agent=self.detail, interval=self.heartbeat_interval)
                 reply = await self._request_on(
-                    self._subject_presence, None, Hello(agent=self.detail), min(1.0, remaining)
+                    self._subject_presence, None, hello, min(1.0, remaining)
                 )
             except RequestTimeout:
                 continue
@@ -237,6 +245,7 @@ class Agent:
                 await asyncio.sleep(min(0.5, max(remaining, 0)))
                 continue
             break
+        self._joined = True
         self._spawn(self._heartbeat_loop(), "heartbeat")
 
     async def stop(self, drain_timeout: float | None = 10.0) -> None:
@@ -274,11 +283,12 @@ class Agent:
             logger.opt(exception=e).error("{}: could not finish its work while stopping", self.name)
         for task in list(self._background):
             task.cancel()
-        if self._transport is not None and self.detail.role != "admin":
-            with contextlib.suppress(Exception):
-                await self._publish(
-                    self._subject_presence, Goodbye(name=self.name, id=self.detail.id)
-                )
+        if self._transport is not None and self._joined:
+            self._joined = False
+            try:
+                await self._say_goodbye()
+            except Exception as e:
+                logger.debug("{}: could not say goodbye: {}", self.name, e)
         for subscription in self._subscriptions:
             with contextlib.suppress(Exception):
                 await subscription.unsubscribe()
@@ -287,10 +297,7 @@ class Agent:
             await self.on_stop()
         except Exception as e:
             logger.opt(exception=e).error("{}: on_stop failed", self.name)
-        for future in self._pending.values():
-            if not future.done():
-                future.set_exception(AgentNotRunning(self.name, "request"))
-        self._pending.clear()
+        self._fail_pending("request")
         await asyncio.gather(*self._background, return_exceptions=True)
         if self._transport is not None:
             with contextlib.suppress(Exception):
@@ -305,7 +312,7 @@ class Agent:
         if dispatcher is None:
             return
         dropped = self._inbox.qsize()
-        self._inbox.put_nowait(_STOP)
+        self._stop_dispatcher()
         done, _ = await asyncio.wait({dispatcher}, timeout=drain_timeout)
         if not done:
             logger.warning(
@@ -321,6 +328,10 @@ class Agent:
     async def _finish(self, drain_timeout: float | None) -> None:
         """Subclass hook: finish owned work after the last handler, before leaving."""
 
+    async def _say_goodbye(self) -> None:
+        """Tell the workspace this agent is leaving (an admin says it differently)."""
+        await self._publish(self._subject_presence, Goodbye(name=self.name, id=self.detail.id))
+
     async def __aenter__(self) -> Self:
         await self.start()
         return self
@@ -334,6 +345,19 @@ class Agent:
     async def on_stop(self) -> None:
         """Hook: called while stopping, after the last handler has finished."""
 
+    async def on_admin_stopped(self, admin: str) -> None:
+        """Hook: the workspace's admin announced it is stopping. Logs it.
+
+        It runs at once, not after the messages already queued; override it to stop the
+        agent (``await self.stop()``) when it has no reason to outlive its admin. Otherwise
+        the agent stays, and joins the admin again when it comes back.
+
+        Args:
+            admin: The admin's name.
+        """
+        level = "DEBUG" if self.address.startswith("memory://") else "INFO"
+        logger.log(level, "{}: admin {} stopped", self.name, admin)
+
     def _spawn(self, coro: Any, what: str) -> asyncio.Task[Any]:
         task: asyncio.Task[Any] = asyncio.create_task(coro, name=f"{self.name}-{what}")
         self._background.add(task)
@@ -341,7 +365,7 @@ class Agent:
         return task
 
     async def _heartbeat_loop(self) -> None:
-        beat = Heartbeat(agent=self.detail)
+        beat = Heartbeat(agent=self.detail, interval=self.heartbeat_interval)
         while True:
             await asyncio.sleep(self.heartbeat_interval)
             try:
@@ -349,164 +373,33 @@ class Agent:
             except Exception as e:  # a broken connection must not end the heartbeats for good
                 logger.debug("{}: heartbeat not sent: {}", self.name, e)
 
-    # --- sending ------------------------------------------------------------------------------
-
-    def _require_running(self, operation: str) -> Transport:
-        # A handler still running while the agent stops may still send: its work is done.
-        if self._transport is None or self.status not in _CAN_SEND:
-            raise AgentNotRunning(self.name, operation)
-        return self._transport
-
-    async def _publish(self, subject: str, message: object, to: str | None = None) -> Envelope:
-        assert self._transport is not None
-        envelope = new_envelope(message, self.name, to)
-        await self._transport.publish(subject, envelope)
-        return envelope
-
-    async def broadcast(self, message: object) -> None:
-        """Send ``message`` to every other agent of the workspace.
-
-        Raises:
-            AgentNotRunning: The agent has not been started.
-            NotAMessageType: ``message`` is not a model or dataclass instance.
-        """
-        self._require_running("broadcast")
-        await self._publish(self._subject_all, message)
-
-    async def send(self, to: str, message: object) -> None:
-        """Send ``message`` to the agent named ``to`` only.
-
-        Raises:
-            AgentNotRunning: The agent has not been started.
-            NotAMessageType: ``message`` is not a model or dataclass instance.
-        """
-        self._require_running("send")
-        await self._publish(direct_subject(self.workspace_id, to), message, to)
-
-    async def request(self, to: str, message: object, timeout: float = 5.0) -> Any:
-        """Send ``message`` to ``to`` and wait for its handler's return value.
-
-        Returns:
-            The reply message.
-
-        Raises:
-            RequestTimeout: No reply within ``timeout`` seconds (also a ``TimeoutError``).
-            RemoteError: The remote handler raised.
-        """
-        self._require_running("request")
-        return await self._request_on(direct_subject(self.workspace_id, to), to, message, timeout)
-
-    async def _request_on(
-        self, subject: str, to: str | None, message: object, timeout: float
-    ) -> Any:
-        assert self._transport is not None
-        envelope = new_envelope(message, self.name, to, rq=True)
-        future: asyncio.Future[Envelope] = asyncio.get_running_loop().create_future()
-        self._pending[envelope.id] = future
-        try:
-            await self._transport.publish(subject, envelope)
-            reply = await asyncio.wait_for(future, timeout)
-        except TimeoutError:
-            raise RequestTimeout(to or subject, envelope.type, timeout) from None
-        finally:
-            self._pending.pop(envelope.id, None)
-        if isinstance(reply.data, RequestFailed):
-            raise RemoteError(reply.sender, reply.data.error)
-        return reply.data
-
-    async def _reply(self, request: Envelope, message: object) -> None:
-        if self._transport is None:
-            return
-        envelope = new_envelope(message, self.name, request.sender, re=request.id)
-        await self._transport.publish(direct_subject(self.workspace_id, request.sender), envelope)
-
-    # Tutorial (Ceylon) spelling of broadcast.
-    broadcast_data = broadcast
-
-    # --- receiving ----------------------------------------------------------------------------
-
-    def _receive(self, message: Envelope | bytes) -> None:
-        """Transport callback: decode, route replies, queue everything else. Never blocks."""
-        if isinstance(message, bytes):
-            try:
-                envelope = decode(message, default_registry, self.max_message_bytes)
-            except MessageError as e:
-                self.drops.record(e, message)
-                return
-        else:
-            envelope = message
-        if envelope.sender == self.name and envelope.to is None:
-            return
-        if envelope.re is not None:
-            future = self._pending.get(envelope.re)
-            if future is not None and not future.done():
-                future.set_result(envelope)
-            return
-        if not self._draining:
-            self._inbox.put_nowait(envelope)
-
-    async def _dispatch_loop(self) -> None:
-        inbox = self._inbox
-        while True:
-            envelope = await inbox.get()
-            if envelope is _STOP:
-                return
-            await self._dispatch(envelope)
-            if self._draining:
-                return
-
-    async def _dispatch(self, envelope: Envelope) -> None:
-        names = self._handler_table.names_for(type(envelope.data))
-        token = _current.set(envelope)
-        try:
-            if not names:
-                await self.on_unhandled(envelope)
-                if envelope.rq:
-                    await self._reply(
-                        envelope, RequestFailed(error=f"no handler for {envelope.type}")
-                    )
-                return
-            for name in names:
-                try:
-                    result = await getattr(self, name)(envelope.data)
-                except Exception as e:
-                    logger.opt(exception=e).error(
-                        "{}: handler {} failed on message {} ({} from {})",
-                        self.name,
-                        name,
-                        envelope.id,
-                        envelope.type,
-                        envelope.sender,
-                    )
-                    if envelope.rq:
-                        await self._reply(envelope, RequestFailed(error=f"{type(e).__name__}: {e}"))
-                else:
-                    if envelope.rq and result is not None:
-                        await self._reply(envelope, result)
-        except Exception as e:  # a failed reply must not end the dispatch loop
-            logger.opt(exception=e).error("{}: could not answer message {}", self.name, envelope.id)
-        finally:
-            _current.reset(token)
-
-    async def on_unhandled(self, envelope: Envelope) -> None:
-        """Hook: a message arrived that no handler of this agent takes. Logs it at TRACE level.
-
-        Args:
-            envelope: The message, with its sender and type name.
-        """
-        logger.trace("{}: no handler for {} from {}", self.name, envelope.type, envelope.sender)
-
-    def _post(self, data: object) -> None:
-        """Queue an internal event so it is handled in order with received messages."""
-        self._inbox.put_nowait(new_envelope(data, self.name, self.name))
-
     @on_message
     async def _on_admin_started(self, data: AdminStarted) -> None:
         """An admin (re)started: tell it at once that this agent is here."""
         if self.detail.role != "admin" and self.status is AgentStatus.RUNNING:
-            await self._publish(self._subject_presence, Heartbeat(agent=self.detail))
+            beat = Heartbeat(agent=self.detail, interval=self.heartbeat_interval)
+            await self._publish(self._subject_presence, beat)
+
+    def _can_send(self) -> bool:
+        # A handler still running while the agent stops may still send: its work is done.
+        return self.status in _CAN_SEND
+
+    def _admin_stopping(self, notice: AdminStopping) -> None:
+        """Run :meth:`on_admin_stopped` in a task of its own (it may stop this agent)."""
+        if self.status is not AgentStatus.RUNNING or self.detail.role == "admin":
+            return
+        if self.admin_name is not None and notice.admin != self.admin_name:
+            return
+        task = asyncio.create_task(self._run_admin_stopped(notice.admin))
+        self._hooks.add(task)
+        task.add_done_callback(self._hooks.discard)
+
+    async def _run_admin_stopped(self, admin: str) -> None:
+        try:
+            await self.on_admin_stopped(admin)
+        except Exception as e:
+            logger.opt(exception=e).error("{}: on_admin_stopped failed", self.name)
 
 
 Agent._handler_table = HandlerTable(Agent)
 _CAN_SEND = (AgentStatus.RUNNING, AgentStatus.STOPPING)
-_STOP: Envelope = Envelope("", "", "", None, 0.0, None)

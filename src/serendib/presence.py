@@ -1,7 +1,8 @@
 """Presence: who an agent is, and the messages agents and their admin exchange about it.
 
 An agent announces itself with :class:`Hello` (the admin answers :class:`Welcome`), sends a
-:class:`Heartbeat` every interval, and a :class:`Goodbye` when it stops.
+:class:`Heartbeat` every interval, and a :class:`Goodbye` when it stops. An admin announces
+:class:`AdminStarted` when it starts and :class:`AdminStopping` when it stops.
 """
 
 from __future__ import annotations
@@ -12,7 +13,17 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from serendib.messages import message_type
 
-__all__ = ["AgentDetail", "Goodbye", "Heartbeat", "Hello", "Welcome"]
+__all__ = [
+    "AdminStarted",
+    "AdminStopping",
+    "AgentDetail",
+    "Goodbye",
+    "Heartbeat",
+    "Hello",
+    "Welcome",
+]
+
+MAX_HEARTBEAT_INTERVAL_S = 3600.0
 
 
 class AgentDetail(BaseModel):
@@ -37,10 +48,16 @@ class AgentDetail(BaseModel):
 
 @message_type("serendib.Hello")
 class Hello(BaseModel):
-    """An agent asks to join its workspace."""
+    """An agent asks to join its workspace.
+
+    Attributes:
+        agent: Who asks.
+        interval: Seconds between the agent's heartbeats, so the admin knows when one is late.
+    """
 
     model_config = ConfigDict(frozen=True)
     agent: AgentDetail
+    interval: float = Field(default=1.0, gt=0, le=MAX_HEARTBEAT_INTERVAL_S)
 
 
 @message_type("serendib.Welcome")
@@ -55,10 +72,16 @@ class Welcome(BaseModel):
 
 @message_type("serendib.Heartbeat")
 class Heartbeat(BaseModel):
-    """An agent is still alive. Carries the full detail so a restarted admin learns it."""
+    """An agent is still alive. Carries the full detail so a restarted admin learns it.
+
+    Attributes:
+        agent: Who is alive.
+        interval: Seconds until the next heartbeat.
+    """
 
     model_config = ConfigDict(frozen=True)
     agent: AgentDetail
+    interval: float = Field(default=1.0, gt=0, le=MAX_HEARTBEAT_INTERVAL_S)
 
 
 @message_type("serendib.Goodbye")
@@ -73,6 +96,14 @@ class Goodbye(BaseModel):
 @message_type("serendib.AdminStarted")
 class AdminStarted(BaseModel):
     """An admin (re)started: agents already running announce themselves again."""
+
+    model_config = ConfigDict(frozen=True)
+    admin: str
+
+
+@message_type("serendib.AdminStopping")
+class AdminStopping(BaseModel):
+    """An admin is stopping: its agents' ``on_admin_stopped`` hook runs at once."""
 
     model_config = ConfigDict(frozen=True)
     admin: str

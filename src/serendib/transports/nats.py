@@ -24,19 +24,18 @@ from loguru import logger
 
 from serendib.errors import ConnectionFailed, TransportError
 from serendib.messages import DEFAULT_MAX_MESSAGE_BYTES, Envelope, encode
-from serendib.transports.base import Receiver
+from serendib.transports.base import TOKEN_ENV, Receiver
 from serendib.transports.framing import frames, split_frames
 
 try:
     from nats.aio.client import Client
+    from nats.errors import AuthorizationError
 except ImportError as e:  # pragma: no cover - depends on the environment
     raise ImportError(
         "the NATS transport needs the 'nats' extra: pip install 'serendib[nats]'"
     ) from e
 
-__all__ = ["NatsOptions", "NatsSubscription", "NatsTransport", "redact"]
-
-TOKEN_ENV = "SERENDIB_TOKEN"
+__all__ = ["TOKEN_ENV", "NatsOptions", "NatsSubscription", "NatsTransport", "redact"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -161,6 +160,9 @@ class NatsTransport:
         self._flusher: asyncio.Task[None] | None = None
         self._subscriptions: list[NatsSubscription] = []
         self._max_payload = max_message_bytes
+        self._last_error: Exception | None = None
+        self._refused: asyncio.Event | None = None
+        self._up = False
 
     @property
     def address(self) -> str:
@@ -176,7 +178,8 @@ class NatsTransport:
         """Connect; afterwards the client reconnects by itself whenever the server returns.
 
         Raises:
-            ConnectionFailed: No server answered within the connect timeout.
+            ConnectionFailed: No server answered within the connect timeout, or the server
+                refused the credentials. Its reason says which.
         """
         options = self.options
         token = options.token or os.environ.get(TOKEN_ENV) or None
@@ -201,14 +204,26 @@ class NatsTransport:
         tls = options.tls_context()
         if tls is not None:
             kwargs["tls"] = tls
+        self._refused = asyncio.Event()
+        connecting = asyncio.create_task(self._client.connect(**kwargs))
+        refused = asyncio.create_task(self._refused.wait())
         try:
-            await asyncio.wait_for(self._client.connect(**kwargs), options.connect_timeout + 1)
-        except Exception as e:
-            await self._abandon()
-            reason = str(e) or type(e).__name__
-            if "authorization" in reason.lower():
-                reason = f"{reason} (wrong or missing token/credentials)"
-            raise ConnectionFailed(self.address, reason) from e
+            await asyncio.wait(
+                {connecting, refused},
+                timeout=options.connect_timeout,
+                return_when=asyncio.FIRST_COMPLETED,
+            )
+        finally:
+            for task in (connecting, refused):
+                task.cancel()
+            await asyncio.wait({connecting, refused})
+            error = None if connecting.cancelled() else connecting.exception()
+            if connecting.cancelled() or error is not None:
+                await self._abandon()
+        if connecting.cancelled() or error is not None:
+            reason = self._why(error or self._last_error)
+            raise ConnectionFailed(self.address, reason) from error
+        self._up = True
         server_max = getattr(self._client, "max_payload", 0) or self.max_message_bytes
         self._max_payload = min(self.max_message_bytes, server_max)
 
@@ -218,11 +233,31 @@ class NatsTransport:
         except Exception as e:
             logger.trace("closing a failed NATS connection: {}", e)
 
+    def _why(self, error: BaseException | None) -> str:
+        """A connection failure's reason, in words that say what to check."""
+        timeout = self.options.connect_timeout
+        refused = self._refused is not None and self._refused.is_set()
+        if refused or (error is not None and _is_auth_error(error)):
+            return "authorization violation: wrong or missing token or credentials"
+        if error is None:
+            return f"no answer within {timeout:g}s"
+        if isinstance(error, ConnectionRefusedError) or "Connect call failed" in str(error):
+            return (
+                f"connection refused (still refused after {timeout:g}s): is the admin or "
+                "NATS server running, and on that port?"
+            )
+        return str(error) or type(error).__name__
+
     async def _on_error(self, error: Exception) -> None:
         logger.debug("NATS {}: {}", self.address, error)
+        if not self._up:
+            self._last_error = error
+            if _is_auth_error(error) and self._refused is not None:
+                self._refused.set()
 
     async def _on_disconnected(self) -> None:
-        logger.warning("NATS {}: disconnected; reconnecting", self.address)
+        if self._up and not self._client.is_closed:
+            logger.warning("NATS {}: disconnected; reconnecting", self.address)
 
     async def _on_reconnected(self) -> None:
         logger.info("NATS {}: reconnected", self.address)
@@ -264,7 +299,10 @@ class NatsTransport:
 
         def deliver(data: bytes) -> None:
             for frame in split_frames(data):
-                receiver(frame)
+                try:
+                    receiver(frame)
+                except Exception as e:  # the read loop must survive whatever a receiver does
+                    logger.opt(exception=e).error("NATS {}: receiver failed", self.address)
 
         try:
             sub = await self._client.subscribe(subject)
@@ -296,4 +334,9 @@ class NatsTransport:
         for subscription in self._subscriptions:
             await subscription.unsubscribe()
         self._subscriptions.clear()
+        self._up = False
         await self._abandon()
+
+
+def _is_auth_error(error: BaseException) -> bool:
+    return isinstance(error, AuthorizationError) or "authorization" in str(error).lower()
