@@ -12,7 +12,14 @@ from serendib import Agent
 from serendib.errors import TaskNotFound
 from serendib.tasks.events import EventKind, TaskEvent
 from serendib.tasks.manager import TaskManager
-from serendib.tasks.models import AttemptOutcome, Task, TaskResult, TaskState
+from serendib.tasks.models import (
+    AttemptOutcome,
+    Task,
+    TaskAssignment,
+    TaskResult,
+    TaskResults,
+    TaskState,
+)
 from serendib.tasks.worker import TaskContext, TaskFailed, WorkerAgent
 from tests.helpers import DEADLINE, until
 from tests.tasks.conftest import StartWorker
@@ -305,8 +312,10 @@ async def test_cancel_a_pending_and_a_running_task(
     manager_factory: MakeManager, start_worker: StartWorker
 ) -> None:
     cancelled = asyncio.Event()
+    entered = asyncio.Event()
 
     async def stuck(task: Task, context: TaskContext) -> None:
+        entered.set()
         try:
             await asyncio.Event().wait()
         except asyncio.CancelledError:
@@ -316,9 +325,8 @@ async def test_cancel_a_pending_and_a_running_task(
     manager = await manager_factory(
         tasks=[Task(id="run", difficulty=1, kind="job"), Task(id="wait", difficulty=9)]
     )
-    events = Events(manager)
     await start_worker("w", 5, handlers={"job": stuck})
-    await events.wait_for(EventKind.ASSIGNED, "run")
+    await asyncio.wait_for(entered.wait(), DEADLINE)
     assert (await manager.cancel("wait")).cancelled
     assert (await manager.cancel("run")).cancelled
     await asyncio.wait_for(cancelled.wait(), DEADLINE)
@@ -376,3 +384,49 @@ def _crash(worker: WorkerAgent) -> None:
 
 async def _drop(message: Any) -> None:
     return None
+
+
+async def test_an_assignment_lost_in_transit_is_requeued(
+    manager_factory: MakeManager, start_worker: StartWorker
+) -> None:
+    manager = await manager_factory(tasks=[Task(id="t", difficulty=1)])
+    events = Events(manager)
+    forgetful = await start_worker("forgetful", 5)
+    lost_once: list[str] = []
+    accept = forgetful._accept
+
+    def drop_first(assignment: TaskAssignment) -> None:
+        if not lost_once:
+            lost_once.append(assignment.task.id)
+            return
+        accept(assignment)
+
+    forgetful._accept = drop_first  # type: ignore[method-assign]
+    await events.wait_for(EventKind.REQUEUED, "t")
+    await finished(manager)
+    attempts = await manager.store.attempts("t")
+    assert [a.outcome for a in attempts] == [AttemptOutcome.LOST, AttemptOutcome.SUCCEEDED]
+    assert attempts[0].error == "assignment to forgetful lost in transit"
+
+
+async def test_a_result_lost_in_transit_is_resent_and_counted_once(
+    manager_factory: MakeManager, start_worker: StartWorker
+) -> None:
+    manager = await manager_factory()
+    worker = await start_worker("w", 5)
+    send = worker._to_manager
+    dropped: list[object] = []
+
+    async def drop_first_result(message: object) -> None:
+        if isinstance(message, TaskResult | TaskResults) and not dropped:
+            dropped.append(message)
+            return
+        await send(message)
+
+    worker._to_manager = drop_first_result  # type: ignore[method-assign]
+    await manager.submit([Task(id="t", difficulty=1)])
+    await finished(manager)
+    assert dropped
+    attempts = await manager.store.attempts("t")
+    assert [a.outcome for a in attempts] == [AttemptOutcome.SUCCEEDED]
+    await until(lambda: not worker._unacked, what="the resent result acknowledged")

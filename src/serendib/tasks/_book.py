@@ -176,8 +176,30 @@ class TaskBook:
             return record
         return record.waiting(self.scheduler.waiting_reason(record.id) or record.reason)
 
+    def reconcile(self, worker: str, holding: set[tuple[str, int]], grace_s: float) -> None:
+        """Requeue attempts given to ``worker`` over ``grace_s`` ago that it does not hold."""
+        now = time.time()
+        for task_id in sorted(self._by_worker.get(worker, ())):
+            attempt = self._attempts.get(task_id)
+            record = self._records.get(task_id)
+            if attempt is None or record is None or (task_id, attempt.attempt) in holding:
+                continue
+            if now - attempt.assigned_at < grace_s:
+                continue
+            reason = f"assignment to {worker} lost in transit"
+            self._end_attempt(attempt, AttemptOutcome.LOST, now, reason)
+            self.stats.requeued_lost += 1
+            self._requeue(record.requeued(f"{reason}; requeued", now))
+        self.pump()
+
     def take_result(self, result: TaskResult, sender: str) -> None:
-        """Count a result if it is the current lease's, from its holder; else it is stale."""
+        """Count a result if it is the current lease's, from its holder; else it is stale.
+
+        Either way the sender gets an acknowledgement (after the change is saved), so it
+        stops resending the result.
+        """
+        if sender:
+            self._ledger.ack(sender, (result.task_id, result.attempt))
         record = self._records.get(result.task_id)
         attempt = self._attempts.get(result.task_id)
         if (

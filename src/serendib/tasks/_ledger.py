@@ -14,7 +14,9 @@ from collections.abc import Awaitable, Callable
 from loguru import logger
 
 from serendib.tasks.models import (
+    AttemptKey,
     AttemptRecord,
+    ResultsAck,
     TaskAssignment,
     TaskAssignments,
     TaskCancel,
@@ -47,13 +49,17 @@ class Ledger:
         self._records: dict[str, TaskRecord] = {}
         self._attempts: dict[tuple[str, int], AttemptRecord] = {}
         self._outbox: list[tuple[str, TaskAssignment | TaskCancel]] = []
+        self._acks: dict[str, list[AttemptKey]] = {}
         self._writer: asyncio.Task[None] | None = None
         self.batches = 0
 
     @property
     def idle(self) -> bool:
         """Nothing staged and nothing being written."""
-        return self._writer is None and not (self._records or self._attempts or self._outbox)
+        return self._writer is None and not self._pending()
+
+    def _pending(self) -> bool:
+        return bool(self._records or self._attempts or self._outbox or self._acks)
 
     def record(self, record: TaskRecord) -> None:
         """Stage a task record."""
@@ -70,6 +76,11 @@ class Ledger:
         self._outbox.append((worker, message))
         self._kick()
 
+    def ack(self, worker: str, key: AttemptKey) -> None:
+        """Acknowledge a result to ``worker`` once everything staged so far is saved."""
+        self._acks.setdefault(worker, []).append(key)
+        self._kick()
+
     async def drain(self) -> None:
         """Return once everything staged is saved and sent."""
         while self._writer is not None:
@@ -81,12 +92,16 @@ class Ledger:
 
     async def _write_loop(self) -> None:
         try:
-            while self._records or self._attempts or self._outbox:
+            while self._pending():
                 records, self._records = list(self._records.values()), {}
                 attempts, self._attempts = list(self._attempts.values()), {}
                 outbox, self._outbox = self._outbox, []
-                await self._save(records, attempts)
+                acks, self._acks = self._acks, {}
+                if records or attempts:
+                    await self._save(records, attempts)
                 await self._deliver(outbox)
+                for worker, keys in acks.items():
+                    await self._try_send(worker, ResultsAck(acks=keys))
                 self.batches += 1
         finally:
             self._writer = None
@@ -120,8 +135,11 @@ class Ledger:
                 batch.append(TaskAssignments(assignments=assignments))
             else:
                 batch.extend(assignments)
-            try:
-                for outgoing in batch:
-                    await self._send(worker, outgoing)
-            except Exception as e:  # the lease times out, or the worker is declared lost
-                logger.error("{}: could not send to {}: {}", self._owner, worker, e)
+            for outgoing in batch:
+                await self._try_send(worker, outgoing)
+
+    async def _try_send(self, worker: str, message: object) -> None:
+        try:
+            await self._send(worker, message)
+        except Exception as e:  # the lease times out, or the worker is declared lost
+            logger.error("{}: could not send to {}: {}", self._owner, worker, e)

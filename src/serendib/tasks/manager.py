@@ -33,6 +33,7 @@ from serendib.tasks.models import (
     TaskResult,
     TaskResults,
     WorkerInfo,
+    WorkerSync,
 )
 from serendib.tasks.protocol import (
     CancelReply,
@@ -248,6 +249,11 @@ class TaskManager(Admin):
     @on_message
     async def _on_progress(self, progress: TaskProgress) -> None:
         self.book.progress(progress, self._sender())
+
+    @on_message
+    async def _on_sync(self, sync: WorkerSync) -> None:
+        holding = {(key[0], key[1]) for key in sync.holding}
+        self.book.reconcile(self._sender(), holding, grace_s=3 * self.heartbeat_interval)
 
     # --- requests from clients ----------------------------------------------------------------
 

@@ -16,6 +16,9 @@ from serendib.messages import message_type
 
 __all__ = [
     "DEFAULT_SKILL",
+    "AttemptKey",
+    "ResultsAck",
+    "WorkerSync",
     "AttemptOutcome",
     "AttemptRecord",
     "Task",
@@ -167,6 +170,26 @@ class TaskCancel(_Frozen):
 
     task_id: TaskId
     attempt: int = Field(ge=1)
+
+
+AttemptKey = tuple[str, int]
+"""``(task_id, attempt)``: one lease."""
+
+
+@message_type("serendib.tasks.ResultsAck")
+class ResultsAck(_Frozen):
+    """The manager has stored these results (or found them stale): stop resending them."""
+
+    acks: list[AttemptKey]
+
+
+@message_type("serendib.tasks.WorkerSync")
+class WorkerSync(_Frozen):
+    """A worker's periodic account of the attempts it holds: running, or reported but not
+    yet acknowledged. The manager requeues attempts it gave the worker that are missing
+    from it (an assignment lost in transit)."""
+
+    holding: list[AttemptKey]
 
 
 class WorkerInfo(_Frozen):

@@ -20,6 +20,8 @@ from serendib.agent import Agent
 from serendib.handlers import on_message
 from serendib.tasks.models import (
     DEFAULT_SKILL,
+    AttemptKey,
+    ResultsAck,
     Task,
     TaskAssignment,
     TaskAssignments,
@@ -27,6 +29,7 @@ from serendib.tasks.models import (
     TaskProgress,
     TaskResult,
     TaskResults,
+    WorkerSync,
 )
 
 __all__ = ["TaskContext", "TaskFailed", "TaskHandler", "WorkerAgent", "simulate"]
@@ -145,6 +148,7 @@ class WorkerAgent(Agent):
         self._running: dict[tuple[str, int], asyncio.Task[None]] = {}
         self._slots = asyncio.Semaphore(capacity)
         self._outbox: list[TaskResult] = []
+        self._unacked: dict[AttemptKey, TaskResult] = {}
         self._sender: asyncio.Task[None] | None = None
         self.completed = 0
 
@@ -186,9 +190,12 @@ class WorkerAgent(Agent):
         key = (assignment.task.id, assignment.attempt)
         if assignment.worker != self.name or key in self._running:
             return
-        self._running[key] = asyncio.create_task(
+        attempt = asyncio.create_task(
             self._run(assignment), name=f"{self.name}-task-{assignment.task.id}"
         )
+        self._running[key] = attempt
+        # A task cancelled before it starts never runs its own clean-up: this does.
+        attempt.add_done_callback(lambda _: self._running.pop(key, None))
 
     async def _run(self, assignment: TaskAssignment) -> None:
         task, attempt = assignment.task, assignment.attempt
@@ -209,8 +216,6 @@ class WorkerAgent(Agent):
                     finished_at=time.time(),
                 )
             )
-        finally:
-            self._running.pop((task.id, attempt), None)
 
     async def _attempt(self, task: Task, attempt: int, started: float) -> TaskResult:
         handler = self.task_handlers.get(task.kind)
@@ -247,7 +252,35 @@ class WorkerAgent(Agent):
             finished_at=time.time(),
         )
 
+    @on_message
+    async def _on_ack(self, ack: ResultsAck) -> None:
+        for key in ack.acks:
+            self._unacked.pop((key[0], key[1]), None)
+
+    async def _join(self) -> None:
+        await super()._join()
+        self._spawn(self._sync_loop(), "sync")
+
+    async def _sync_loop(self) -> None:
+        """Resend unacknowledged results and tell the manager what this worker holds.
+
+        A message can be lost when the broker restarts; results are resent until the manager
+        acknowledges them, and the manager requeues any assignment this worker never saw.
+        """
+        period = 2 * self.heartbeat_interval
+        while True:
+            await asyncio.sleep(period)
+            due = [r for r in self._unacked.values() if time.time() - r.finished_at > period]
+            try:
+                if due:
+                    await self._to_manager(due[0] if len(due) == 1 else TaskResults(results=due))
+                holding = [*self._running, *self._unacked]
+                await self._to_manager(WorkerSync(holding=holding))
+            except Exception as e:  # the connection is down: try again next period
+                logger.debug("{}: sync not sent: {}", self.name, e)
+
     def _queue_result(self, result: TaskResult) -> None:
+        self._unacked[(result.task_id, result.attempt)] = result
         self._outbox.append(result)
         if self._sender is None:
             self._sender = asyncio.create_task(self._send_results())
