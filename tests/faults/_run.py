@@ -91,12 +91,18 @@ class Run:
         counts = await self.counts()
         return sum(v for k, v in counts.items() if k.is_final)
 
-    async def wait_all_final(self, deadline_s: float = 120) -> None:
+    async def wait_final(self, count: int | None = None, deadline_s: float = 120) -> None:
+        """Wait until ``count`` tasks (default: all) are final, polling the store."""
+        target = self.total if count is None else count
         loop = asyncio.get_running_loop()
         end = loop.time() + deadline_s
-        while await self.final() < self.total:
-            assert loop.time() < end, f"not all final after {deadline_s}s: {await self.counts()}"
-            await asyncio.sleep(0.1)
+        while (done := await self.final()) < target:
+            assert loop.time() < end, f"{done} of {target} final after {deadline_s}s"
+            await asyncio.sleep(0.05)
+
+    async def wait_all_final(self, deadline_s: float = 120) -> None:
+        """Wait until every submitted task is final."""
+        await self.wait_final(None, deadline_s)
 
     async def everything(self) -> tuple[list[TaskRecord], list[AttemptRecord]]:
         store = open_store(self.store)
