@@ -239,8 +239,7 @@ class TaskBook:
                 record.failed(f"{error} (after {record.attempt} attempts)", now), attempt
             )
             return
-        info = self.workers.get(result.worker)
-        failed_level = info.level(record.task.required_skill) if info is not None else 0
+        failed_level = self._level_of(result.worker, record)
         self.stats.retries += 1
         self._requeue(
             record.requeued(f"retrying after failure on {result.worker}: {error}", now, error),
@@ -401,8 +400,15 @@ class TaskBook:
         if record.attempt >= record.task.max_attempts:
             self._finalise(record.failed(error, now))
         else:
-            self._requeue(record.requeued(f"timed out on {attempt.worker}; retrying", now, error))
+            self._requeue(
+                record.requeued(f"timed out on {attempt.worker}; retrying", now, error),
+                escalate_above=self._level_of(attempt.worker, record),
+            )
         self.pump()
+
+    def _level_of(self, worker: str, record: TaskRecord) -> int:
+        info = self.workers.get(worker)
+        return info.level(record.task.required_skill) if info is not None else 0
 
     def _stage(self, record: TaskRecord) -> None:
         self._ledger.record(record)
