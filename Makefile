@@ -11,7 +11,10 @@ SOURCES := src tests examples bench
 PG_URL := postgresql://postgres@127.0.0.1:5432/test
 PG_UP = $(shell $(PY) -c "import socket; socket.create_connection(('127.0.0.1', 5432), 1)" 2>/dev/null && echo yes)
 
-.PHONY: demo test lint typecheck pytest bench clean
+# The browser tests drive Debian's Chromium through Playwright (no browser is downloaded).
+CHROMIUM := /usr/bin/chromium
+
+.PHONY: demo test lint typecheck pytest bench clean chromium
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -35,7 +38,19 @@ lint: $(VENV)/.installed-dev
 typecheck: $(VENV)/.installed-dev
 	$(VENV)/bin/mypy
 
-pytest: $(VENV)/.installed-dev
+# Installs Debian's chromium when it is missing and we may (root, apt); otherwise the browser
+# tests skip locally (and fail on CI, where CI=true).
+chromium:
+	@if [ -x $(CHROMIUM) ]; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+		apt-cache policy chromium 2>/dev/null | grep -q 'Candidate: [0-9]' || apt-get update -qq; \
+		if apt-cache policy chromium 2>/dev/null | grep -q 'Candidate: [0-9]'; then \
+			DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null \
+				|| echo "make chromium: apt-get install chromium failed; browser tests will skip"; \
+		else echo "make chromium: apt has no chromium package; browser tests will skip"; fi; \
+	else echo "make chromium: $(CHROMIUM) is missing; browser tests will skip (apt-get install chromium)"; fi
+
+pytest: $(VENV)/.installed-dev chromium
 	$(if $(SERENDIB_TEST_POSTGRES_URL)$(PG_UP),SERENDIB_TEST_POSTGRES_URL=$${SERENDIB_TEST_POSTGRES_URL:-$(PG_URL)}) \
 		$(VENV)/bin/pytest
 

@@ -5,11 +5,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import importlib
+import os
 import random
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from loguru import logger
 from rich.console import Console
@@ -20,6 +21,9 @@ from serendib.tasks.manager import TaskManager
 from serendib.tasks.models import Task
 from serendib.tasks.report import Report
 from serendib.tasks.worker import TaskHandler, WorkerAgent
+
+if TYPE_CHECKING:
+    from serendib.dashboard import DashboardServer
 
 __all__ = ["add_task_commands", "admin_args", "run_admin", "run_worker"]
 
@@ -43,6 +47,44 @@ def admin_args(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="give tasks nobody is skilled enough for to the most skilled worker anyway",
     )
+    dashboard_args(parser)
+
+
+def dashboard_args(parser: argparse.ArgumentParser) -> None:
+    """``--dashboard [HOST:PORT]`` and ``--dashboard-token`` (``admin`` and ``demo``)."""
+    from serendib.cli import parse_address
+
+    parser.add_argument(
+        "--dashboard",
+        type=parse_address,
+        nargs="?",
+        const=("127.0.0.1", 8080),
+        default=None,
+        metavar="HOST:PORT",
+        help="serve the web dashboard, JSON API and /metrics (default 127.0.0.1:8080)",
+    )
+    parser.add_argument(
+        "--dashboard-token",
+        default=os.environ.get("SERENDIB_DASHBOARD_TOKEN"),
+        help="token the dashboard requires (default: $SERENDIB_DASHBOARD_TOKEN); without "
+        "one, a dashboard beyond loopback is read-only",
+    )
+
+
+def _dashboard(manager: TaskManager, args: argparse.Namespace) -> DashboardServer | None:
+    """The dashboard ``--dashboard`` asks for, not yet started.
+
+    Raises:
+        ValueError: The ``dashboard`` extra is not installed.
+    """
+    if args.dashboard is None:
+        return None
+    try:
+        from serendib.dashboard import DashboardServer
+    except ImportError as e:
+        raise ValueError(str(e)) from None
+    host, port = args.dashboard
+    return DashboardServer(manager, host, port, args.dashboard_token)
 
 
 def load_handler(spec: str) -> tuple[str, TaskHandler]:
@@ -64,10 +106,16 @@ def load_handler(spec: str) -> tuple[str, TaskHandler]:
     return kind or function, handler
 
 
-async def _serve(agent: Any, started: Callable[[], None] | None = None) -> int:
+async def _serve(
+    agent: Any,
+    started: Callable[[], None] | None = None,
+    dashboard: DashboardServer | None = None,
+) -> int:
     from serendib.cli import EXIT_OK, run_until_signalled
 
     async def body() -> int:
+        if dashboard is not None:
+            await dashboard.start()
         await agent.start()
         if started is not None:
             started()
@@ -83,6 +131,8 @@ async def _serve(agent: Any, started: Callable[[], None] | None = None) -> int:
         return await run_until_signalled(body(), stop)
     finally:
         await agent.stop()
+        if dashboard is not None:
+            await dashboard.stop()
 
 
 def run_admin(args: argparse.Namespace) -> int:
@@ -97,7 +147,7 @@ def run_admin(args: argparse.Namespace) -> int:
         store=args.store,
         attempt_unqualified=args.attempt_unqualified,
     )
-    return asyncio.run(_serve(manager))
+    return asyncio.run(_serve(manager, dashboard=_dashboard(manager, args)))
 
 
 def run_worker(args: argparse.Namespace) -> int:
@@ -158,9 +208,10 @@ async def _demo(args: argparse.Namespace) -> tuple[Report, int]:
         workspace_id="demo",
         store=store,
         tasks=tasks,
-        stop_when_done=True,
+        stop_when_done=args.dashboard is None,
         attempt_unqualified=args.attempt_unqualified,
     )
+    dashboard = _dashboard(manager, args)
     workers = [
         WorkerAgent(
             name, level, workspace_id="demo", capacity=args.capacity, time_scale=args.time_scale
@@ -177,21 +228,64 @@ async def _demo(args: argparse.Namespace) -> tuple[Report, int]:
         transient=True,
         disable=args.json or not console.is_terminal,
     )
-    with progress:
-        bar = progress.add_task("tasks", total=len(tasks))
-        run = asyncio.create_task(manager.arun(workers))
-        while not run.done():
-            progress.update(bar, completed=manager.final_count)
-            await asyncio.wait({run}, timeout=0.1)
+    if dashboard is not None:
+        await dashboard.start()
+    try:
+        with progress:
+            bar = progress.add_task("tasks", total=len(tasks))
+            run = asyncio.create_task(manager.arun(workers))
+            done = run if dashboard is None else asyncio.ensure_future(manager.wait_done())
+            while not done.done() and not run.done():
+                progress.update(bar, completed=manager.final_count)
+                await asyncio.wait({run, done}, timeout=0.1)
+            done.cancel()
+        if dashboard is not None:
+            return await _keep_serving(manager, run, dashboard, store, args.json), len(tasks)
         await run
+    finally:
+        if dashboard is not None:
+            await dashboard.stop()
     report = await _cli_client.offline_report(store)
     return report, len(tasks)
+
+
+async def _keep_serving(
+    manager: TaskManager,
+    run: asyncio.Task[None],
+    dashboard: DashboardServer,
+    store: str,
+    json: bool,
+) -> Report:
+    """Print the demo's report, then keep the system and its dashboard up until Ctrl-C."""
+    from serendib.cli import EXIT_OK, run_until_signalled
+
+    if run.done():
+        await run
+        return await _cli_client.offline_report(store)
+    report = await manager.report()
+    _cli_client.print_report(report, json)
+    Console(stderr=True).print(
+        f"Dashboard: {dashboard.url}"
+        + (" (append ?token=YOUR_TOKEN)" if dashboard.policy.token else "")
+        + " - the workers stay up for more tasks; press Ctrl-C to stop."
+    )
+
+    async def until_stopped() -> int:
+        await run
+        return EXIT_OK
+
+    stopping: list[asyncio.Future[None]] = []
+    await run_until_signalled(
+        until_stopped(), lambda: stopping.append(asyncio.ensure_future(manager.stop()))
+    )
+    return report
 
 
 def run_demo(args: argparse.Namespace) -> int:
     """``serendib demo``: the seed's scenario, done right, in one process."""
     report, _ = asyncio.run(_demo(args))
-    _cli_client.print_report(report, args.json)
+    if args.dashboard is None:  # with a dashboard, it was printed before serving on
+        _cli_client.print_report(report, args.json)
     return 0 if report.failed == 0 and report.unfinished == 0 else 1
 
 
@@ -213,6 +307,7 @@ def add_task_commands(commands: Any, common: Callable[[argparse.ArgumentParser],
     demo.add_argument("--store", default=None, help="task store URL (default: a temporary file)")
     demo.add_argument("--attempt-unqualified", action="store_true", help="the seed's behaviour")
     demo.add_argument("--json", action="store_true", help="print the report as JSON")
+    dashboard_args(demo)
     common(demo)
     demo.set_defaults(run=run_demo)
     _cli_client.add_client_commands(commands, common)

@@ -1,0 +1,279 @@
+"""The dashboard's HTTP API data: what requests may carry and what responses hold.
+
+Every model is a frozen pydantic model, so request validation errors name the field and the
+reason, and the OpenAPI description is generated from the same classes the API returns.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from serendib.tasks.models import AttemptOutcome, Task, TaskState
+
+__all__ = [
+    "MAX_PAGE",
+    "MAX_SUBMIT",
+    "AttemptView",
+    "CancelResult",
+    "ErrorBody",
+    "ManagerCounters",
+    "StatsView",
+    "SubmitBody",
+    "SubmitResult",
+    "TaskDetail",
+    "TaskFilter",
+    "TaskPageView",
+    "TaskRow",
+    "Throughput",
+    "WorkerView",
+]
+
+MAX_PAGE = 1_000
+MAX_SUBMIT = 10_000
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+# --- requests ---------------------------------------------------------------------------------
+
+
+class TaskFilter(_Model):
+    """Query parameters of ``GET /api/tasks``.
+
+    Attributes:
+        state: Only tasks in this state.
+        worker: Only tasks whose latest attempt went to this worker.
+        after: The ``next_cursor`` of the previous page; omit for the first page.
+        limit: Tasks per page.
+    """
+
+    state: TaskState | None = None
+    worker: str | None = Field(default=None, min_length=1, max_length=200)
+    after: int | None = Field(default=None, ge=0, le=2**63 - 1)
+    limit: int = Field(default=50, ge=1, le=MAX_PAGE)
+
+
+class SubmitBody(_Model):
+    """Body of ``POST /api/tasks``: tasks to submit (an id already known is ignored)."""
+
+    tasks: list[Task] = Field(min_length=1, max_length=MAX_SUBMIT)
+
+
+# --- responses --------------------------------------------------------------------------------
+
+
+class ErrorBody(_Model):
+    """Every error response: what went wrong and, for invalid input, each problem found.
+
+    Attributes:
+        error: The reason, for people.
+        detail: For validation errors, one entry per problem (``loc``, ``msg``, ``type``).
+    """
+
+    error: str
+    detail: list[dict[str, Any]] = Field(default_factory=list)
+
+
+class WorkerView(_Model):
+    """A worker as the dashboard shows it.
+
+    Attributes:
+        name: The worker's agent name.
+        skills: Its level per named skill.
+        capacity: Attempts it runs at once.
+        load: Attempts it has now (0 when lost).
+        status: ``connected`` or ``lost``.
+        succeeded: Attempts it finished successfully since the dashboard started.
+        failed: Attempts that failed or timed out on it since the dashboard started.
+        success_rate: ``succeeded / (succeeded + failed)``, or None before any ended.
+    """
+
+    name: str
+    skills: dict[str, int]
+    capacity: int
+    load: int
+    status: Literal["connected", "lost"]
+    succeeded: int
+    failed: int
+    success_rate: float | None
+
+
+class TaskRow(_Model):
+    """One line of the task table.
+
+    Attributes:
+        id: The task's id.
+        description: What it is.
+        difficulty: 1 to 10.
+        required_skill: The skill it needs.
+        priority: Higher goes first.
+        state: Where it is.
+        attempt: Number of its latest attempt (0 before the first).
+        worker: Worker of its latest attempt.
+        reason: Why it was assigned or why it waits (live for pending tasks).
+        error: Its last failure.
+        submitted_at: When it was submitted (seconds since the epoch).
+        updated_at: When its state last changed.
+        finished_at: When it reached a final state.
+    """
+
+    id: str
+    description: str
+    difficulty: int
+    required_skill: str
+    priority: int
+    state: TaskState
+    attempt: int
+    worker: str | None
+    reason: str
+    error: str | None
+    submitted_at: float
+    updated_at: float
+    finished_at: float | None
+
+
+class TaskPageView(_Model):
+    """A page of the task table.
+
+    Attributes:
+        tasks: The tasks, in submission order.
+        next_cursor: Pass as ``after`` for the next page; None on the last page.
+    """
+
+    tasks: list[TaskRow]
+    next_cursor: int | None
+
+
+class AttemptView(_Model):
+    """One attempt of a task, with its timings.
+
+    Attributes:
+        attempt: Its number (1-based).
+        worker: Who had it.
+        reason: Why that worker was chosen.
+        outcome: How it ended, or ``running``.
+        escalated: Given to a more skilled worker after a failure.
+        assigned_at: When it was handed out.
+        started_at: When the worker started it, if reported.
+        finished_at: When it ended.
+        queued_s: Seconds the task waited before this attempt was assigned.
+        run_s: Seconds from start (or assignment) to the end, or until now while it runs.
+        error: Why it failed.
+    """
+
+    attempt: int
+    worker: str
+    reason: str
+    outcome: AttemptOutcome
+    escalated: bool
+    assigned_at: float
+    started_at: float | None
+    finished_at: float | None
+    queued_s: float | None
+    run_s: float | None
+    error: str | None
+
+
+class TaskDetail(_Model):
+    """One task and its history.
+
+    Attributes:
+        task: The task as submitted.
+        row: Its current line of the task table.
+        waiting_reason: For a pending task, why it waits now; None otherwise.
+        attempts: Its attempts, first to last.
+        output: The successful attempt's output.
+        total_s: Seconds from submission to its end (or to now).
+    """
+
+    task: Task
+    row: TaskRow
+    waiting_reason: str | None
+    attempts: list[AttemptView]
+    output: Any = None
+    total_s: float
+
+
+class Throughput(_Model):
+    """Tasks that ended per second, for the chart.
+
+    Attributes:
+        start: The first second of the series (whole seconds since the epoch).
+        succeeded: Tasks that succeeded in each second from ``start``.
+        failed: Tasks that failed in each second from ``start``.
+        per_s: Average tasks ended per second over the last 10 seconds.
+    """
+
+    start: int
+    succeeded: list[int]
+    failed: list[int]
+    per_s: float
+
+
+class ManagerCounters(_Model):
+    """The manager's running counters since it started."""
+
+    submitted: int
+    assignments: int
+    retries: int
+    escalations: int
+    requeued_lost: int
+    timeouts: int
+    succeeded: int
+    failed: int
+    cancelled: int
+    stale_results: int
+    workers_lost: int
+
+
+class StatsView(_Model):
+    """The system at a glance.
+
+    Attributes:
+        workspace: The manager's workspace.
+        manager: The manager's agent name.
+        running: Whether the manager is running (submit and cancel need it).
+        store: Where the task store is (passwords redacted).
+        counts: Stored tasks per state (every state is a key).
+        total: Stored tasks.
+        success_rate: ``succeeded / (succeeded + failed)`` over the store, or None.
+        counters: The manager's counters since it started.
+        dropped: Bad messages dropped by the manager, by reason.
+        throughput: Tasks ended per second, recently.
+        uptime_s: Seconds since the dashboard started.
+    """
+
+    workspace: str
+    manager: str
+    running: bool
+    store: str
+    counts: dict[TaskState, int]
+    total: int
+    success_rate: float | None
+    counters: ManagerCounters
+    dropped: dict[str, int]
+    throughput: Throughput
+    uptime_s: float
+
+
+class SubmitResult(_Model):
+    """Which submitted ids were new and which were already known."""
+
+    accepted: list[str]
+    duplicates: list[str]
+
+
+class CancelResult(_Model):
+    """The task after a cancel request.
+
+    Attributes:
+        cancelled: False when it was already final (then it is unchanged).
+        task: Its table line now.
+    """
+
+    cancelled: bool
+    task: TaskRow

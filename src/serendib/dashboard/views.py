@@ -1,0 +1,155 @@
+"""Pure functions turning stored records and worker facts into what the dashboard shows."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Literal
+
+from serendib.dashboard.schemas import AttemptView, TaskDetail, TaskRow, WorkerView
+from serendib.tasks.models import AttemptOutcome, AttemptRecord, TaskRecord, TaskState, WorkerInfo
+
+__all__ = [
+    "WorkerTally",
+    "attempt_views",
+    "success_rate",
+    "task_detail",
+    "task_row",
+    "worker_views",
+]
+
+
+def success_rate(succeeded: int, failed: int) -> float | None:
+    """``succeeded / (succeeded + failed)``, or None when nothing has ended."""
+    ended = succeeded + failed
+    return succeeded / ended if ended else None
+
+
+def task_row(record: TaskRecord, waiting_reason: str | None = None) -> TaskRow:
+    """The task table line of ``record``.
+
+    Args:
+        record: The stored record.
+        waiting_reason: For a pending task, why it waits now (replaces the stored reason).
+    """
+    task = record.task
+    reason = record.reason
+    if record.state is TaskState.PENDING and waiting_reason:
+        reason = waiting_reason
+    return TaskRow(
+        id=task.id,
+        description=task.description,
+        difficulty=task.difficulty,
+        required_skill=task.required_skill,
+        priority=task.priority,
+        state=record.state,
+        attempt=record.attempt,
+        worker=record.worker,
+        reason=reason,
+        error=record.error,
+        submitted_at=record.submitted_at,
+        updated_at=record.updated_at,
+        finished_at=record.finished_at,
+    )
+
+
+def attempt_views(
+    record: TaskRecord, attempts: Sequence[AttemptRecord], now: float
+) -> list[AttemptView]:
+    """A task's attempts with their timings, first to last.
+
+    The queue time of an attempt runs from the task's submission (first attempt) or the end of
+    the previous attempt; its run time from the worker's start (or the assignment, when the
+    worker did not report one) to its end, or to ``now`` while it runs.
+    """
+    views: list[AttemptView] = []
+    queued_since: float | None = record.submitted_at
+    for attempt in sorted(attempts, key=lambda a: a.attempt):
+        began = attempt.started_at or attempt.assigned_at
+        running = attempt.outcome is AttemptOutcome.RUNNING
+        end = now if running else attempt.finished_at
+        views.append(
+            AttemptView(
+                attempt=attempt.attempt,
+                worker=attempt.worker,
+                reason=attempt.reason,
+                outcome=attempt.outcome,
+                escalated=attempt.escalated,
+                assigned_at=attempt.assigned_at,
+                started_at=attempt.started_at,
+                finished_at=attempt.finished_at,
+                queued_s=(
+                    max(attempt.assigned_at - queued_since, 0.0)
+                    if queued_since is not None
+                    else None
+                ),
+                run_s=max(end - began, 0.0) if end is not None else None,
+                error=attempt.error,
+            )
+        )
+        queued_since = attempt.finished_at
+    return views
+
+
+def task_detail(
+    record: TaskRecord,
+    attempts: Sequence[AttemptRecord],
+    waiting_reason: str | None,
+    now: float,
+) -> TaskDetail:
+    """One task and its history, as ``GET /api/tasks/{id}`` returns it."""
+    pending = record.state is TaskState.PENDING
+    reason = (waiting_reason or record.reason or "waiting for a worker") if pending else None
+    end = record.finished_at if record.finished_at is not None else now
+    return TaskDetail(
+        task=record.task,
+        row=task_row(record, reason),
+        waiting_reason=reason,
+        attempts=attempt_views(record, attempts, now),
+        output=record.output,
+        total_s=max(end - record.submitted_at, 0.0),
+    )
+
+
+class WorkerTally:
+    """Attempts that ended on one worker: the basis of its success rate."""
+
+    __slots__ = ("failed", "succeeded")
+
+    def __init__(self) -> None:
+        self.succeeded = 0
+        self.failed = 0
+
+
+def worker_views(
+    connected: Iterable[tuple[WorkerInfo, int]],
+    lost: Iterable[WorkerInfo],
+    tallies: Mapping[str, WorkerTally],
+) -> list[WorkerView]:
+    """The worker table: connected workers first (in joining order), then lost ones.
+
+    Args:
+        connected: Each connected worker and its load.
+        lost: Workers seen before that are no longer connected.
+        tallies: Attempts ended per worker name.
+    """
+    empty = WorkerTally()
+    views = [
+        _worker(info, load, "connected", tallies.get(info.name, empty)) for info, load in connected
+    ]
+    views += [_worker(info, 0, "lost", tallies.get(info.name, empty)) for info in lost]
+    return views
+
+
+def _worker(
+    info: WorkerInfo, load: int, status: Literal["connected", "lost"], tally: WorkerTally
+) -> WorkerView:
+    return WorkerView(
+        name=info.name,
+        skills=dict(info.skills),
+        capacity=info.capacity,
+        load=load,
+        status=status,
+        succeeded=tally.succeeded,
+        failed=tally.failed,
+        success_rate=success_rate(tally.succeeded, tally.failed),
+    )

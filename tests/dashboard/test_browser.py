@@ -1,0 +1,293 @@
+"""The dashboard page in a real browser: Debian's headless Chromium driven by Playwright.
+
+The browser is never downloaded: the suite uses ``/usr/bin/chromium`` (``make chromium``
+installs it). Without it these tests are skipped locally and fail on CI (``CI=true``).
+Set ``SERENDIB_UPDATE_SCREENSHOT=1`` to write ``docs/dashboard.png`` from this run.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import pytest
+import pytest_asyncio
+
+from tests.dashboard.conftest import DEADLINE, System, gate_task, running_system, until
+
+try:
+    from playwright.async_api import Browser, Page, Request, Route, async_playwright, expect
+except ImportError:  # pragma: no cover - depends on what is installed
+    HAVE_PLAYWRIGHT = False
+else:
+    HAVE_PLAYWRIGHT = True
+
+from serendib.tasks.models import Task
+
+CHROMIUM = Path(os.environ.get("SERENDIB_CHROMIUM", "/usr/bin/chromium"))
+CHROMIUM_ARGS = [
+    "--headless=new",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--no-first-run",
+    "--disable-sync",
+]
+SCREENSHOT = Path(__file__).resolve().parents[2] / "docs" / "dashboard.png"
+
+pytestmark = pytest.mark.asyncio(loop_scope="module")
+
+
+def _require_browser() -> None:
+    reason = None
+    if not HAVE_PLAYWRIGHT:
+        reason = "playwright is not installed: pip install -e '.[dev]'"
+    elif not CHROMIUM.exists():
+        reason = f"{CHROMIUM} not found: run `make chromium` (Debian's chromium package)"
+    if reason is None:
+        return
+    if os.environ.get("CI") == "true":
+        pytest.fail(f"browser tests cannot run on CI: {reason}")
+    pytest.skip(reason)
+
+
+@pytest_asyncio.fixture(loop_scope="module", scope="module")
+async def browser() -> AsyncIterator[Browser]:
+    _require_browser()
+    async with async_playwright() as playwright:
+        launched = await playwright.chromium.launch(
+            executable_path=str(CHROMIUM), args=CHROMIUM_ARGS
+        )
+        try:
+            yield launched
+        finally:
+            await launched.close()
+
+
+@pytest_asyncio.fixture(loop_scope="module")
+async def system(tmp_path: Path) -> AsyncIterator[System]:
+    async with running_system(tmp_path / "tasks.db") as running:
+        yield running
+
+
+@dataclass
+class Tab:
+    """A browser page, and what went wrong in it."""
+
+    page: Page
+    problems: list[str] = field(default_factory=list)
+
+
+@pytest_asyncio.fixture(loop_scope="module")
+async def tab(browser: Browser, system: System) -> AsyncIterator[Tab]:
+    """A page in a fresh context that may only reach the dashboard (it must work offline)."""
+    context = await browser.new_context(viewport={"width": 1400, "height": 1000})
+    context.set_default_timeout(DEADLINE * 1000)
+    page = await context.new_page()
+    opened = Tab(page)
+    dashboard = urlsplit(system.url).netloc
+
+    async def only_the_dashboard(route: Route, request: Request) -> None:
+        if urlsplit(request.url).netloc == dashboard or request.url.startswith("data:"):
+            await route.continue_()
+        else:
+            opened.problems.append(f"request outside the dashboard: {request.url}")
+            await route.abort()
+
+    await context.route("**/*", only_the_dashboard)
+    page.on("console", lambda m: opened.problems.append(m.text) if m.type == "error" else None)
+    page.on("pageerror", lambda e: opened.problems.append(f"page error: {e}"))
+    try:
+        yield opened
+    finally:
+        await context.close()
+    assert opened.problems == []
+
+
+async def row_state(page: Page, task_id: str) -> str | None:
+    return await page.locator(f'#tasks tr[data-task-id="{task_id}"]').get_attribute("data-state")
+
+
+async def test_the_page_shows_the_running_systems_workers_and_tasks(
+    system: System, tab: Tab
+) -> None:
+    await system.submit(gate_task("busy", 2), Task(id="hard", difficulty=10))
+    await until(lambda: "busy" in system.gates.started, "busy to start")
+    page = tab.page
+
+    await page.goto(system.url)
+
+    await expect(page.locator("#live")).to_have_text("live")
+    workers = page.locator("#workers tbody tr")
+    await expect(workers).to_have_count(3)
+    junior = page.locator('#workers tr[data-worker="Junior"]')
+    await expect(junior).to_contain_text("general 3")
+    await expect(junior).to_contain_text("1/2")
+    await expect(junior).to_contain_text("connected")
+    await expect(page.locator("#tasks tbody tr[data-task-id]")).to_have_count(2)
+    await expect(page.locator('#tasks tr[data-task-id="busy"]')).to_contain_text("Junior")
+    hard = page.locator('#tasks tr[data-task-id="hard"]')
+    await expect(hard).to_contain_text("waiting for a worker with general >= 10")
+    await expect(page.locator("[data-testid=count-total] .value")).to_have_text("2")
+    await expect(page.locator("[data-testid=count-pending] .value")).to_have_text("1")
+    await expect(page.locator("[data-testid=where]")).to_contain_text("workspace dash")
+
+
+async def test_the_page_updates_when_a_task_finishes(system: System, tab: Tab) -> None:
+    await system.submit(gate_task("slow", 2))
+    await until(lambda: "slow" in system.gates.started, "slow to start")
+    page = tab.page
+    await page.goto(system.url)
+    row = page.locator('#tasks tr[data-task-id="slow"]')
+    await expect(row).to_have_attribute("data-state", "assigned")
+    await page.evaluate("window.sameDocument = true")
+
+    system.gates.open("slow")
+
+    await expect(row).to_have_attribute("data-state", "succeeded")
+    await expect(page.locator("[data-testid=count-succeeded] .value")).to_have_text("1")
+    await expect(page.locator("#success-rate")).to_have_text("100.0 %")
+    await expect(page.locator('#workers tr[data-worker="Junior"] td.num').first).to_have_text("1")
+    assert await page.evaluate("window.sameDocument") is True
+    assert int(await page.locator("#chart").get_attribute("data-total") or 0) == 1
+
+
+async def test_the_page_filters_tasks_by_state(system: System, tab: Tab) -> None:
+    await system.submit(*(Task(id=f"wait{i}", difficulty=10) for i in range(3)))
+    await system.submit(*(gate_task(f"done{i}") for i in range(2)))
+    system.gates.open("done0", "done1")
+    await until(lambda: system.manager.stats.succeeded == 2, "done tasks to succeed")
+    page = tab.page
+    await page.goto(system.url)
+    rows = page.locator("#tasks tbody tr[data-task-id]")
+    await expect(rows).to_have_count(5)
+
+    await page.select_option("#filter-state", "pending")
+
+    await expect(rows).to_have_count(3)
+    assert set(await rows.evaluate_all("rows => rows.map(r => r.dataset.state)")) == {"pending"}
+    assert page.url.endswith("#state=pending")
+
+    await page.click("[data-testid=count-succeeded]")
+
+    await expect(rows).to_have_count(2)
+    await expect(page.locator("#filter-state")).to_have_value("succeeded")
+
+    await page.click("[data-testid=count-total]")
+
+    await expect(rows).to_have_count(5)
+
+
+async def test_a_task_shows_its_attempts_and_why_it_waits(system: System, tab: Tab) -> None:
+    await system.submit(gate_task("flaky", payload={"fail_attempts": [1]}))
+    await system.submit(Task(id="hard", difficulty=10))
+    system.gates.open("flaky")
+    await until(lambda: system.manager.stats.succeeded == 1, "flaky to succeed")
+    page = tab.page
+    await page.goto(system.url)
+
+    await page.click('#tasks tr[data-task-id="hard"]')
+
+    waiting = page.locator("[data-testid=detail-waiting]")
+    await expect(waiting).to_have_text(
+        "Why it waits: waiting for a worker with general >= 10 (most skilled connected: general 9)"
+    )
+
+    await page.click('#tasks tr[data-task-id="flaky"]')
+
+    attempts = page.locator("#attempts tbody tr[data-attempt]")
+    await expect(attempts).to_have_count(2)
+    await expect(attempts.nth(0)).to_contain_text("Junior")
+    await expect(attempts.nth(0)).to_contain_text("attempt 1 told to fail")
+    await expect(attempts.nth(1)).to_contain_text("Intermediate")
+    await expect(attempts.nth(1)).to_contain_text("succeeded")
+    await expect(waiting).to_be_hidden()
+    await expect(page.locator("#detail-output")).to_contain_text('"worker": "Intermediate"')
+
+
+async def test_the_page_cancels_a_waiting_task(system: System, tab: Tab) -> None:
+    await system.submit(Task(id="hard", difficulty=10))
+    page = tab.page
+    await page.goto(system.url)
+    await page.click('#tasks tr[data-task-id="hard"]')
+
+    await page.click("[data-testid=cancel]")
+
+    await expect(page.locator('#tasks tr[data-task-id="hard"]')).to_have_attribute(
+        "data-state", "cancelled"
+    )
+    await expect(page.locator("[data-testid=cancel]")).to_be_hidden()
+
+
+async def test_the_page_pages_through_the_table(system: System, tab: Tab) -> None:
+    await system.submit(*(Task(id=f"t{i:03d}", difficulty=10) for i in range(60)))
+    page = tab.page
+    await page.goto(system.url)
+    rows = page.locator("#tasks tbody tr[data-task-id]")
+    await expect(rows).to_have_count(50)
+
+    await page.select_option("#page-size", "25")
+    await expect(page.locator("[data-testid=page-label]")).to_have_text("tasks 1\N{EN DASH}25")
+    await page.click("[data-testid=next]")
+    await page.click("[data-testid=next]")
+
+    await expect(page.locator("[data-testid=page-label]")).to_have_text("tasks 51\N{EN DASH}60")
+    await expect(rows.first).to_have_attribute("data-task-id", "t050")
+    await expect(page.locator("[data-testid=next]")).to_be_disabled()
+
+    await page.click("[data-testid=prev]")
+
+    await expect(rows.first).to_have_attribute("data-task-id", "t025")
+
+
+async def test_the_page_takes_its_token_from_the_address(browser: Browser, tmp_path: Path) -> None:
+    async with running_system(tmp_path / "secret.db", token="s3cret") as system:
+        context = await browser.new_context()
+        try:
+            page = await context.new_page()
+            await page.goto(system.url + "?token=s3cret")
+
+            await expect(page.locator("#workers tbody tr")).to_have_count(3)
+            await expect(page.locator("#live")).to_have_text("live")
+            assert "token" not in page.url
+        finally:
+            await context.close()
+
+
+async def test_a_screenshot_of_a_busy_system(browser: Browser, tmp_path: Path) -> None:
+    """A realistic picture for the README: workers, every state, a throughput history."""
+    crew = [("ada", 9), ("grace", 7), ("alan", 5), ("edsger", 3), ("barbara", 2)]
+    rng = random.Random(7)
+    async with running_system(tmp_path / "shot.db", crew, capacity=3, time_scale=0.03) as system:
+        batch = [
+            Task(id=f"job-{i:03d}", description=f"simulated job {i}", difficulty=rng.randint(1, 9))
+            for i in range(120)
+        ]
+        flaky = gate_task("etl-nightly", 4, payload={"fail_attempts": [1]})
+        broken = gate_task("report-q3", 3, payload={"fail_attempts": [1]}, max_attempts=1)
+        held = [gate_task(f"stream-{i}", 6) for i in range(3)]
+        waiting = Task(id="render-8k", difficulty=10, description="needs skill 10")
+        await system.submit(flaky, broken, waiting, *held)
+        await system.submit(*batch)
+        system.gates.open("etl-nightly", "report-q3")
+        await until(lambda: system.manager.final_count >= 122, "the batch to finish", 60)
+        context = await browser.new_context(viewport={"width": 1400, "height": 980})
+        try:
+            page = await context.new_page()
+            await page.goto(system.url)
+            await page.click('#tasks tr[data-task-id="etl-nightly"]')
+            await expect(page.locator("#attempts tbody tr[data-attempt]")).to_have_count(2)
+            await expect(page.locator("#live")).to_have_text("live")
+            path = (
+                SCREENSHOT if os.environ.get("SERENDIB_UPDATE_SCREENSHOT") else tmp_path / "d.png"
+            )
+            path.parent.mkdir(parents=True, exist_ok=True)
+            await page.screenshot(path=str(path), full_page=True)
+        finally:
+            await context.close()
+    assert path.stat().st_size > 10_000
