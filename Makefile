@@ -14,7 +14,7 @@ PG_UP = $(shell $(PY) -c "import socket; socket.create_connection(('127.0.0.1', 
 # The browser tests drive Debian's Chromium through Playwright (no browser is downloaded).
 CHROMIUM := /usr/bin/chromium
 
-.PHONY: demo test lint typecheck pytest bench clean chromium
+.PHONY: demo test lint typecheck pytest bench soak clean chromium
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -55,6 +55,9 @@ pytest: $(VENV)/.installed-dev chromium
 		$(VENV)/bin/pytest
 
 test: lint typecheck pytest
+
+soak: $(VENV)/.installed-dev
+	SERENDIB_SOAK=1 $(VENV)/bin/pytest tests/faults/test_worker_crashes.py --timeout 900
 
 bench: $(VENV)/.installed-dev
 	$(PY) -m bench

@@ -146,6 +146,7 @@ def run_admin(args: argparse.Namespace) -> int:
         token=args.token,
         store=args.store,
         attempt_unqualified=args.attempt_unqualified,
+        heartbeat_interval=args.heartbeat,
     )
     return asyncio.run(_serve(manager, dashboard=_dashboard(manager, args)))
 
@@ -165,6 +166,7 @@ def run_worker(args: argparse.Namespace) -> int:
         admin_ip=host,
         admin_port=port,
         token=args.token,
+        heartbeat_interval=args.heartbeat,
     )
 
     def joined() -> None:
