@@ -16,7 +16,7 @@ from typing import Any
 from loguru import logger
 
 from serendib.tasks._ledger import Ledger
-from serendib.tasks.events import EventKind, Listener, ManagerStats, TaskEvent
+from serendib.tasks.events import EventBus, EventKind, ManagerStats
 from serendib.tasks.models import (
     AttemptOutcome,
     AttemptRecord,
@@ -65,7 +65,7 @@ class TaskBook:
         self.workers: dict[str, WorkerInfo] = {}
         self._timers: dict[str, asyncio.TimerHandle] = {}
         self._escalate: set[str] = set()
-        self._listeners: list[Listener] = []
+        self.events = EventBus(owner)
         self.stats = ManagerStats()
 
     def __contains__(self, task_id: str) -> bool:
@@ -105,7 +105,7 @@ class TaskBook:
         """Queue tasks just stored for the first time."""
         for record in records:
             self._queue(record, stage=False)
-            self._emit(EventKind.SUBMITTED, task_id=record.id)
+            self.events.emit(EventKind.SUBMITTED, task_id=record.id)
         self.stats.submitted += len(records)
         self.pump()
 
@@ -131,7 +131,7 @@ class TaskBook:
         self.workers[info.name] = info
         running = self._by_worker.setdefault(info.name, set())
         self.scheduler.add_worker(info.name, info.skills, info.capacity, load=len(running))
-        self._emit(EventKind.WORKER_JOINED, worker=info.name)
+        self.events.emit(EventKind.WORKER_JOINED, worker=info.name)
         self.pump()
 
     def worker_left(self, name: str) -> None:
@@ -140,7 +140,7 @@ class TaskBook:
             return
         self.scheduler.remove_worker(name)
         self.stats.workers_lost += 1
-        self._emit(EventKind.WORKER_LEFT, worker=name)
+        self.events.emit(EventKind.WORKER_LEFT, worker=name)
         now = time.time()
         for task_id in sorted(self._by_worker.pop(name, set())):
             attempt = self._attempts.get(task_id)
@@ -210,7 +210,7 @@ class TaskBook:
             or sender != result.worker
         ):
             self.stats.stale_results += 1
-            self._emit(
+            self.events.emit(
                 EventKind.STALE_RESULT,
                 task_id=result.task_id,
                 worker=sender,
@@ -269,8 +269,12 @@ class TaskBook:
         self._records[record.id] = record
         self.scheduler.add_task(record.id, task.required_skill, level, task.priority)
         self._stage(record)
-        self._emit(
-            EventKind.REQUEUED, task_id=record.id, attempt=record.attempt, reason=record.reason
+        self.events.emit(
+            EventKind.REQUEUED,
+            task_id=record.id,
+            worker=record.worker,
+            attempt=record.attempt,
+            reason=record.reason,
         )
 
     def _end_attempt(
@@ -289,6 +293,15 @@ class TaskBook:
         if attempt.worker in self.workers:
             self.scheduler.release(attempt.worker)
         self._stage_attempt(attempt.ended(outcome, now, error, started))
+        self.events.emit(
+            EventKind.ATTEMPT_ENDED,
+            task_id=attempt.task_id,
+            worker=attempt.worker,
+            attempt=attempt.attempt,
+            reason=error or "",
+            run_s=max(now - attempt.assigned_at, 0.0),
+            outcome=outcome.value,
+        )
 
     def _finalise(self, record: TaskRecord, attempt: AttemptRecord | None = None) -> None:
         self._records.pop(record.id, None)
@@ -304,9 +317,9 @@ class TaskBook:
         else:
             self.stats.cancelled += 1
         self._stage(record)
-        if self._listeners:
+        if self.events:
             run_s = record.updated_at - attempt.assigned_at if attempt is not None else None
-            self._emit(
+            self.events.emit(
                 kind,
                 task_id=record.id,
                 worker=record.worker,
@@ -346,7 +359,7 @@ class TaskBook:
             self.stats.assignments += 1
             if escalated:
                 self.stats.escalations += 1
-            self._emit(
+            self.events.emit(
                 EventKind.ASSIGNED,
                 task_id=record.id,
                 worker=choice.worker,
@@ -415,16 +428,3 @@ class TaskBook:
 
     def _stage_attempt(self, attempt: AttemptRecord) -> None:
         self._ledger.attempt(attempt)
-
-    def add_listener(self, listener: Listener) -> None:
-        """Call ``listener`` with every :class:`TaskEvent` from now on (quickly, synchronously)."""
-        self._listeners.append(listener)
-
-    def _emit(self, kind: EventKind, **fields: Any) -> None:
-        if self._listeners:
-            event = TaskEvent(kind, time.time(), **fields)
-            for listener in self._listeners:
-                try:
-                    listener(event)
-                except Exception as e:
-                    logger.opt(exception=e).error("{}: event listener failed", self.name)

@@ -7,11 +7,15 @@ manager's loop and must be quick.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import StrEnum
+from typing import Any
 
-__all__ = ["EventKind", "Listener", "ManagerStats", "TaskEvent"]
+from loguru import logger
+
+__all__ = ["EventBus", "EventKind", "Listener", "ManagerStats", "TaskEvent"]
 
 
 class EventKind(StrEnum):
@@ -23,6 +27,7 @@ class EventKind(StrEnum):
     SUCCEEDED = "succeeded"
     FAILED = "failed"
     CANCELLED = "cancelled"
+    ATTEMPT_ENDED = "attempt_ended"
     STALE_RESULT = "stale_result"
     WORKER_JOINED = "worker_joined"
     WORKER_LEFT = "worker_left"
@@ -41,7 +46,8 @@ class TaskEvent:
         reason: Why (assignment reason, requeue cause, failure).
         escalated: For ASSIGNED: a retry given to a more skilled worker.
         wait_s: For ASSIGNED: seconds the task waited in the queue.
-        run_s: For SUCCEEDED/FAILED: seconds from assignment to result.
+        run_s: For SUCCEEDED/FAILED/ATTEMPT_ENDED: seconds from assignment to the end.
+        outcome: For ATTEMPT_ENDED: how the attempt ended (an ``AttemptOutcome`` value).
     """
 
     kind: EventKind
@@ -53,9 +59,41 @@ class TaskEvent:
     escalated: bool = False
     wait_s: float | None = None
     run_s: float | None = None
+    outcome: str | None = None
 
 
 Listener = Callable[[TaskEvent], None]
+
+
+class EventBus:
+    """Listeners and the events sent to them; costs nothing while nobody listens."""
+
+    def __init__(self, owner: str) -> None:
+        self._owner = owner
+        self._listeners: list[Listener] = []
+
+    def __bool__(self) -> bool:
+        return bool(self._listeners)
+
+    def add(self, listener: Listener) -> None:
+        """Call ``listener`` with every event from now on."""
+        self._listeners.append(listener)
+
+    def remove(self, listener: Listener) -> None:
+        """Stop calling ``listener``; unknown listeners are ignored."""
+        if listener in self._listeners:
+            self._listeners.remove(listener)
+
+    def emit(self, kind: EventKind, **fields: Any) -> None:
+        """Send an event of ``kind`` to every listener; a failing listener is logged."""
+        if not self._listeners:
+            return
+        event = TaskEvent(kind, time.time(), **fields)
+        for listener in tuple(self._listeners):
+            try:
+                listener(event)
+            except Exception as e:
+                logger.opt(exception=e).error("{}: event listener failed", self._owner)
 
 
 @dataclass(slots=True)

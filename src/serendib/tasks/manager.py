@@ -119,7 +119,11 @@ class TaskManager(Admin):
 
         Listeners run synchronously in the manager's loop: they must be quick.
         """
-        self.book.add_listener(listener)
+        self.book.events.add(listener)
+
+    def remove_listener(self, listener: Listener) -> None:
+        """Stop calling ``listener``."""
+        self.book.events.remove(listener)
 
     # --- lifecycle ----------------------------------------------------------------------------
 
