@@ -19,6 +19,7 @@ import pytest
 
 from serendib.errors import StoreError
 from serendib.tasks._store_base import SqlTaskStore
+from serendib.tasks._store_sql import Dialect, PendingWrite, Statements, plan_batch
 from serendib.tasks.models import AttemptOutcome, AttemptRecord, Task, TaskRecord, TaskState
 from serendib.tasks.store import TaskStore, open_store
 
@@ -144,14 +145,14 @@ async def test_a_failed_transaction_stores_nothing_and_fails_every_call_in_it(
     store: TaskStore, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     backend = cast(SqlTaskStore, store)._backend
-    write_many = backend._write_many
+    upsert = backend._upsert
 
-    def fail_on_attempts(sql: str, rows: Sequence[Any]) -> None:
-        if "serendib_attempts" in sql:
+    def fail_on_attempts(table: str, rows: Sequence[Any]) -> None:
+        if table == "attempts":
             raise backend.driver_errors[0]("disk on fire")
-        write_many(sql, rows)
+        upsert(table, rows)
 
-    monkeypatch.setattr(backend, "_write_many", fail_on_attempts)
+    monkeypatch.setattr(backend, "_upsert", fail_on_attempts)
     assigned = task(1).assigned("w1", "fit", 2_000.0)
     before = store.transactions
 
@@ -476,6 +477,38 @@ async def test_an_in_memory_store_works_without_a_file(
         await store.add([task(0)])
         assert await store.query(state=TaskState.PENDING) == ([task(0)], None)
     assert await asyncio.to_thread(lambda: list(tmp_path.iterdir())) == []
+
+
+# --- batching and statements, pure ----------------------------------------------------------
+
+
+def test_a_batch_applies_writes_in_call_order() -> None:
+    add = PendingWrite(True, [("a", 1), ("b", 1), ("a", 2)], [])
+    save = PendingWrite(False, [("b", 9), ("c", 1)], [("b", 1, "first"), ("b", 1, "second")])
+    late_add = PendingWrite(True, [("c", 5), ("d", 1)], [])
+
+    tasks, attempts, inserted = plan_batch([add, save, late_add], existing={"b"})
+
+    assert tasks == [("a", 1), ("b", 9), ("c", 1), ("d", 1)]
+    assert attempts == [("b", 1, "second")]
+    assert inserted == [[0], [], [1]]
+
+
+@pytest.mark.parametrize("count", [1, 5, 66, 67, 512, 2_000])
+def test_upserts_carry_every_row_once_in_order_in_power_of_two_statements(count: int) -> None:
+    sql = Statements(Dialect(param="?", max_params=999, tasks="t", attempts="a", meta="m"))
+    rows = [(f"id{n}", *range(14)) for n in range(count)]
+
+    statements = list(sql.upserts("tasks", rows))
+
+    assert [v for _, params in statements for v in params] == [v for row in rows for v in row]
+    for text, params in statements:
+        size = len(params) // 15
+        assert size & (size - 1) == 0
+        assert len(params) <= 999
+        assert text == sql.upsert_text("tasks", size)
+        assert text.count("?") == len(params)
+    assert len(statements) <= count // 64 + 6
 
 
 # --- URLs -------------------------------------------------------------------------------------

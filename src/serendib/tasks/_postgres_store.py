@@ -89,6 +89,7 @@ class PostgresBackend(Backend):
         super().__init__(
             Dialect(
                 param="%s",
+                max_params=65_535,  # unused: rows go one per statement, pipelined
                 tasks=f"{prefix}serendib_tasks",
                 attempts=f"{prefix}serendib_attempts",
                 meta=f"{prefix}serendib_meta",
@@ -158,9 +159,10 @@ class PostgresBackend(Backend):
         if conn is not None and not conn.closed and conn.info.transaction_status != idle:
             conn.execute("ROLLBACK")
 
-    def _write_many(self, sql: str, rows: Sequence[Row]) -> None:
+    def _upsert(self, table: str, rows: Sequence[Row]) -> None:
+        # executemany is pipelined by psycopg; one statement of many rows costs more here.
         with self._writing().cursor() as cursor:
-            cursor.executemany(sql, rows)
+            cursor.executemany(self.sql.upsert_text(table, 1), rows)
 
     def _write_fetch(self, sql: str, params: Sequence[Any]) -> list[Row]:
         return self._writing().execute(sql, params).fetchall()

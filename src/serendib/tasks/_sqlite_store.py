@@ -6,6 +6,11 @@ returns; after a power loss or OS crash the last commits may be lost, never the 
 consistency. ``?synchronous=full`` fsyncs every commit and survives power loss too, at a cost
 that batching keeps small. ``BEGIN IMMEDIATE`` takes the write lock, so two processes on
 one file serialise; a reader never waits for the writer.
+
+Rows go in as multi-row ``INSERT ... VALUES (...), (...) ON CONFLICT DO UPDATE`` statements
+of up to 512 rows, not ``executemany``: :mod:`sqlite3` releases the GIL around every step, so
+with one step per row a busy event loop makes the writer thread wait for the GIL at every
+row (measured: 3-6x slower); with one step per 512 rows it costs ~30% less CPU as well.
 """
 
 from __future__ import annotations
@@ -22,6 +27,8 @@ from serendib.tasks._store_sql import SCHEMA_VERSION, Dialect, Row
 __all__ = ["SqliteBackend"]
 
 _BUSY_TIMEOUT_S = 30.0
+# SQLite's default limit on parameters in one statement (999 before 3.32).
+_MAX_PARAMS = 32_766 if sqlite3.sqlite_version_info >= (3, 32, 0) else 999
 _SCHEMA = (
     "CREATE TABLE IF NOT EXISTS serendib_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
     """CREATE TABLE IF NOT EXISTS serendib_tasks (
@@ -72,6 +79,7 @@ class SqliteBackend(Backend):
         super().__init__(
             Dialect(
                 param="?",
+                max_params=_MAX_PARAMS,
                 tasks="serendib_tasks",
                 attempts="serendib_attempts",
                 meta="serendib_meta",
@@ -113,7 +121,7 @@ class SqliteBackend(Backend):
             )
             conn.execute("COMMIT")
         except BaseException:
-            conn.execute("ROLLBACK")
+            self._rollback()
             raise
 
     def _connect_reader(self) -> None:
@@ -149,8 +157,12 @@ class SqliteBackend(Backend):
         if conn.in_transaction:
             conn.execute("ROLLBACK")
 
-    def _write_many(self, sql: str, rows: Sequence[Row]) -> None:
-        self._writing().executemany(sql, rows)
+    def _upsert(self, table: str, rows: Sequence[Row]) -> None:
+        # Many rows per statement, not executemany: sqlite3 releases the GIL around each
+        # step, and a step per row lets a busy event loop stall the writer at every row.
+        conn = self._writing()
+        for sql, params in self.sql.upserts(table, rows):
+            conn.execute(sql, params)
 
     def _write_fetch(self, sql: str, params: Sequence[Any]) -> list[Row]:
         return self._writing().execute(sql, params).fetchall()

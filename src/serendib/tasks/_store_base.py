@@ -30,8 +30,6 @@ from enum import Enum
 from types import TracebackType
 from typing import Any, Self, TypeVar
 
-from pydantic import ValidationError
-
 from serendib.errors import StoreError
 from serendib.tasks._store_sql import (
     SCHEMA_VERSION,
@@ -96,7 +94,8 @@ class Backend(ABC):
     def _rollback(self) -> None: ...
 
     @abstractmethod
-    def _write_many(self, sql: str, rows: Sequence[Row]) -> None: ...
+    def _upsert(self, table: str, rows: Sequence[Row]) -> None:
+        """Insert or replace ``rows`` (distinct keys) of ``table``: "tasks" or "attempts"."""
 
     @abstractmethod
     def _write_fetch(self, sql: str, params: Sequence[Any]) -> list[Row]: ...
@@ -108,12 +107,17 @@ class Backend(ABC):
     def _failing_as(self, what: str) -> Iterator[None]:
         try:
             yield
-        except StoreError:
-            raise
         except self.driver_errors as e:
             raise StoreError(f"{what} the task store at {self.url} failed: {e}") from e
-        except (ValidationError, ValueError) as e:
-            raise StoreError(f"the task store at {self.url} holds an invalid record: {e}") from e
+
+    @contextmanager
+    def _decoding(self) -> Iterator[None]:
+        try:
+            yield
+        except ValueError as e:  # pydantic's ValidationError and JSON errors included
+            raise StoreError(
+                f"the task store at {self.url} holds a record this Serendib cannot read: {e}"
+            ) from e
 
     def open_writer(self) -> None:
         """Connect the writer and create the schema if it is missing."""
@@ -140,9 +144,9 @@ class Backend(ABC):
                 existing = self._existing([row[0] for w in writes if w.add for row in w.task_rows])
                 tasks, attempts, inserted = plan_batch(writes, existing)
                 if tasks:
-                    self._write_many(self.sql.upsert_task, tasks)
+                    self._upsert("tasks", tasks)
                 if attempts:
-                    self._write_many(self.sql.upsert_attempt, attempts)
+                    self._upsert("attempts", attempts)
                 self._commit()
             except BaseException:
                 with suppress(*self.driver_errors):
@@ -161,18 +165,24 @@ class Backend(ABC):
     def read_tasks(self, sql: str, params: Sequence[Any]) -> list[tuple[int, TaskRecord]]:
         """Tasks (with their sequence numbers) selected by one of :class:`Statements`."""
         with self._failing_as("reading tasks from"):
-            return [record_from_row(row) for row in self._read_fetch(sql, params)]
+            rows = self._read_fetch(sql, params)
+        with self._decoding():
+            return [record_from_row(row) for row in rows]
 
     def read_attempts(self, sql: str, params: Sequence[Any]) -> list[AttemptRecord]:
         """Attempts selected by one of :class:`Statements`."""
         with self._failing_as("reading attempts from"):
-            return [attempt_from_row(row) for row in self._read_fetch(sql, params)]
+            rows = self._read_fetch(sql, params)
+        with self._decoding():
+            return [attempt_from_row(row) for row in rows]
 
     def read_counts(self) -> dict[TaskState, int]:
         """Tasks per state, every state present."""
-        counts = dict.fromkeys(TaskState, 0)
         with self._failing_as("counting tasks in"):
-            for state, count in self._read_fetch(self.sql.counts, ()):
+            rows = self._read_fetch(self.sql.counts, ())
+        counts = dict.fromkeys(TaskState, 0)
+        with self._decoding():
+            for state, count in rows:
                 counts[TaskState(state)] = count
         return counts
 

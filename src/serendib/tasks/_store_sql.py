@@ -18,8 +18,9 @@ Schema (the same in SQLite and PostgreSQL, tables prefixed ``serendib_``):
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from itertools import chain
 from typing import Any
 
 import pydantic_core
@@ -74,6 +75,7 @@ ATTEMPT_COLUMNS = (
     "stale_results",
 )
 _JSON_COLUMNS = frozenset({"task", "output"})
+_ROWS_PER_STATEMENT = 512
 _UNFINISHED = ", ".join(f"'{state.value}'" for state in TaskState if not state.is_final)
 
 
@@ -198,6 +200,7 @@ class Dialect:
     """How one database spells parameters, tables and JSON columns."""
 
     param: str
+    max_params: int
     tasks: str
     attempts: str
     meta: str
@@ -214,16 +217,20 @@ class Statements:
             d.json_param.format(p) if c in _JSON_COLUMNS else p for c in TASK_COLUMNS
         )
         updates = ", ".join(f"{c} = excluded.{c}" for c in TASK_COLUMNS[1:])
-        self.upsert_task = (
-            f"INSERT INTO {d.tasks} ({', '.join(TASK_COLUMNS)}) VALUES ({values}) "
-            f"ON CONFLICT (id) DO UPDATE SET {updates}"
-        )
-        updates = ", ".join(f"{c} = excluded.{c}" for c in ATTEMPT_COLUMNS[2:])
-        self.upsert_attempt = (
-            f"INSERT INTO {d.attempts} ({', '.join(ATTEMPT_COLUMNS)}) "
-            f"VALUES ({', '.join(p for _ in ATTEMPT_COLUMNS)}) "
-            f"ON CONFLICT (task_id, attempt) DO UPDATE SET {updates}"
-        )
+        self._upsert = {
+            "tasks": (
+                f"INSERT INTO {d.tasks} ({', '.join(TASK_COLUMNS)}) VALUES ",
+                f"({values})",
+                f" ON CONFLICT (id) DO UPDATE SET {updates}",
+            ),
+            "attempts": (
+                f"INSERT INTO {d.attempts} ({', '.join(ATTEMPT_COLUMNS)}) VALUES ",
+                f"({', '.join(p for _ in ATTEMPT_COLUMNS)})",
+                " ON CONFLICT (task_id, attempt) DO UPDATE SET "
+                + ", ".join(f"{c} = excluded.{c}" for c in ATTEMPT_COLUMNS[2:]),
+            ),
+        }
+        self._upsert_texts: dict[tuple[str, int], str] = {}
         columns = ", ".join(d.json_text.format(c) if c in _JSON_COLUMNS else c for c in _TASK_READ)
         tasks = f"SELECT {columns} FROM {d.tasks}"
         attempts = f"SELECT {', '.join(ATTEMPT_COLUMNS)} FROM {d.attempts}"
@@ -237,6 +244,35 @@ class Statements:
         self.schema_version = f"SELECT value FROM {d.meta} WHERE key = 'schema_version'"
         self._tasks_select = tasks
         self._dialect = d
+
+    def upserts(self, table: str, rows: Sequence[Row]) -> Iterator[tuple[str, list[Any]]]:
+        """Statements inserting or replacing ``rows`` of ``table`` ("tasks" or "attempts").
+
+        Each statement carries many rows (a power of two, at most :data:`_ROWS_PER_STATEMENT`
+        and within the driver's parameter limit), so there are few statement texts to prepare
+        and cache, and the driver releases the GIL once per statement rather than per row.
+        Rows must have distinct keys (PostgreSQL refuses to update a row twice in one
+        statement): :func:`plan_batch` makes them so.
+        """
+        width = len(rows[0]) if rows else 1
+        size = _ROWS_PER_STATEMENT
+        while size > 1 and size * width > self._dialect.max_params:
+            size //= 2
+        start = 0
+        while start < len(rows):
+            while size > len(rows) - start:
+                size //= 2
+            chunk = rows[start : start + size]
+            yield self.upsert_text(table, size), list(chain.from_iterable(chunk))
+            start += size
+
+    def upsert_text(self, table: str, rows: int) -> str:
+        """The statement inserting or replacing ``rows`` rows of ``table``."""
+        text = self._upsert_texts.get((table, rows))
+        if text is None:
+            head, row, tail = self._upsert[table]
+            text = self._upsert_texts[table, rows] = head + ", ".join([row] * rows) + tail
+        return text
 
     def query(self, *, state: bool, worker: bool) -> str:
         """A page of tasks after a ``seq``, optionally filtered; parameters in that order."""
