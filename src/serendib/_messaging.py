@@ -1,4 +1,5 @@
-"""How an agent's messages move: broadcast / send / request, receiving, and dispatching.
+"""How an agent's messages move: its connection, broadcast / send / request, receiving, and
+dispatching.
 
 The receive callback runs on the transport's read loop, so it only decodes, routes replies
 to the requests waiting for them, and queues everything else in the agent's inbox. One
@@ -9,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from loguru import logger
 
@@ -25,7 +26,10 @@ from serendib.handlers import HandlerTable
 from serendib.messages import Envelope, RequestFailed, decode, default_registry, new_envelope
 from serendib.presence import AdminStopping
 from serendib.subjects import direct_subject
-from serendib.transports import Transport
+from serendib.transports import Transport, open_transport
+
+if TYPE_CHECKING:
+    from serendib.transports.nats import NatsOptions
 
 __all__ = ["Messaging", "current_message"]
 
@@ -52,6 +56,11 @@ class Messaging:
     _handler_table: ClassVar[HandlerTable]
     name: str
     workspace_id: str
+    admin_port: int | None
+    admin_ip: str
+    token: str | None
+    nats_options: NatsOptions | None
+    _transport_spec: Transport | str | None
     max_message_bytes: int
     drops: DropLog
     _transport: Transport | None
@@ -65,6 +74,37 @@ class Messaging:
 
     def _admin_stopping(self, notice: AdminStopping) -> None:
         raise NotImplementedError
+
+    # --- the connection ---------------------------------------------------------------------
+
+    @property
+    def address(self) -> str:
+        """Where this agent's transport connects (or will)."""
+        if self._transport is not None:
+            return self._transport.address
+        spec = self._transport_spec
+        if spec is None:
+            return self._default_transport_url()
+        return spec if isinstance(spec, str) else spec.address
+
+    @property
+    def is_connected(self) -> bool:
+        """Whether the agent's connection is up now (NATS reconnects by itself when it is not)."""
+        if self._transport is None:
+            return False
+        return bool(getattr(self._transport, "is_connected", True))
+
+    def _default_transport_url(self) -> str:
+        if self.admin_port is not None:
+            return f"nats://{self.admin_ip}:{self.admin_port}"
+        return "memory://default"
+
+    def _make_transport(self) -> Transport:
+        spec = self._transport_spec or self._default_transport_url()
+        if not isinstance(spec, str):
+            return spec
+        name = f"{self.workspace_id}/{self.name}"
+        return open_transport(spec, token=self.token, name=name, options=self.nats_options)
 
     # --- sending ------------------------------------------------------------------------------
 

@@ -203,8 +203,7 @@ class Admin(Agent):
             shortest = min((m.interval for m in self._members.values()), default=1.0)
             await asyncio.sleep(min(self.heartbeat_interval, shortest) / 2)
             now = time.monotonic()
-            connected = bool(getattr(self._transport, "is_connected", True))
-            if not connected:
+            if not self.is_connected:
                 # Cut off ourselves, we cannot tell who is alive: judge no one until back.
                 was_connected = False
                 continue

@@ -31,7 +31,7 @@ from serendib.presence import (
     Welcome,
 )
 from serendib.subjects import broadcast_subject, direct_subject, presence_subject, validate_name
-from serendib.transports import Transport, open_transport
+from serendib.transports import Transport
 
 if TYPE_CHECKING:
     from serendib.transports.nats import NatsOptions
@@ -138,21 +138,6 @@ class Agent(Messaging):
 
     # --- lifecycle ----------------------------------------------------------------------------
 
-    @property
-    def address(self) -> str:
-        """Where this agent's transport connects (or will)."""
-        if self._transport is not None:
-            return self._transport.address
-        spec = self._transport_spec
-        if spec is None:
-            return self._default_transport_url()
-        return spec if isinstance(spec, str) else spec.address
-
-    def _default_transport_url(self) -> str:
-        if self.admin_port is not None:
-            return f"nats://{self.admin_ip}:{self.admin_port}"
-        return "memory://default"
-
     def use_transport(self, transport: Transport | str) -> None:
         """Set the transport before :meth:`start` (an admin running this agent in-process does)."""
         if self.status is not AgentStatus.CREATED and self.status is not AgentStatus.STOPPED:
@@ -185,16 +170,7 @@ class Agent(Messaging):
         self._draining = False
         self._joined = False
         self._inbox = asyncio.Queue()
-        spec = self._transport_spec or self._default_transport_url()
-        if isinstance(spec, str):
-            transport = open_transport(
-                spec,
-                token=self.token,
-                name=f"{self.workspace_id}/{self.name}",
-                options=self.nats_options,
-            )
-        else:
-            transport = spec
+        transport = self._make_transport()
         try:
             await transport.connect()
         except BaseException:

@@ -28,7 +28,7 @@ from serendib.transports.base import TOKEN_ENV, Receiver
 from serendib.transports.framing import frames, split_frames
 
 try:
-    from nats.aio.client import Client
+    from nats.aio.client import PING_PROTO, Client
     from nats.errors import AuthorizationError
 except ImportError as e:  # pragma: no cover - depends on the environment
     raise ImportError(
@@ -105,6 +105,14 @@ class _Client(Client):
         self.stats["in_bytes"] += len(data)
         receiver(data)
 
+    async def _send_ping(self, future: asyncio.Future[Any] | None = None) -> None:
+        # nats-py writes PING straight to the socket, ahead of the commands still waiting in
+        # its buffer, so flush() would be no barrier: a SUB or PUB made before it could reach
+        # the server after the PONG came back. Queue the PING behind them instead.
+        self._pongs.append(future or asyncio.get_running_loop().create_future())
+        await self._send_command(PING_PROTO)
+        await self._flush_pending()
+
 
 class NatsSubscription:
     """A subscription on a :class:`NatsTransport`."""
@@ -163,6 +171,7 @@ class NatsTransport:
         self._last_error: Exception | None = None
         self._refused: asyncio.Event | None = None
         self._up = False
+        self._last_logged: str | None = None
 
     @property
     def address(self) -> str:
@@ -249,7 +258,11 @@ class NatsTransport:
         return str(error) or type(error).__name__
 
     async def _on_error(self, error: Exception) -> None:
-        logger.debug("NATS {}: {}", self.address, error)
+        # While the server is away the same error comes back at every attempt: log it once.
+        text = str(error)
+        level = "TRACE" if text == self._last_logged else "DEBUG"
+        self._last_logged = text
+        logger.log(level, "NATS {}: {}", self.address, error)
         if not self._up:
             self._last_error = error
             if _is_auth_error(error) and self._refused is not None:
@@ -260,6 +273,7 @@ class NatsTransport:
             logger.warning("NATS {}: disconnected; reconnecting", self.address)
 
     async def _on_reconnected(self) -> None:
+        self._last_logged = None
         logger.info("NATS {}: reconnected", self.address)
 
     async def publish(self, subject: str, message: Envelope | bytes) -> None:
