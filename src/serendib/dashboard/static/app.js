@@ -189,6 +189,9 @@
       return;
     }
     view.loading = true;
+    // A page is on its way: paging on from the one shown would skip or repeat rows.
+    $("prev").disabled = true;
+    $("next").disabled = true;
     try {
       const params = new URLSearchParams({ limit: String(view.limit) });
       if (view.state) params.set("state", view.state);
@@ -202,6 +205,8 @@
       showError("Could not load tasks: " + e.message);
     } finally {
       view.loading = false;
+      $("prev").disabled = view.cursors.length <= 1;
+      $("next").disabled = view.next === null;
     }
     if (view.again) {
       view.again = false;
@@ -381,14 +386,15 @@
       card.addEventListener("click", () => setFilter(card.dataset.state, view.worker));
     }
     $("prev").addEventListener("click", () => {
-      if (view.cursors.length > 1) {
+      if (view.cursors.length > 1 && !view.loading) {
         view.cursors.pop();
         loadTasks();
       }
     });
     $("next").addEventListener("click", () => {
-      if (view.next !== null) {
+      if (view.next !== null && !view.loading) {
         view.cursors.push(view.next);
+        view.next = null;
         loadTasks();
       }
     });
