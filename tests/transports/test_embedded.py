@@ -337,6 +337,7 @@ def test_ctrl_c_stops_the_admin_and_its_broker(tmp_path: Path) -> None:
     assert not accepts(port)
 
 
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG is Linux's")
 async def test_a_killed_admin_takes_its_broker_with_it(tmp_path: Path) -> None:
     port = free_port()
     proc = start_admin_process(tmp_path, port)
