@@ -28,7 +28,7 @@ class Note(BaseModel):
 class Recorder(Agent):
     """Records every Ping and Note it handles; answers Ping requests with Pong."""
 
-    def __init__(self, name: str, workspace_id: str, transport: str, **kw: Any) -> None:
+    def __init__(self, name: str, workspace_id: str, transport: str | None, **kw: Any) -> None:
         super().__init__(name, workspace_id, transport=transport, **kw)
         self.received: asyncio.Queue[Any] = asyncio.Queue()
         self.unhandled: asyncio.Queue[Envelope] = asyncio.Queue()
@@ -49,7 +49,7 @@ class Recorder(Agent):
 class WatchingAdmin(Admin):
     """Records connect and disconnect events."""
 
-    def __init__(self, name: str, workspace_id: str, transport: str, **kw: Any) -> None:
+    def __init__(self, name: str, workspace_id: str, transport: str | None, **kw: Any) -> None:
         super().__init__(name, workspace_id=workspace_id, transport=transport, **kw)
         self.connected: asyncio.Queue[AgentDetail] = asyncio.Queue()
         self.disconnected: asyncio.Queue[AgentDetail] = asyncio.Queue()

@@ -47,10 +47,16 @@ def _client_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--nats", default=None, help="NATS URL (instead of --admin)")
     parser.add_argument("--workspace", default=DEFAULT_WORKSPACE, help="workspace of the manager")
     parser.add_argument("--token", default=None, help="NATS auth token (default: $SERENDIB_TOKEN)")
+    parser.add_argument("--user", default=None, help="NATS user name")
+    parser.add_argument("--password", default=None, help="NATS password")
+    parser.add_argument("--creds", default=None, metavar="FILE", help="NATS .creds file")
+    parser.add_argument("--tls-ca", default=None, metavar="FILE", help="CA of the NATS server")
 
 
 async def ask(args: argparse.Namespace, message: object) -> Any:
     """Join the workspace as a client, send one request to its manager, return the reply."""
+    from serendib.cli import nats_options
+
     host, port = args.admin
     client = Agent(
         f"cli-{uuid.uuid4().hex[:8]}",
@@ -60,6 +66,7 @@ async def ask(args: argparse.Namespace, message: object) -> Any:
         admin_ip=host,
         admin_port=port,
         token=args.token,
+        nats_options=nats_options(args),
         join_timeout=5.0,
     )
     await client.start()

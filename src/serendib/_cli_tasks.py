@@ -17,6 +17,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from serendib import _cli_client
+from serendib.cli import nats_options
 from serendib.tasks.manager import TaskManager
 from serendib.tasks.models import Task
 from serendib.tasks.report import Report
@@ -147,6 +148,9 @@ def run_admin(args: argparse.Namespace) -> int:
         store=args.store,
         attempt_unqualified=args.attempt_unqualified,
         heartbeat_interval=args.heartbeat,
+        tls_cert=args.tls_cert,
+        tls_key=args.tls_key,
+        nats_options=nats_options(args),
     )
     return asyncio.run(_serve(manager, dashboard=_dashboard(manager, args)))
 
@@ -167,6 +171,7 @@ def run_worker(args: argparse.Namespace) -> int:
         admin_port=port,
         token=args.token,
         heartbeat_interval=args.heartbeat,
+        nats_options=nats_options(args),
     )
 
     def joined() -> None:

@@ -72,6 +72,12 @@ def parse_skills(value: str) -> dict[str, int]:
 def _connection_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--workspace", default=DEFAULT_WORKSPACE, help="workspace to join")
     parser.add_argument("--token", default=None, help="NATS auth token (default: $SERENDIB_TOKEN)")
+    parser.add_argument("--user", default=None, help="NATS user name")
+    parser.add_argument("--password", default=None, help="NATS password")
+    parser.add_argument("--creds", default=None, metavar="FILE", help="NATS .creds file")
+    parser.add_argument(
+        "--tls-ca", default=None, metavar="FILE", help="CA to verify the NATS server with"
+    )
     parser.add_argument(
         "--heartbeat",
         type=float,
@@ -79,6 +85,17 @@ def _connection_args(parser: argparse.ArgumentParser) -> None:
         metavar="SECONDS",
         help="heartbeat interval; an agent silent for 3 of them is lost",
     )
+
+
+def nats_options(args: argparse.Namespace) -> Any:
+    """The ``NatsOptions`` the credential flags describe, or ``None`` when none is given."""
+    user, password = getattr(args, "user", None), getattr(args, "password", None)
+    creds, tls_ca = getattr(args, "creds", None), getattr(args, "tls_ca", None)
+    if not (user or password or creds or tls_ca):
+        return None
+    from serendib.transports.nats import NatsOptions
+
+    return NatsOptions(user=user, password=password, creds_file=creds, tls_ca=tls_ca)
 
 
 def _common_args(parser: argparse.ArgumentParser) -> None:
@@ -100,6 +117,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--host", default="127.0.0.1", help="interface the embedded NATS server binds to"
     )
     admin.add_argument("--nats", default=None, help="use this NATS URL instead of embedding one")
+    admin.add_argument(
+        "--tls-cert", default=None, metavar="FILE", help="embedded NATS: serve TLS with this"
+    )
+    admin.add_argument("--tls-key", default=None, metavar="FILE", help="embedded NATS: its key")
     _connection_args(admin)
     _common_args(admin)
     _cli_tasks.admin_args(admin)

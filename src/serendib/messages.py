@@ -326,8 +326,8 @@ def decode(
         raise MessageTooLarge(len(raw), max_bytes)
     try:
         obj = json.loads(raw)
-    except (ValueError, UnicodeDecodeError) as e:
-        raise DecodeError(f"not JSON ({e})") from None
+    except (ValueError, UnicodeDecodeError, RecursionError) as e:
+        raise DecodeError(f"not JSON ({type(e).__name__}: {e})"[:200]) from None
     if not isinstance(obj, dict):
         raise DecodeError(f"expected a JSON object, got {type(obj).__name__}")
     version = obj.get("v")

@@ -299,6 +299,7 @@ async def test_results_from_anyone_but_the_leaseholder_are_stale(
         ):
             await mallory.send("manager", forged)
         await events.wait_for(EventKind.STALE_RESULT, count=4)
+    await manager._ledger.drain()
     record = await manager.store.get("t")
     assert record is not None
     assert record.state is TaskState.ASSIGNED

@@ -52,7 +52,7 @@ def logs() -> Iterator[list[str]]:
 
 def embedded_watcher(workspace: str, **options: Any) -> WatchingAdmin:
     """A recording admin given no transport: with a port, it runs the embedded broker."""
-    return WatchingAdmin("admin", workspace, None, **options)  # type: ignore[arg-type]
+    return WatchingAdmin("admin", workspace, None, **options)
 
 
 @pytest.fixture
