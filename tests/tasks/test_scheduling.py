@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from serendib.tasks import scheduling
+from serendib.tasks import _scheduling_index, scheduling
 from serendib.tasks.scheduling import MAX_LEVEL, Assignment, Scheduler
 
 GENERAL = "general"
@@ -665,11 +665,18 @@ def heap_operations_per_assignment(
 
         return call
 
-    for name in ["heappush", "heappop", "heapreplace", "heapify", "insort", "bisect_left"]:
-        monkeypatch.setattr(scheduling, name, counted(getattr(scheduling, name)))
+    # The scheduler and its indexes each import the heap functions they use.
+    for module in (scheduling, _scheduling_index):
+        for name in ["heappush", "heappop", "heapreplace", "heapify", "insort", "bisect_left"]:
+            if hasattr(module, name):
+                monkeypatch.setattr(module, name, counted(getattr(module, name)))
     # Every heap entry looked at is checked for staleness: this counts the entries touched.
-    monkeypatch.setattr(scheduling._Queue, "_alive", counted(scheduling._Queue._alive))
-    monkeypatch.setattr(scheduling._Workers, "_alive", counted(scheduling._Workers._alive))
+    monkeypatch.setattr(
+        _scheduling_index._Queue, "_alive", counted(_scheduling_index._Queue._alive)
+    )
+    monkeypatch.setattr(
+        _scheduling_index._Workers, "_alive", counted(_scheduling_index._Workers._alive)
+    )
     for i in range(rounds):
         s.release(busy[i])
         [made] = s.assign()
