@@ -21,7 +21,7 @@ from serendib.errors import StoreError
 from serendib.tasks._store_base import SqlTaskStore
 from serendib.tasks._store_sql import Dialect, PendingWrite, Statements, plan_batch
 from serendib.tasks.models import AttemptOutcome, AttemptRecord, Task, TaskRecord, TaskState
-from serendib.tasks.store import TaskStore, open_store
+from serendib.tasks.store import TaskStore, _postgres_target, open_store
 
 POSTGRES_ENV = "SERENDIB_TEST_POSTGRES_URL"
 
@@ -554,6 +554,24 @@ def test_open_store_refuses_other_urls_saying_what_it_accepts(url: str) -> None:
     message = str(raised.value)
     assert "secret" not in message
     assert "sqlite:///" in message or "schema" in message or "synchronous" in message
+
+
+@pytest.mark.parametrize(
+    ("url", "conninfo", "schema"),
+    [
+        ("postgresql://db/tasks", "postgresql://db/tasks", None),
+        ("postgres://u:p@db/t?sslmode=require", "postgres://u:p@db/t?sslmode=require", None),
+        (
+            "postgresql://db/t?options=-c%20statement_timeout%3D5s&schema=run_1",
+            "postgresql://db/t?options=-c%20statement_timeout%3D5s",
+            "run_1",
+        ),
+    ],
+)
+def test_the_schema_parameter_is_taken_out_of_the_connection_url(
+    url: str, conninfo: str, schema: str | None
+) -> None:
+    assert _postgres_target(url) == (conninfo, schema)
 
 
 def test_a_postgres_url_without_psycopg_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Protocol, Self, runtime_checkable
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
 
 from serendib.errors import StoreError
 from serendib.tasks.models import AttemptRecord, TaskRecord, TaskState
@@ -249,5 +249,7 @@ def _postgres_target(url: str) -> tuple[str, str | None]:
             f"invalid schema {schema!r} in task store URL {redact_url(url)!r}: use letters, "
             "digits and underscores, starting with a letter or underscore (at most 63)"
         )
-    rest = urlencode([(name, value) for name, value in query if name != "schema"])
+    if schema is None:
+        return url, None
+    rest = urlencode([(name, value) for name, value in query if name != "schema"], quote_via=quote)
     return urlunsplit(parts._replace(query=rest)), schema
