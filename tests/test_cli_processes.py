@@ -11,19 +11,11 @@ from pathlib import Path
 
 import pytest
 
-from tests.processes import Process, free_port, run
+from tests.processes import Process, accepts, free_port, run
 
 pytestmark = pytest.mark.slow
 
 BEAT = ["--heartbeat", "0.2"]
-
-
-def accepts(port: int) -> bool:
-    try:
-        with socket.create_connection(("127.0.0.1", port), timeout=1):
-            return True
-    except OSError:
-        return False
 
 
 @pytest.fixture

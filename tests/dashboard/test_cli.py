@@ -12,13 +12,7 @@ from pathlib import Path
 import httpx
 
 from tests.dashboard.conftest import DEADLINE
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
+from tests.processes import free_port
 
 
 async def serendib(*args: str, cwd: Path) -> asyncio.subprocess.Process:

@@ -22,23 +22,9 @@ from serendib.errors import BrokerStartError
 from serendib.transports.embedded import EmbeddedBroker, is_loopback
 from serendib.transports.nats import NatsOptions, NatsTransport
 from tests.helpers import DEADLINE, Recorder, WatchingAdmin, get, until
+from tests.processes import accepts, free_port
 
 ENV = {**os.environ, "PYTHONUNBUFFERED": "1"}
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
-def accepts(port: int) -> bool:
-    """Whether something accepts TCP connections on 127.0.0.1:``port`` now."""
-    try:
-        with socket.create_connection(("127.0.0.1", port), timeout=1):
-            return True
-    except OSError:
-        return False
 
 
 @pytest.fixture

@@ -16,17 +16,9 @@ from serendib.transports.embedded import EmbeddedBroker
 from serendib.transports.framing import split_frames
 from serendib.transports.nats import NatsOptions, NatsTransport, redact
 from tests.helpers import Ping, Pong, Recorder, WatchingAdmin, get, until
+from tests.processes import free_port
 
 FAST = NatsOptions(connect_timeout=0.5)
-
-
-def closed_port() -> int:
-    """A port nothing listens on (a broker started and stopped there)."""
-    import socket
-
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 @pytest.fixture
@@ -62,7 +54,7 @@ def test_options_without_tls_files_mean_plain_tcp() -> None:
 
 
 async def test_connecting_to_a_closed_port_fails_naming_the_address() -> None:
-    port = closed_port()
+    port = free_port()
     transport = NatsTransport(f"nats://127.0.0.1:{port}", FAST)
     with pytest.raises(ConnectionFailed) as info:
         await transport.connect()
@@ -72,7 +64,7 @@ async def test_connecting_to_a_closed_port_fails_naming_the_address() -> None:
 
 
 async def test_agent_with_no_server_fails_naming_the_address() -> None:
-    port = closed_port()
+    port = free_port()
     agent = Recorder("lonely", "ws", f"nats://127.0.0.1:{port}", nats_options=FAST)
     with pytest.raises(ConnectionFailed, match=f"127.0.0.1:{port}"):
         await agent.start()
