@@ -496,7 +496,9 @@ def test_a_batch_applies_writes_in_call_order() -> None:
 
 @pytest.mark.parametrize("count", [1, 5, 66, 67, 512, 2_000])
 def test_upserts_carry_every_row_once_in_order_in_power_of_two_statements(count: int) -> None:
-    sql = Statements(Dialect(param="?", max_params=999, tasks="t", attempts="a", meta="m"))
+    sql = Statements(
+        Dialect(param="?", max_params=999, tasks="t", attempts="a", meta="m", counts="c")
+    )
     rows = [(f"id{n}", *range(14)) for n in range(count)]
 
     statements = list(sql.upserts("tasks", rows))
@@ -580,3 +582,31 @@ def test_a_postgres_url_without_psycopg_names_the_extra(monkeypatch: pytest.Monk
 
     with pytest.raises(ImportError, match=r"pip install 'serendib\[postgres\]'"):
         open_store("postgresql://db/tasks")
+
+
+async def test_counts_follow_every_state_change_and_survive_reopening(store_url: str) -> None:
+    """Counts are kept by the database as rows change state, not recounted on each read."""
+    store = open_store(store_url)
+    await store.open()
+    records = [TaskRecord(task=Task(id=f"c{i}", difficulty=1)) for i in range(30)]
+    await store.add(records)
+    assigned = [r.assigned("w", "why", 1.0) for r in records[:20]]
+    await store.save(assigned)
+    await store.save([r.succeeded(None, 2.0) for r in assigned[:12]])
+    await store.save([r.failed("no", 2.0) for r in assigned[12:15]])
+    await store.save([r.succeeded(None, 3.0) for r in assigned[:12]])  # same state again
+    expected = {
+        TaskState.PENDING: 10,
+        TaskState.ASSIGNED: 5,
+        TaskState.SUCCEEDED: 12,
+        TaskState.FAILED: 3,
+    }
+    counts = await store.counts()
+    assert {k: v for k, v in counts.items() if v} == expected
+    await store.close()
+    reopened = open_store(store_url)
+    await reopened.open()
+    try:
+        assert {k: v for k, v in (await reopened.counts()).items() if v} == expected
+    finally:
+        await reopened.close()

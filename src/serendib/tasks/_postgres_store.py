@@ -74,6 +74,24 @@ def _schema(prefix: str) -> list[str]:
         )""",
         f"CREATE INDEX IF NOT EXISTS serendib_attempts_running ON {prefix}serendib_attempts "
         "(task_id, attempt) WHERE outcome = 'running'",
+        f"CREATE TABLE IF NOT EXISTS {prefix}serendib_counts "
+        "(state text PRIMARY KEY, n bigint NOT NULL)",
+        f"""CREATE OR REPLACE FUNCTION {prefix}serendib_count_states() RETURNS trigger
+        LANGUAGE plpgsql AS $$
+        BEGIN
+            IF TG_OP = 'UPDATE' THEN
+                IF OLD.state = NEW.state THEN
+                    RETURN NULL;
+                END IF;
+                UPDATE {prefix}serendib_counts SET n = n - 1 WHERE state = OLD.state;
+            END IF;
+            INSERT INTO {prefix}serendib_counts AS c (state, n) VALUES (NEW.state, 1)
+                ON CONFLICT (state) DO UPDATE SET n = c.n + 1;
+            RETURN NULL;
+        END $$""",
+        f"DROP TRIGGER IF EXISTS serendib_tasks_counted ON {prefix}serendib_tasks",
+        f"CREATE TRIGGER serendib_tasks_counted AFTER INSERT OR UPDATE OF state "
+        f"ON {prefix}serendib_tasks FOR EACH ROW EXECUTE FUNCTION {prefix}serendib_count_states()",
         f"INSERT INTO {prefix}serendib_meta (key, value) VALUES ('schema_version', %s) "
         "ON CONFLICT (key) DO NOTHING",
     ]
@@ -93,6 +111,7 @@ class PostgresBackend(Backend):
                 tasks=f"{prefix}serendib_tasks",
                 attempts=f"{prefix}serendib_attempts",
                 meta=f"{prefix}serendib_meta",
+                counts=f"{prefix}serendib_counts",
                 json_param="{}::json",
                 json_text="{}::text",
             )
@@ -115,7 +134,7 @@ class PostgresBackend(Backend):
             if self._schema:
                 conn.execute(f'CREATE SCHEMA IF NOT EXISTS "{self._schema}"')
             *tables, version = _schema(self._prefix)
-            for statement in tables:
+            for statement in (*tables, *self.sql.recount):
                 conn.execute(statement)
             conn.execute(version, (SCHEMA_VERSION,))
             conn.execute("COMMIT")

@@ -67,6 +67,20 @@ _SCHEMA = (
     ) WITHOUT ROWID""",
     "CREATE INDEX IF NOT EXISTS serendib_attempts_running "
     "ON serendib_attempts (task_id, attempt) WHERE outcome = 'running'",
+    "CREATE TABLE IF NOT EXISTS serendib_counts "
+    "(state TEXT PRIMARY KEY, n INTEGER NOT NULL) WITHOUT ROWID",
+    """CREATE TRIGGER IF NOT EXISTS serendib_tasks_counted AFTER INSERT ON serendib_tasks
+    BEGIN
+        INSERT INTO serendib_counts (state, n) VALUES (NEW.state, 1)
+            ON CONFLICT (state) DO UPDATE SET n = n + 1;
+    END""",
+    """CREATE TRIGGER IF NOT EXISTS serendib_tasks_recounted AFTER UPDATE OF state ON serendib_tasks
+    WHEN OLD.state IS NOT NEW.state
+    BEGIN
+        UPDATE serendib_counts SET n = n - 1 WHERE state = OLD.state;
+        INSERT INTO serendib_counts (state, n) VALUES (NEW.state, 1)
+            ON CONFLICT (state) DO UPDATE SET n = n + 1;
+    END""",
 )
 
 
@@ -83,6 +97,7 @@ class SqliteBackend(Backend):
                 tasks="serendib_tasks",
                 attempts="serendib_attempts",
                 meta="serendib_meta",
+                counts="serendib_counts",
             )
         )
         self._path = path
@@ -113,7 +128,7 @@ class SqliteBackend(Backend):
         conn.execute("PRAGMA cache_size = -65536")
         conn.execute("BEGIN IMMEDIATE")
         try:
-            for statement in _SCHEMA:
+            for statement in (*_SCHEMA, *self.sql.recount):
                 conn.execute(statement)
             conn.execute(
                 "INSERT OR IGNORE INTO serendib_meta (key, value) VALUES ('schema_version', ?)",

@@ -204,6 +204,7 @@ class Dialect:
     tasks: str
     attempts: str
     meta: str
+    counts: str
     json_param: str = "{}"
     json_text: str = "{}"
 
@@ -237,7 +238,14 @@ class Statements:
         self.get = f"{tasks} WHERE id = {p}"
         self.unfinished = f"{tasks} WHERE state IN ({_UNFINISHED}) ORDER BY seq"
         self.all_records = f"{tasks} ORDER BY seq"
-        self.counts = f"SELECT state, count(*) FROM {d.tasks} GROUP BY state"
+        # Counts per state are kept by triggers on the tasks table (see the backends), so
+        # reading them costs the same at any size; recount rebuilds them when a store opens.
+        self.counts = f"SELECT state, n FROM {d.counts}"
+        self.recount = (
+            f"DELETE FROM {d.counts}",
+            f"INSERT INTO {d.counts} (state, n) "
+            f"SELECT state, count(*) FROM {d.tasks} GROUP BY state",
+        )
         self.attempts_of = f"{attempts} WHERE task_id = {p} ORDER BY attempt"
         self.open_attempts = f"{attempts} WHERE outcome = 'running' ORDER BY task_id, attempt"
         self.all_attempts = f"{attempts} ORDER BY task_id, attempt"
