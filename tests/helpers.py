@@ -81,15 +81,27 @@ async def drain(queue: asyncio.Queue[Any], count: int, timeout: float = DEADLINE
 
 
 async def until(
-    predicate: Callable[[], bool], timeout: float = DEADLINE, what: str = "condition"
+    predicate: Callable[[], bool | Awaitable[bool]],
+    timeout: float = DEADLINE,
+    what: str = "condition",
+    every: float = 0.005,
 ) -> None:
-    """Wait until ``predicate()`` holds, checking after each event-loop turn, up to a deadline."""
+    """Wait until ``predicate()`` holds, checking every ``every`` seconds, up to a deadline.
+
+    For conditions nothing signals (a row in a store another process writes, a count): the one
+    place tests poll. ``predicate`` may be a coroutine function.
+    """
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
-    while not predicate():
+    while True:
+        held = predicate()
+        if not isinstance(held, bool):
+            held = await held
+        if held:
+            return
         if loop.time() > deadline:
             raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        await asyncio.sleep(0.005)
+        await asyncio.sleep(every)
 
 
 async def gather_all(*aws: Awaitable[Any]) -> list[Any]:

@@ -7,7 +7,6 @@ recount made straight from the store.
 
 from __future__ import annotations
 
-import asyncio
 import random
 import signal
 from collections import Counter
@@ -16,6 +15,7 @@ from pathlib import Path
 from serendib.tasks.models import AttemptOutcome, AttemptRecord, TaskRecord, TaskState
 from serendib.tasks.report import build_report
 from serendib.tasks.store import open_store
+from tests.helpers import until
 from tests.processes import Process, free_port, run
 
 HEARTBEAT = "0.2"
@@ -94,11 +94,11 @@ class Run:
     async def wait_final(self, count: int | None = None, deadline_s: float = 120) -> None:
         """Wait until ``count`` tasks (default: all) are final, polling the store."""
         target = self.total if count is None else count
-        loop = asyncio.get_running_loop()
-        end = loop.time() + deadline_s
-        while (done := await self.final()) < target:
-            assert loop.time() < end, f"{done} of {target} final after {deadline_s}s"
-            await asyncio.sleep(0.05)
+
+        async def reached() -> bool:
+            return await self.final() >= target
+
+        await until(reached, deadline_s, f"{target} tasks final", every=0.05)
 
     async def wait_all_final(self, deadline_s: float = 120) -> None:
         """Wait until every submitted task is final."""

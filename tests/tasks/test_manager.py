@@ -356,14 +356,12 @@ async def test_progress_marks_the_task_running(
     await start_worker("w", 5, handlers={"long": long})
     await events.wait_for(EventKind.ASSIGNED, "t")
 
-    async def running() -> None:
-        while (
-            record := await manager.store.get("t")
-        ) is None or record.state is not TaskState.RUNNING:
-            await manager._ledger.drain()
-            await asyncio.sleep(0.01)
+    async def running() -> bool:
+        await manager._ledger.drain()
+        record = await manager.store.get("t")
+        return record is not None and record.state is TaskState.RUNNING
 
-    await asyncio.wait_for(running(), DEADLINE)
+    await until(running, what="the task RUNNING in the store")
     record = await manager.store.get("t")
     assert record is not None
     assert "halfway" in record.reason

@@ -11,6 +11,7 @@ from serendib.tasks.models import AttemptOutcome, AttemptRecord, TaskRecord, Tas
 from serendib.tasks.report import build_report
 from serendib.tasks.store import open_store
 from serendib.tasks.taskfile import parse_tasks
+from tests.helpers import until
 from tests.processes import Process, free_port, run
 
 TASKS = 40
@@ -43,11 +44,10 @@ async def everything(store: Path) -> tuple[list[TaskRecord], list[AttemptRecord]
 
 
 async def wait_until(store: Path, done: int, deadline_s: float = 60) -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + deadline_s
-    while (await counts(store))[TaskState.SUCCEEDED] < done:
-        assert loop.time() < deadline, f"fewer than {done} tasks succeeded in {deadline_s}s"
-        await asyncio.sleep(0.05)
+    async def enough() -> bool:
+        return (await counts(store))[TaskState.SUCCEEDED] >= done
+
+    await until(enough, deadline_s, f"{done} tasks succeeded", every=0.05)
 
 
 def test_manager_killed_mid_run_resumes_and_counts_each_task_once(tmp_path: Path) -> None:
