@@ -181,6 +181,12 @@ def module_main(
 
 
 def machine_line() -> str:
-    """The machine in one line, printed above the tables."""
+    """The machine in one line, printed above the tables, with a warning if it is busy."""
     m = machine()
-    return f"{m['cpu']}, {m['cores']} cores, {m['python']}, {m['os']}"
+    line = f"{m['cpu']}, {m['cores']} cores, {m['python']}, {m['os']}"
+    if hasattr(os, "getloadavg"):
+        load = os.getloadavg()[0]
+        line += f"; load average {load:.2f}"
+        if load > 0.5 * (m["cores"] or 1):
+            line += " (busy: other processes share the CPU, figures will be low and noisy)"
+    return line

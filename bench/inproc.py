@@ -4,13 +4,15 @@ One admin and W agents in one process on the memory transport. Round trips go ad
 agent -> admin; a bare ``asyncio.Queue`` ping-pong with the same shape (one task and one
 queue per agent, one reply queue for the admin) runs in the same process as the ceiling.
 
-Run alone: ``python -m bench.inproc [--quick] [--json] [--profile]``.
+Run alone: ``python -m bench.inproc [--quick] [--json]``; one framework case, for a profiler:
+``python -m bench.inproc --one pipelined --workers 10 --round-trips 300000 [--profile]``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import gc
+import math
 import sys
 import time
 import tracemalloc
@@ -21,7 +23,7 @@ from typing import Any, TypeVar
 
 from pydantic import BaseModel
 
-from bench._util import Table, module_main, percentile, quiet_logs, rss_bytes
+from bench._util import Table, module_main, parser, percentile, quiet_logs, rss_bytes
 from serendib import Admin, Agent, AgentDetail, current_message, on_message
 
 __all__ = ["run"]
@@ -165,6 +167,8 @@ class Run:
     round_trips: int
     seconds: float
     latency_ns: list[int]
+    cpu_seconds: float = math.nan
+    """Process CPU time of the run: less disturbed than wall time by other processes."""
 
     @property
     def rate(self) -> float:
@@ -177,6 +181,7 @@ class Run:
             "round trips/s": self.rate,
             "p50 us": percentile(self.latency_ns, 50) / 1e3,
             "p99 us": percentile(self.latency_ns, 99) / 1e3,
+            "CPU us/rt": self.cpu_seconds / self.round_trips * 1e6,
             "bare/this": None if ceiling is None else ceiling.rate / self.rate,
         }
 
@@ -272,7 +277,9 @@ def _best(runs: Sequence[Run]) -> Run:
 async def _timed(bare: Awaitable[Run], ours: Awaitable[Run], runs: dict[str, list[Run]]) -> None:
     for measurement in (bare, ours):
         gc.collect()
+        cpu = time.process_time()
         result = await measurement
+        result.cpu_seconds = time.process_time() - cpu
         runs.setdefault(result.case, []).append(result)
 
 
@@ -302,7 +309,7 @@ async def messaging_for(
 async def messaging(total: int, sequential_total: int, sizes: Sequence[int], repeats: int) -> Table:
     table = Table(
         "In-process messaging: admin -> agent -> admin round trips (memory transport)",
-        ["case", "round trips", "round trips/s", "p50 us", "p99 us", "bare/this"],
+        ["case", "round trips", "round trips/s", "p50 us", "p99 us", "CPU us/rt", "bare/this"],
     )
     for workers in sizes:
         for ceiling, measured in await messaging_for(workers, total, sequential_total, repeats):
@@ -318,6 +325,8 @@ async def messaging(total: int, sequential_total: int, sizes: Sequence[int], rep
         "handler's return value is the reply",
         "bare queue: the same shape with asyncio.Queue and ints (one task and queue per agent, "
         "one reply queue), no framework; bare/this = how many times faster the bare queue is",
+        "CPU us/rt: process CPU time per round trip (the whole process: heartbeats included); "
+        "on a busy machine it is steadier than the rate",
     ]
     return table
 
@@ -489,22 +498,57 @@ def run(quick: bool = False) -> list[Table]:
     return asyncio.run(_all(quick))
 
 
-def profile(workers: int = 10, total: int = 100_000) -> None:
-    """Profile one pipelined run with cProfile and print the top functions by own time."""
+def one(case: str, workers: int, total: int, profile: bool = False) -> Run:
+    """Run one framework case alone (for an outside profiler); ``profile`` wraps it in cProfile.
+
+    Args:
+        case: ``pipelined`` or ``sequential``.
+        workers: Agents (W).
+        total: Round trips.
+        profile: Print cProfile's top 25 functions by own time afterwards.
+    """
     import cProfile
     import pstats
 
+    measure = serendib_pipelined if case == "pipelined" else serendib_sequential
+
+    async def body(driver: Driver, names: list[str]) -> Run:
+        cpu = time.process_time()
+        profiler = cProfile.Profile() if profile else None
+        if profiler is not None:
+            profiler.enable()
+        result = await measure(driver, names, total)
+        if profiler is not None:
+            profiler.disable()
+            pstats.Stats(profiler).sort_stats("tottime").print_stats(25)
+        result.cpu_seconds = time.process_time() - cpu
+        return result
+
     quiet_logs()
-    profiler = cProfile.Profile()
-    profiler.enable()
-    result = asyncio.run(_with_crew(workers, lambda d, names: serendib_pipelined(d, names, total)))
-    profiler.disable()
-    print(f"{result.case}: {result.rate:,.0f} round trips/s under cProfile")
-    pstats.Stats(profiler).sort_stats("tottime").print_stats(25)
+    return asyncio.run(_with_crew(workers, body))
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    p = parser(__doc__, prog="python -m bench.inproc")
+    p.add_argument(
+        "--one",
+        choices=("pipelined", "sequential"),
+        help="run only this framework case (for a profiler such as py-spy)",
+    )
+    p.add_argument("--workers", type=int, default=10, help="agents, with --one (default 10)")
+    p.add_argument("--round-trips", type=int, default=100_000, help="with --one (default 100,000)")
+    p.add_argument("--profile", action="store_true", help="with --one: cProfile it")
+    args = p.parse_args(argv)
+    if args.one is None:
+        flags = ["--quick"] * args.quick + ["--json"] * args.json
+        return module_main(run, __doc__, flags)
+    result = one(args.one, args.workers, args.round_trips, args.profile)
+    print(
+        f"{result.case}: {result.round_trips:,} round trips, {result.rate:,.0f}/s, "
+        f"{result.cpu_seconds / result.round_trips * 1e6:.1f} CPU us each"
+    )
+    return 0
 
 
 if __name__ == "__main__":
-    if "--profile" in sys.argv[1:]:
-        profile()
-        raise SystemExit(0)
-    raise SystemExit(module_main(run, __doc__))
+    raise SystemExit(main())
