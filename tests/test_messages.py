@@ -173,3 +173,16 @@ def test_registries_are_independent() -> None:
         registry.lookup("tests.test_messages.Order")
     assert registry.register(Order) == "tests.test_messages.Order"
     assert registry.lookup("tests.test_messages.Order").cls is Order
+
+
+def test_reply_ids_from_the_network_are_escaped_when_encoded() -> None:
+    envelope = new_envelope(Order(item="x", quantity=1), "alice", to="bob", re='a"b\\c\n')
+    back = decode(encode(envelope))
+    assert back.re == 'a"b\\c\n'
+    assert back.ts == envelope.ts
+
+
+def test_message_ids_are_unique_and_short() -> None:
+    ids = {new_envelope(Order(item="x", quantity=1), "a").id for _ in range(10_000)}
+    assert len(ids) == 10_000
+    assert all(len(i) <= 32 for i in ids)

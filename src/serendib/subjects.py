@@ -12,6 +12,7 @@ import re
 __all__ = [
     "broadcast_subject",
     "direct_subject",
+    "is_direct",
     "presence_subject",
     "validate_name",
 ]
@@ -51,6 +52,11 @@ def broadcast_subject(workspace: str) -> str:
 def direct_subject(workspace: str, agent: str) -> str:
     """Subject only the agent named ``agent`` of ``workspace`` listens on."""
     return f"{PREFIX}.{workspace}.to.{agent}"
+
+
+def is_direct(subject: str) -> bool:
+    """Whether ``subject`` is one agent's direct subject (``serendib.<ws>.to.<agent>``)."""
+    return subject.startswith(f"{PREFIX}.") and ".to." in subject
 
 
 def presence_subject(workspace: str) -> str:

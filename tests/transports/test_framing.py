@@ -43,3 +43,28 @@ def test_framing_round_trips_in_order_within_the_limit(payloads: list[bytes], li
     out = list(frames(payloads, limit))
     assert [p for frame in out for p in split_frames(frame)] == payloads
     assert all(len(frame) <= limit for frame in out)
+
+
+def test_direct_messages_merge_past_other_agents_but_never_past_a_broadcast() -> None:
+    from serendib.transports.nats import NatsTransport
+
+    transport = NatsTransport("nats://127.0.0.1:1")
+    a, b, everyone = "serendib.w.to.a", "serendib.w.to.b", "serendib.w.all"
+    for subject, payload in [
+        (a, b"a1"),
+        (b, b"b1"),
+        (a, b"a2"),
+        (everyone, b"all1"),
+        (everyone, b"all2"),
+        (a, b"a3"),
+        (b, b"b2"),
+        (a, b"a4"),
+    ]:
+        transport._queue(subject, payload)
+    assert transport._runs == [
+        (a, [b"a1", b"a2"]),
+        (b, [b"b1"]),
+        (everyone, [b"all1", b"all2"]),
+        (a, [b"a3", b"a4"]),
+        (b, [b"b2"]),
+    ]

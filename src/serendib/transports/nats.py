@@ -24,6 +24,7 @@ from loguru import logger
 
 from serendib.errors import ConnectionFailed, TransportError
 from serendib.messages import DEFAULT_MAX_MESSAGE_BYTES, Envelope, encode
+from serendib.subjects import is_direct
 from serendib.transports.base import TOKEN_ENV, Receiver
 from serendib.transports.framing import frames, split_frames
 
@@ -165,6 +166,7 @@ class NatsTransport:
         self.max_message_bytes = max_message_bytes
         self._client = _Client()
         self._runs: list[tuple[str, list[bytes]]] = []
+        self._open: dict[str, list[bytes]] = {}  # direct subject -> its run since the last barrier
         self._flusher: asyncio.Task[None] | None = None
         self._subscriptions: list[NatsSubscription] = []
         self._max_payload = max_message_bytes
@@ -288,18 +290,36 @@ class NatsTransport:
         payload = (
             message if isinstance(message, bytes) else encode(message, max_bytes=self._max_payload)
         )
-        runs = self._runs
-        if runs and runs[-1][0] == subject:
-            runs[-1][1].append(payload)
-        else:
-            runs.append((subject, [payload]))
+        self._queue(subject, payload)
         if self._flusher is None:
             self._flusher = asyncio.create_task(self._flush_runs())
+
+    def _queue(self, subject: str, payload: bytes) -> None:
+        """Add ``payload`` to the run its subject continues, keeping every receiver's order.
+
+        Consecutive messages to one subject share a run. A direct subject also joins its
+        earlier run past messages to *other* agents' direct subjects (no receiver sees both),
+        but never past a broadcast or presence message: those are barriers.
+        """
+        runs = self._runs
+        if is_direct(subject):
+            run = self._open.get(subject)
+            if run is None:
+                run = self._open[subject] = []
+                runs.append((subject, run))
+        elif runs and runs[-1][0] == subject:
+            run = runs[-1][1]
+        else:
+            run = []
+            runs.append((subject, run))
+            self._open.clear()
+        run.append(payload)
 
     async def _flush_runs(self) -> None:
         try:
             while self._runs:
                 runs, self._runs = self._runs, []
+                self._open.clear()
                 for subject, payloads in runs:
                     for frame in frames(payloads, self._max_payload):
                         await self._client.publish(subject, frame)
