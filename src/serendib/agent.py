@@ -31,12 +31,15 @@ from serendib.presence import (
     Welcome,
 )
 from serendib.subjects import broadcast_subject, direct_subject, presence_subject, validate_name
-from serendib.transports import Transport
+from serendib.transports import MemoryTransport, Transport
 
 if TYPE_CHECKING:
     from serendib.transports.nats import NatsOptions
 
 __all__ = ["Agent", "AgentStatus", "current_message"]
+
+NETWORK_HEARTBEAT_S = 1.0
+IN_PROCESS_HEARTBEAT_S = 30.0
 
 
 class AgentStatus(Enum):
@@ -67,7 +70,9 @@ class Agent(Messaging):
         nats_options: Other NATS credentials and TLS (user/password, creds file, CA...).
         role: What the agent is, as the admin sees it.
         attributes: Facts published with the agent's presence (skills, capacity, ...).
-        heartbeat_interval: Seconds between heartbeats.
+        heartbeat_interval: Seconds between heartbeats (an agent silent for three is lost).
+            Default: 1 s over the network; 30 s in one process, where an agent cannot
+            vanish without saying goodbye and heartbeats only guard against a stuck one.
         join_timeout: Seconds to wait for the admin's welcome before giving up.
         max_message_bytes: Largest message accepted or sent.
     """
@@ -91,13 +96,13 @@ class Agent(Messaging):
         nats_options: NatsOptions | None = None,
         role: str | None = None,
         attributes: dict[str, Any] | None = None,
-        heartbeat_interval: float = 1.0,
+        heartbeat_interval: float | None = None,
         join_timeout: float = 10.0,
         max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
     ) -> None:
         self.name = validate_name(name, "agent name")
         self.workspace_id = validate_name(workspace_id, "workspace")
-        if heartbeat_interval <= 0:
+        if heartbeat_interval is not None and heartbeat_interval <= 0:
             raise ValueError(f"heartbeat_interval must be > 0, got {heartbeat_interval}")
         self.admin_port = admin_port
         self.admin_ip = admin_ip
@@ -111,7 +116,8 @@ class Agent(Messaging):
             workspace=workspace_id,
             attributes=dict(attributes or {}),
         )
-        self.heartbeat_interval = heartbeat_interval
+        self._heartbeat_given = heartbeat_interval
+        self.heartbeat_interval = heartbeat_interval or NETWORK_HEARTBEAT_S
         self.join_timeout = join_timeout
         self.max_message_bytes = max_message_bytes
         self.status = AgentStatus.CREATED
@@ -171,6 +177,9 @@ class Agent(Messaging):
         self._joined = False
         self._inbox = asyncio.Queue()
         transport = self._make_transport()
+        if self._heartbeat_given is None:
+            in_process = isinstance(transport, MemoryTransport)
+            self.heartbeat_interval = IN_PROCESS_HEARTBEAT_S if in_process else NETWORK_HEARTBEAT_S
         try:
             await transport.connect()
         except BaseException:

@@ -7,6 +7,7 @@ Pure functions, shared by every transport: ``serendib.<workspace>.all`` for broa
 
 from __future__ import annotations
 
+import functools
 import re
 
 __all__ = [
@@ -49,6 +50,7 @@ def broadcast_subject(workspace: str) -> str:
     return f"{PREFIX}.{workspace}.all"
 
 
+@functools.lru_cache(maxsize=65_536)
 def direct_subject(workspace: str, agent: str) -> str:
     """Subject only the agent named ``agent`` of ``workspace`` listens on."""
     return f"{PREFIX}.{workspace}.to.{agent}"
