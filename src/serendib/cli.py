@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import signal
 import sys
 from collections.abc import Callable, Coroutine, Sequence
@@ -187,6 +188,17 @@ async def run_until_signalled(main: Coroutine[Any, Any, int], stop: Callable[[],
     return EXIT_INTERRUPTED if signalled and code == EXIT_OK else code
 
 
+def _tune_gc() -> None:
+    """Collect garbage less often in the long-running commands.
+
+    A manager makes several short-lived objects per task; at the default thresholds the
+    cyclic collector took 12-29% of its CPU time (bench.tasks_e2e). Objects made at start-up
+    are moved out of its sight for good.
+    """
+    gc.freeze()
+    gc.set_threshold(50_000, 20, 100)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``serendib`` command.
 
@@ -195,6 +207,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     """
     args = build_parser().parse_args(argv)
     configure_logging(args.log_level, args.log_json)
+    if args.command in ("admin", "worker", "demo"):
+        _tune_gc()
     try:
         code: int = args.run(args)
     except (AdminUnreachable, ConnectionFailed, BrokerStartError, StoreError) as e:
