@@ -30,13 +30,14 @@ def accepts(port: int) -> bool:
 
 
 class Process:
-    """A ``serendib`` command running in the background, logging to a file."""
+    """A ``serendib`` command (or another ``command``) running in the background, logging to
+    a file."""
 
-    def __init__(self, log: Path, *args: str) -> None:
+    def __init__(self, log: Path, *args: str, command: list[str] = SERENDIB) -> None:
         self.log = log
         self._file = log.open("w")
         self.proc = subprocess.Popen(
-            [*SERENDIB, *args], stdout=self._file, stderr=subprocess.STDOUT, env=ENV
+            [*command, *args], stdout=self._file, stderr=subprocess.STDOUT, env=ENV
         )
 
     def wait_for(self, text: str, deadline_s: float = 30) -> None:

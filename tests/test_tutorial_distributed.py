@@ -2,56 +2,40 @@
 
 from __future__ import annotations
 
-import os
 import re
-import subprocess
+import signal
 import sys
-import time
 from pathlib import Path
 
 import pytest
 
-from tests.processes import free_port
+from tests.processes import Process, free_port
 
 pytestmark = pytest.mark.slow
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "tutorial_distributed.py"
-ENV = {**os.environ, "PYTHONUNBUFFERED": "1"}
 CREW = [("Junior", 3), ("Intermediate", 6), ("Senior", 9)]
 
 
-def start(log: Path, *args: str) -> subprocess.Popen[bytes]:
-    with log.open("w") as out:
-        return subprocess.Popen(
-            [sys.executable, str(EXAMPLE), *args], stdout=out, stderr=subprocess.STDOUT, env=ENV
-        )
-
-
-def wait_for(log: Path, proc: subprocess.Popen[bytes], text: str, deadline_s: float = 30) -> None:
-    end = time.monotonic() + deadline_s
-    while text not in log.read_text():
-        assert proc.poll() is None, f"exited before {text!r}:\n{log.read_text()}"
-        assert time.monotonic() < end, f"no {text!r} within {deadline_s}s:\n{log.read_text()}"
-        time.sleep(0.02)
+def start(log: Path, *args: str) -> Process:
+    return Process(log, *args, command=[sys.executable, str(EXAMPLE)])
 
 
 def test_tutorial_manager_and_three_worker_processes_run_to_completion(tmp_path: Path) -> None:
     port = str(free_port())
     admin_log = tmp_path / "admin.log"
     admin = start(admin_log, "admin", "--port", port)
-    workers: dict[str, tuple[Path, subprocess.Popen[bytes]]] = {}
+    workers: dict[str, tuple[Path, Process]] = {}
     try:
-        wait_for(admin_log, admin, "admin of workspace 'task_management'")
+        admin.wait_for("admin of workspace 'task_management'")
         for name, skill in CREW:
             path = tmp_path / f"{name}.log"
             workers[name] = path, start(path, "worker", name, str(skill), "--port", port)
-        assert admin.wait(timeout=60) == 0, admin_log.read_text()
-        codes = {name: proc.wait(timeout=30) for name, (_, proc) in workers.items()}
+        assert admin.proc.wait(timeout=60) == 0, admin_log.read_text()
+        codes = {name: proc.proc.wait(timeout=30) for name, (_, proc) in workers.items()}
     finally:
         for proc in [admin, *(proc for _, proc in workers.values())]:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
+            proc.stop(signal.SIGKILL)
 
     log = admin_log.read_text()
     assert "starting an embedded NATS server on 127.0.0.1:" + port in log.splitlines()[0]
