@@ -209,6 +209,7 @@ class Messaging:
             envelope = message
         if envelope.sender == self.name and envelope.to is None:
             return
+        self._heard_from(envelope.sender)
         if envelope.re is not None:
             future = self._pending.get(envelope.re)
             if future is not None and not future.done():
@@ -220,6 +221,9 @@ class Messaging:
             return
         if not self._draining:
             self._inbox.put_nowait(envelope)
+
+    def _heard_from(self, sender: str) -> None:
+        """Hook: a message from ``sender`` arrived (the admin counts it as a sign of life)."""
 
     # --- dispatching ---------------------------------------------------------------------------
 

@@ -197,20 +197,34 @@ class Admin(Agent):
         """Run ``fn`` in the dispatch loop, in order with the messages being handled."""
         self._inbox.put_nowait(Envelope("", "", self.name, self.name, time.time(), _Call(fn)))
 
+    def _heard_from(self, sender: str) -> None:
+        # Any message is a sign of life, counted when it arrives, not when its turn in the
+        # inbox comes: a busy admin must not declare its busiest workers lost.
+        member = self._members.get(sender)
+        if member is not None:
+            member.last_seen = time.monotonic()
+
     async def _monitor_loop(self) -> None:
         was_connected = True
+        last_tick = time.monotonic()
         while True:
             shortest = min((m.interval for m in self._members.values()), default=1.0)
-            await asyncio.sleep(min(self.heartbeat_interval, shortest) / 2)
+            tick = min(self.heartbeat_interval, shortest) / 2
+            await asyncio.sleep(tick)
             now = time.monotonic()
+            stalled = now - last_tick > 2 * tick + shortest
+            last_tick = now
             if not self.is_connected:
                 # Cut off ourselves, we cannot tell who is alive: judge no one until back.
                 was_connected = False
                 continue
-            if not was_connected:
+            if not was_connected or stalled:
+                # Back, or our own loop fell behind (heartbeats wait unread in the socket):
+                # start everyone's clock afresh rather than blame them for our delay.
                 was_connected = True
                 for member in self._members.values():
                     member.last_seen = now
+                continue
             for name, member in list(self._members.items()):
                 if now - member.last_seen > self.lost_after * member.interval:
                     missed = (name, member.detail.id)
