@@ -33,7 +33,7 @@ async def test_broker_restart_mid_run_loses_and_doubles_nothing(tmp_path: Path) 
     )
     run.admin.wait_for("admin of workspace")
     for i in range(3):
-        run.start_worker(f"w{i}", "--skill", "10", "--capacity", "4", "--time-scale", "0.004")
+        run.start_worker(f"w{i}", "--skill", "10", "--capacity", "4", "--time-scale", "0.01")
     try:
         for worker in run.workers.values():
             await asyncio.to_thread(worker.wait_for, "joined workspace")

@@ -18,7 +18,7 @@ KILLS = 60 if SOAK else 8
 async def test_workers_killed_every_second_lose_and_double_nothing(tmp_path: Path) -> None:
     run = Run(tmp_path)
     run.start_admin()
-    crew = ["--skill", "10", "--capacity", "8", "--time-scale", "0.004"]
+    crew = ["--skill", "10", "--capacity", "8", "--time-scale", "0.02"]
     for i in range(4):
         run.start_worker(f"w{i}", *crew)
     for worker in run.workers.values():
