@@ -35,6 +35,7 @@ import asyncio
 import gc
 import json
 import os
+import signal
 import subprocess
 import sys
 import tempfile
@@ -382,6 +383,25 @@ def _report(result: Run) -> None:
 
 _EMIT = False
 """Print each configuration's figures as one JSON line (the parent process reads it)."""
+_GC_OFF = False
+"""Disable the cyclic garbage collector for the measured span (profiles without its noise)."""
+_SPY: tuple[str, str] | None = None
+"""(which, output): attach py-spy to the manager or the first worker process while measuring."""
+
+
+class _Spy:
+    """py-spy (``pip install py-spy``) recording one process for the measured span only."""
+
+    def __init__(self, pid: int, output: str) -> None:
+        beside = Path(sys.executable).parent / "py-spy"
+        command = [str(beside) if beside.exists() else "py-spy", "record", "--nonblocking"]
+        command += ["-r", "100", "--threads", "-f", "raw", "-o", output, "--pid", str(pid)]
+        self.process = subprocess.Popen(command, stdout=subprocess.DEVNULL)
+        time.sleep(1.0)  # attached before the span starts
+
+    def stop(self) -> None:
+        self.process.send_signal(signal.SIGINT)  # py-spy writes its output on SIGINT
+        self.process.wait()
 
 
 async def _until_done(
@@ -439,6 +459,13 @@ async def measure(
     gc.collect()
     gc_timer = _GcTimer()
     gc.callbacks.append(gc_timer)
+    if _GC_OFF:
+        gc.disable()
+    spy: _Spy | None = None
+    if _SPY is not None:
+        which, output = _SPY
+        spied = os.getpid() if which == "manager" else (list(worker_pids) or [0])[0]
+        spy = _Spy(spied, output) if spied else None
     worker_cpu, broker_cpu, busy = _total_cpu(worker_pids), _total_cpu(brokers), machine_busy()
     cpu, started = time.process_time(), time.perf_counter()
     unfinished = Run(mode, workers, total, capacity, False, 0, 0.0, rate)
@@ -454,6 +481,9 @@ async def measure(
     finally:
         watchdog.done.set()
         gc.callbacks.remove(gc_timer)
+        gc.enable()
+        if spy is not None:
+            spy.stop()
     worker_cpu = _less(_total_cpu(worker_pids), worker_cpu)
     broker_cpu = _less(_total_cpu(brokers), broker_cpu)
     busy = _less(machine_busy(), busy)
@@ -884,6 +914,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--rate", type=float, help="with --one: submit this many tasks/s")
     p.add_argument("--memory", type=int, metavar="N", help="memory per pending task only")
     p.add_argument("--emit", action="store_true", help="print the figures as one JSON line")
+    p.add_argument("--gc-off", action="store_true", help="with --one: no cyclic GC while timed")
+    p.add_argument(
+        "--spy",
+        nargs=2,
+        metavar=("WHO", "OUT"),
+        help="with --one: py-spy raw profile of WHO (manager or worker) while timed, to OUT",
+    )
     p.add_argument("--worker-process", nargs=4, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.worker_process:
@@ -896,8 +933,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(json.dumps(found), flush=True)
         return 0
     if args.one:
-        global _EMIT
-        _EMIT = args.emit
+        global _EMIT, _GC_OFF, _SPY
+        _EMIT, _GC_OFF = args.emit, args.gc_off
+        _SPY = (args.spy[0], args.spy[1]) if args.spy else None
         quiet_logs()
         result = asyncio.run(
             _one_here(args.one, args.workers, args.tasks, args.capacity, args.rate)
