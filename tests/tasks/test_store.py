@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
 import sqlite3
@@ -19,9 +20,22 @@ import pytest
 
 from serendib.errors import StoreError
 from serendib.tasks._store_base import SqlTaskStore
-from serendib.tasks._store_sql import Dialect, PendingWrite, Statements, plan_batch
+from serendib.tasks._store_sql import (
+    TASK_COLUMNS,
+    Dialect,
+    PendingWrite,
+    Statements,
+    plan_batch,
+    task_row,
+)
 from serendib.tasks.models import AttemptOutcome, AttemptRecord, Task, TaskRecord, TaskState
-from serendib.tasks.store import TaskStore, _postgres_target, open_store
+from serendib.tasks.store import (
+    TaskStore,
+    TaskUpdate,
+    _postgres_target,
+    attempt_row,
+    open_store,
+)
 
 POSTGRES_ENV = "SERENDIB_TEST_POSTGRES_URL"
 
@@ -205,6 +219,47 @@ async def test_saved_records_come_back_exactly(store: TaskStore) -> None:
     ]
     assert await store.get("nope") is None
     assert await store.attempts("nope") == []
+
+
+def update_of(record: TaskRecord) -> TaskUpdate:
+    output = None if record.output is None else json.dumps(record.output)
+    return TaskUpdate(
+        record.id,
+        record.state.value,
+        record.attempt,
+        record.worker,
+        record.reason,
+        record.updated_at,
+        record.finished_at,
+        output,
+        record.error,
+    )
+
+
+async def test_updates_change_tasks_in_place_and_come_back_exactly(store: TaskStore) -> None:
+    records = [task(n) for n in range(1_100)]  # several multi-row statements
+    await store.add(records)
+    assigned = [r.assigned(f"w-{r.id[-1]}", "least skilled eligible", 2.5) for r in records]
+    attempts = [attempt(r) for r in assigned]
+    await store.update([update_of(r) for r in assigned], [attempt_row(a) for a in attempts])
+    done = [
+        r.succeeded({"n": n, "list": [1, None]}, 3.5) if n % 3 else r.failed("boom", 3.5)
+        for n, r in enumerate(assigned)
+    ]
+    ended = [a.ended(AttemptOutcome.SUCCEEDED, 3.5, None, 3.0) for a in attempts]
+    await asyncio.gather(
+        store.update([update_of(r) for r in done[:500]], [attempt_row(a) for a in ended]),
+        store.update([update_of(r) for r in done[500:]]),
+        store.update([update_of(r.requeued("ignored", 9.0)) for r in (task(9_999),)]),
+    )
+
+    assert await store.all_records() == done
+    assert await store.all_attempts() == sorted(ended, key=lambda a: a.task_id)
+    assert await store.get(task(9_999).id) is None
+    counts = await store.counts()
+    assert counts[TaskState.SUCCEEDED] == sum(1 for r in done if r.state is TaskState.SUCCEEDED)
+    assert counts[TaskState.FAILED] == len(done) - counts[TaskState.SUCCEEDED]
+    assert counts[TaskState.ASSIGNED] == counts[TaskState.PENDING] == 0
 
 
 async def test_save_inserts_a_task_it_has_not_seen(store: TaskStore) -> None:
@@ -487,11 +542,37 @@ def test_a_batch_applies_writes_in_call_order() -> None:
     save = PendingWrite(False, [("b", 9), ("c", 1)], [("b", 1, "first"), ("b", 1, "second")])
     late_add = PendingWrite(True, [("c", 5), ("d", 1)], [])
 
-    tasks, attempts, inserted = plan_batch([add, save, late_add], existing={"b"})
+    plan = plan_batch([add, save, late_add], existing={"b"})
 
-    assert tasks == [("a", 1), ("b", 9), ("c", 1), ("d", 1)]
-    assert attempts == [("b", 1, "second")]
-    assert inserted == [[0], [], [1]]
+    assert plan.tasks == [("a", 1), ("b", 9), ("c", 1), ("d", 1)]
+    assert plan.attempts == [("b", 1, "second")]
+    assert plan.inserted == [[0], [], [1]]
+    assert plan.updates == []
+
+
+def _update(task_id: str, state: str) -> TaskUpdate:
+    return TaskUpdate(task_id, state, 1, "w", "r", 2.0, None, None, None)
+
+
+def test_a_batch_folds_updates_into_full_rows_and_full_rows_replace_updates() -> None:
+    full = task_row(task(1))
+    first = PendingWrite(False, (), (), [_update(full[0], "assigned"), _update("x", "running")])
+    save = PendingWrite(False, [full], [])
+    then = PendingWrite(False, (), (), [_update(full[0], "succeeded")])
+    add_x = PendingWrite(True, [("x", "pending")], [])
+
+    plan = plan_batch([first, save, then], existing=set())
+    (row,) = plan.tasks
+    assert dict(zip(TASK_COLUMNS, row, strict=True)) == {
+        **dict(zip(TASK_COLUMNS, full, strict=True)),
+        **_update(full[0], "succeeded")._asdict(),
+    }
+    assert plan.updates == [_update("x", "running")]
+
+    # An update of an id that was not stored when it came is dropped if an add inserts it.
+    late = plan_batch([PendingWrite(False, (), (), [_update("x", "running")]), add_x], set())
+    assert late.updates == []
+    assert late.tasks == [("x", "pending")]
 
 
 @pytest.mark.parametrize("count", [1, 5, 66, 67, 512, 2_000])

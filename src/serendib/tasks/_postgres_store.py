@@ -28,6 +28,7 @@ except ImportError as e:  # pragma: no cover - exercised by hiding psycopg
 from serendib.errors import StoreError
 from serendib.tasks._store_base import Backend
 from serendib.tasks._store_sql import SCHEMA_VERSION, Dialect, Row
+from serendib.tasks.store import TaskUpdate
 
 __all__ = ["PostgresBackend"]
 
@@ -182,6 +183,10 @@ class PostgresBackend(Backend):
         # executemany is pipelined by psycopg; one statement of many rows costs more here.
         with self._writing().cursor() as cursor:
             cursor.executemany(self.sql.upsert_text(table, 1), rows)
+
+    def _update(self, rows: Sequence[TaskUpdate]) -> None:
+        with self._writing().cursor() as cursor:
+            cursor.executemany(self.sql.update_one, [(*row[1:], row[0]) for row in rows])
 
     def _write_fetch(self, sql: str, params: Sequence[Any]) -> list[Row]:
         return self._writing().execute(sql, params).fetchall()

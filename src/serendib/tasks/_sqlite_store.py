@@ -23,12 +23,14 @@ from typing import Any
 from serendib.errors import StoreError
 from serendib.tasks._store_base import Backend
 from serendib.tasks._store_sql import SCHEMA_VERSION, Dialect, Row
+from serendib.tasks.store import TaskUpdate
 
 __all__ = ["SqliteBackend"]
 
 _BUSY_TIMEOUT_S = 30.0
 # SQLite's default limit on parameters in one statement (999 before 3.32).
 _MAX_PARAMS = 32_766 if sqlite3.sqlite_version_info >= (3, 32, 0) else 999
+_UPDATE_FROM = sqlite3.sqlite_version_info >= (3, 33, 0)  # UPDATE ... FROM
 _SCHEMA = (
     "CREATE TABLE IF NOT EXISTS serendib_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
     """CREATE TABLE IF NOT EXISTS serendib_tasks (
@@ -177,6 +179,14 @@ class SqliteBackend(Backend):
         # step, and a step per row lets a busy event loop stall the writer at every row.
         conn = self._writing()
         for sql, params in self.sql.upserts(table, rows):
+            conn.execute(sql, params)
+
+    def _update(self, rows: Sequence[TaskUpdate]) -> None:
+        conn = self._writing()
+        if not _UPDATE_FROM:
+            conn.executemany(self.sql.update_one, [(*row[1:], row[0]) for row in rows])
+            return
+        for sql, params in self.sql.updates(rows):
             conn.execute(sql, params)
 
     def _write_fetch(self, sql: str, params: Sequence[Any]) -> list[Row]:

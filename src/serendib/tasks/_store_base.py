@@ -38,12 +38,12 @@ from serendib.tasks._store_sql import (
     Row,
     Statements,
     attempt_from_row,
-    attempt_row,
     plan_batch,
     record_from_row,
     task_row,
 )
 from serendib.tasks.models import AttemptRecord, TaskRecord, TaskState
+from serendib.tasks.store import AttemptRow, TaskUpdate, attempt_row
 
 _MAX_BATCH_ROWS = 50_000
 _IN_CHUNK = 500
@@ -98,6 +98,10 @@ class Backend(ABC):
         """Insert or replace ``rows`` (distinct keys) of ``table``: "tasks" or "attempts"."""
 
     @abstractmethod
+    def _update(self, rows: Sequence[TaskUpdate]) -> None:
+        """Change the state columns of stored tasks (distinct ids) in place."""
+
+    @abstractmethod
     def _write_fetch(self, sql: str, params: Sequence[Any]) -> list[Row]: ...
 
     @abstractmethod
@@ -142,17 +146,19 @@ class Backend(ABC):
             self._begin()
             try:
                 existing = self._existing([row[0] for w in writes if w.add for row in w.task_rows])
-                tasks, attempts, inserted = plan_batch(writes, existing)
-                if tasks:
-                    self._upsert("tasks", tasks)
-                if attempts:
-                    self._upsert("attempts", attempts)
+                plan = plan_batch(writes, existing)
+                if plan.tasks:
+                    self._upsert("tasks", plan.tasks)
+                if plan.updates:
+                    self._update(plan.updates)
+                if plan.attempts:
+                    self._upsert("attempts", plan.attempts)
                 self._commit()
             except BaseException:
                 with suppress(*self.driver_errors):
                     self._rollback()
                 raise
-        return inserted
+        return plan.inserted
 
     def _existing(self, ids: list[str]) -> set[str]:
         unique = list(dict.fromkeys(ids))
@@ -298,6 +304,14 @@ class SqlTaskStore:
         if records or attempts:
             rows = [task_row(r) for r in records]
             await self._submit(PendingWrite(False, rows, [attempt_row(a) for a in attempts]))
+
+    async def update(
+        self, tasks: Sequence[TaskUpdate] = (), attempts: Sequence[AttemptRow] = ()
+    ) -> None:
+        """Change tasks' state in place and insert or replace attempts; durable on return."""
+        self._check_open("update")
+        if tasks or attempts:
+            await self._submit(PendingWrite(False, (), attempts, tasks))
 
     async def get(self, task_id: str) -> TaskRecord | None:
         """The stored record of task ``task_id``, or None."""

@@ -27,6 +27,7 @@ import pydantic_core
 
 from serendib.errors import StoreError
 from serendib.tasks.models import AttemptRecord, Task, TaskRecord, TaskState
+from serendib.tasks.store import TaskUpdate
 
 SCHEMA_VERSION = "1"
 Row = tuple[Any, ...]
@@ -74,7 +75,10 @@ ATTEMPT_COLUMNS = (
     "escalated",
     "stale_results",
 )
+UPDATE_COLUMNS = TaskUpdate._fields
 _JSON_COLUMNS = frozenset({"task", "output"})
+# Where each field of a TaskUpdate goes in a row of TASK_COLUMNS.
+_UPDATE_AT = tuple(TASK_COLUMNS.index(c) for c in UPDATE_COLUMNS)
 _ROWS_PER_STATEMENT = 512
 _UNFINISHED = ", ".join(f"'{state.value}'" for state in TaskState if not state.is_final)
 
@@ -108,23 +112,6 @@ def task_row(record: TaskRecord) -> Row:
     )
 
 
-def attempt_row(record: AttemptRecord) -> Row:
-    """The attempt table row of ``record``, in :data:`ATTEMPT_COLUMNS` order."""
-    return (
-        record.task_id,
-        record.attempt,
-        record.worker,
-        record.reason,
-        record.outcome.value,
-        record.assigned_at,
-        record.started_at,
-        record.finished_at,
-        record.error,
-        record.escalated,
-        record.stale_results,
-    )
-
-
 def record_from_row(row: Row) -> tuple[int, TaskRecord]:
     """The submission sequence number and the record of a row read with :class:`Statements`."""
     seq, state, attempt, worker, reason, submitted, updated, finished, spec, output, error = row
@@ -150,33 +137,43 @@ def attempt_from_row(row: Row) -> AttemptRecord:
 
 @dataclass(slots=True)
 class PendingWrite:
-    """One ``add`` or ``save`` call, encoded, waiting for the writer."""
+    """One ``add``, ``save`` or ``update`` call, encoded, waiting for the writer."""
 
     add: bool
-    task_rows: list[Row]
-    attempt_rows: list[Row]
+    task_rows: Sequence[Row]
+    attempt_rows: Sequence[Row]
+    task_updates: Sequence[TaskUpdate] = ()
 
     @property
     def size(self) -> int:
         """Rows it writes at most."""
-        return len(self.task_rows) + len(self.attempt_rows)
+        return len(self.task_rows) + len(self.attempt_rows) + len(self.task_updates)
 
 
-def plan_batch(
-    writes: Sequence[PendingWrite], existing: set[str]
-) -> tuple[list[Row], list[Row], list[list[int]]]:
-    """Merge queued writes, in call order, into the rows one transaction upserts.
+@dataclass(slots=True)
+class Plan:
+    """What one transaction writes: rows to upsert, tasks to change in place, and for each
+    write of the batch the indexes of the task rows it inserted (empty but for an add)."""
+
+    tasks: list[Row]
+    updates: list[TaskUpdate]
+    attempts: list[Row]
+    inserted: list[list[int]]
+
+
+def plan_batch(writes: Sequence[PendingWrite], existing: set[str]) -> Plan:
+    """Merge queued writes, in call order, into what one transaction writes.
+
+    The last write of a key wins, at the position of its first write. An update of a task
+    that a full row of the same batch writes is folded into that row; a full row after an
+    update replaces it; an update of a task neither stored nor written before it is dropped.
 
     Args:
         writes: The batch, oldest first.
         existing: Which of the ids the batch adds are already stored.
-
-    Returns:
-        Task rows and attempt rows to upsert (last write of a key wins, at the position of
-        its first write), and for each write the indexes of the task rows it inserted (empty
-        for a save).
     """
     tasks: dict[str, Row] = {}
+    updates: dict[str, TaskUpdate] = {}
     attempts: dict[tuple[str, int], Row] = {}
     inserted: list[list[int]] = []
     for write in writes:
@@ -185,14 +182,25 @@ def plan_batch(
             for index, row in enumerate(write.task_rows):
                 if row[0] not in existing and row[0] not in tasks:
                     tasks[row[0]] = row
+                    updates.pop(row[0], None)  # it was not stored when that update came
                     new.append(index)
         else:
             for row in write.task_rows:
                 tasks[row[0]] = row
+                updates.pop(row[0], None)
+            for update in write.task_updates:
+                full = tasks.get(update.id)
+                if full is None:
+                    updates[update.id] = update
+                else:
+                    patched = list(full)
+                    for at, value in zip(_UPDATE_AT, update, strict=True):
+                        patched[at] = value
+                    tasks[update.id] = tuple(patched)
             for row in write.attempt_rows:
                 attempts[row[0], row[1]] = row
         inserted.append(new)
-    return list(tasks.values()), list(attempts.values()), inserted
+    return Plan(list(tasks.values()), list(updates.values()), list(attempts.values()), inserted)
 
 
 @dataclass(frozen=True)
@@ -232,6 +240,23 @@ class Statements:
             ),
         }
         self._upsert_texts: dict[tuple[str, int], str] = {}
+        # Tasks change in place: one row per statement (executemany), or many rows per
+        # statement through a VALUES list (SQLite >= 3.33, UPDATE ... FROM).
+        changed = UPDATE_COLUMNS[1:]
+        self.update_one = (
+            f"UPDATE {d.tasks} SET "
+            + ", ".join(
+                f"{c} = {d.json_param.format(p) if c in _JSON_COLUMNS else p}" for c in changed
+            )
+            + f" WHERE id = {p}"
+        )
+        self._update_many = (
+            f"WITH v ({', '.join(UPDATE_COLUMNS)}) AS (VALUES ",
+            f"({', '.join(p for _ in UPDATE_COLUMNS)})",
+            f") UPDATE {d.tasks} SET "
+            + ", ".join(f"{c} = v.{c}" for c in changed)
+            + f" FROM v WHERE {d.tasks}.id = v.id",
+        )
         columns = ", ".join(d.json_text.format(c) if c in _JSON_COLUMNS else c for c in _TASK_READ)
         tasks = f"SELECT {columns} FROM {d.tasks}"
         attempts = f"SELECT {', '.join(ATTEMPT_COLUMNS)} FROM {d.attempts}"
@@ -274,11 +299,15 @@ class Statements:
             yield self.upsert_text(table, size), list(chain.from_iterable(chunk))
             start += size
 
+    def updates(self, rows: Sequence[TaskUpdate]) -> Iterator[tuple[str, list[Any]]]:
+        """Multi-row statements changing tasks in place (see :meth:`upserts`); SQLite only."""
+        return self.upserts("updates", rows)
+
     def upsert_text(self, table: str, rows: int) -> str:
         """The statement inserting or replacing ``rows`` rows of ``table``."""
         text = self._upsert_texts.get((table, rows))
         if text is None:
-            head, row, tail = self._upsert[table]
+            head, row, tail = self._update_many if table == "updates" else self._upsert[table]
             text = self._upsert_texts[table, rows] = head + ", ".join([row] * rows) + tail
         return text
 

@@ -12,13 +12,21 @@ import re
 from collections.abc import Sequence
 from pathlib import Path
 from types import TracebackType
-from typing import Protocol, Self, runtime_checkable
+from typing import NamedTuple, Protocol, Self, runtime_checkable
 from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
 
 from serendib.errors import StoreError
 from serendib.tasks.models import AttemptRecord, TaskRecord, TaskState
 
-__all__ = ["DEFAULT_STORE_FILE", "TaskStore", "open_store", "redact_url"]
+__all__ = [
+    "DEFAULT_STORE_FILE",
+    "AttemptRow",
+    "TaskStore",
+    "TaskUpdate",
+    "attempt_row",
+    "open_store",
+    "redact_url",
+]
 
 DEFAULT_STORE_FILE = "serendib.db"
 
@@ -30,6 +38,58 @@ _ACCEPTED = (
 _SQLITE_SUFFIXES = (".db", ".sqlite", ".sqlite3")
 _SQLITE_OPTIONS = {"synchronous": ("normal", "full")}
 _SCHEMA_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
+
+
+class TaskUpdate(NamedTuple):
+    """The part of a stored task that changes after submission: what :meth:`TaskStore.update`
+    writes (the task's spec, submission time and sequence number stay as inserted).
+
+    ``output`` is the output already encoded as JSON text (None for no output).
+    """
+
+    id: str
+    state: str
+    attempt: int
+    worker: str | None
+    reason: str
+    updated_at: float
+    finished_at: float | None
+    output: str | None
+    error: str | None
+
+
+class AttemptRow(NamedTuple):
+    """An :class:`~serendib.tasks.models.AttemptRecord` as a plain row (no validation): what
+    :meth:`TaskStore.update` writes. ``outcome`` is an ``AttemptOutcome`` value."""
+
+    task_id: str
+    attempt: int
+    worker: str
+    reason: str
+    outcome: str
+    assigned_at: float
+    started_at: float | None
+    finished_at: float | None
+    error: str | None
+    escalated: bool
+    stale_results: int
+
+
+def attempt_row(record: AttemptRecord) -> AttemptRow:
+    """``record`` as an :class:`AttemptRow`."""
+    return AttemptRow(
+        record.task_id,
+        record.attempt,
+        record.worker,
+        record.reason,
+        record.outcome.value,
+        record.assigned_at,
+        record.started_at,
+        record.finished_at,
+        record.error,
+        record.escalated,
+        record.stale_results,
+    )
 
 
 @runtime_checkable
@@ -107,6 +167,20 @@ class TaskStore(Protocol):
 
         Raises:
             StoreError: The write failed, or a record cannot be encoded as JSON.
+        """
+        ...
+
+    async def update(
+        self, tasks: Sequence[TaskUpdate] = (), attempts: Sequence[AttemptRow] = ()
+    ) -> None:
+        """Change stored tasks' state, and insert or replace attempts: the manager's fast path.
+
+        Like :meth:`save`, applied in call order, but a task is changed in place (its spec is
+        not written again) and nothing is validated: the caller builds the rows from records
+        it holds. An update of a task id that is not stored changes nothing.
+
+        Raises:
+            StoreError: The write failed.
         """
         ...
 
