@@ -1,9 +1,10 @@
 """The manager's book of unfinished tasks and running attempts: the state machine itself.
 
-It holds what is in flight in memory, asks the scheduler for assignments, turns results,
-losses and timeouts into transitions, stages every change in the ledger (saved before the
-messages acting on it are sent), and tells listeners. It does no I/O of its own and runs
-entirely in the manager's dispatch loop, so no step ever races another.
+It holds what is in flight in memory (as mutable working copies, see
+:mod:`serendib.tasks._entries`), asks the scheduler for assignments, turns results, losses
+and timeouts into transitions, stages every change in the ledger (saved before the messages
+acting on it are sent), and tells listeners. It does no I/O of its own and runs entirely in
+the manager's dispatch loop, so no step ever races another.
 """
 
 from __future__ import annotations
@@ -15,11 +16,13 @@ from typing import Any
 
 from loguru import logger
 
+from serendib.tasks._entries import Entry, Lease
 from serendib.tasks._ledger import Ledger
 from serendib.tasks.events import EventBus, EventKind, ManagerStats
 from serendib.tasks.models import (
     AttemptOutcome,
     AttemptRecord,
+    Task,
     TaskAssignment,
     TaskCancel,
     TaskProgress,
@@ -59,8 +62,8 @@ class TaskBook:
         self._ledger = ledger
         self._call_soon = call_soon
         self.name = owner
-        self._records: dict[str, TaskRecord] = {}
-        self._attempts: dict[str, AttemptRecord] = {}
+        self._records: dict[str, Entry] = {}
+        self._attempts: dict[str, Lease] = {}
         self._by_worker: dict[str, set[str]] = {}
         self.workers: dict[str, WorkerInfo] = {}
         self._timers: dict[str, asyncio.TimerHandle] = {}
@@ -75,8 +78,9 @@ class TaskBook:
         return len(self._records)
 
     def get(self, task_id: str) -> TaskRecord | None:
-        """The in-memory record of an unfinished task."""
-        return self._records.get(task_id)
+        """The record of an unfinished task, as it is in memory."""
+        entry = self._records.get(task_id)
+        return entry.record() if entry is not None else None
 
     def close(self) -> None:
         """Cancel every timer."""
@@ -90,41 +94,44 @@ class TaskBook:
         """Take over the unfinished tasks of a previous run: in-flight attempts are abandoned."""
         now = time.time()
         for record in records:
-            in_flight = record.state is not TaskState.PENDING
+            entry = Entry.of(record)
+            in_flight = entry.state is not TaskState.PENDING
             if in_flight:
                 attempt = open_attempts.get(record.id)
                 if attempt is not None:
-                    self._stage_attempt(
-                        attempt.ended(AttemptOutcome.LOST, now, "manager restarted")
-                    )
-                record = record.requeued("manager restarted; attempt abandoned", now)
-            self._queue(record, stage=in_flight)
+                    lease = Lease.of(attempt)
+                    lease.end(AttemptOutcome.LOST, now, "manager restarted")
+                    self._ledger.attempt(lease)
+                entry.requeue("manager restarted; attempt abandoned", now)
+            self._queue(entry, stage=in_flight)
         self.pump()
 
-    def submitted(self, records: list[TaskRecord]) -> None:
-        """Queue tasks just stored for the first time."""
-        for record in records:
-            self._queue(record, stage=False)
-            self.events.emit(EventKind.SUBMITTED, task_id=record.id)
-        self.stats.submitted += len(records)
+    def submitted(self, tasks: list[Task], at: float) -> None:
+        """Queue tasks just stored for the first time (PENDING, submitted ``at``)."""
+        events = self.events
+        for task in tasks:
+            self._queue(Entry(task, at), stage=False)
+            if events:
+                events.emit(EventKind.SUBMITTED, task_id=task.id)
+        self.stats.submitted += len(tasks)
         self.pump()
 
     def cancel(self, task_id: str) -> TaskRecord | None:
         """Cancel an unfinished task; ``None`` if it is not unfinished."""
-        record = self._records.get(task_id)
-        if record is None:
+        entry = self._records.get(task_id)
+        if entry is None:
             return None
         now = time.time()
         attempt = self._attempts.get(task_id)
-        if attempt is not None and record.state in (TaskState.ASSIGNED, TaskState.RUNNING):
+        if attempt is not None and entry.state in (TaskState.ASSIGNED, TaskState.RUNNING):
             self._end_attempt(attempt, AttemptOutcome.CANCELLED, now, "cancelled")
             self._ledger.post(attempt.worker, TaskCancel(task_id=task_id, attempt=attempt.attempt))
         else:
             self.scheduler.remove_task(task_id)
-        cancelled = record.cancelled(now)
-        self._finalise(cancelled)
+        entry.cancel(now)
+        self._finalise(entry)
         self.pump()
-        return cancelled
+        return entry.record()
 
     def worker_joined(self, info: WorkerInfo) -> None:
         """A worker can take work."""
@@ -144,31 +151,31 @@ class TaskBook:
         now = time.time()
         for task_id in sorted(self._by_worker.pop(name, set())):
             attempt = self._attempts.get(task_id)
-            record = self._records.get(task_id)
-            if attempt is None or record is None:
+            entry = self._records.get(task_id)
+            if attempt is None or entry is None:
                 continue
             self._end_attempt(attempt, AttemptOutcome.LOST, now, f"worker {name} lost")
             self.stats.requeued_lost += 1
-            self._requeue(record.requeued(f"worker {name} left; requeued", now))
+            entry.requeue(f"worker {name} left; requeued", now)
+            self._requeue(entry)
         self.pump()
 
     def progress(self, progress: TaskProgress, sender: str) -> None:
         """A leaseholder reports progress: the task is RUNNING, and says how far."""
-        record = self._records.get(progress.task_id)
+        entry = self._records.get(progress.task_id)
         attempt = self._attempts.get(progress.task_id)
         if (
-            record is None
+            entry is None
             or attempt is None
             or attempt.attempt != progress.attempt
             or attempt.worker != sender
         ):
             return
-        if record.state is TaskState.ASSIGNED:
-            record = record.running(time.time())
-        note = f"running on {attempt.worker}: {progress.fraction:.0%} {progress.note}".rstrip()
-        record = record.waiting(note)
-        self._records[record.id] = record
-        self._stage(record)
+        if entry.state is TaskState.ASSIGNED:
+            entry.run(time.time())
+        note = f"running on {attempt.worker}: {progress.fraction:.0%} {progress.note}"
+        entry.reason = note.rstrip()
+        self._ledger.record(entry)
 
     def waiting_reason(self, record: TaskRecord) -> TaskRecord:
         """A pending record with the scheduler's current reason for waiting."""
@@ -181,15 +188,16 @@ class TaskBook:
         now = time.time()
         for task_id in sorted(self._by_worker.get(worker, ())):
             attempt = self._attempts.get(task_id)
-            record = self._records.get(task_id)
-            if attempt is None or record is None or (task_id, attempt.attempt) in holding:
+            entry = self._records.get(task_id)
+            if attempt is None or entry is None or (task_id, attempt.attempt) in holding:
                 continue
             if now - attempt.assigned_at < grace_s:
                 continue
             reason = f"assignment to {worker} lost in transit"
             self._end_attempt(attempt, AttemptOutcome.LOST, now, reason)
             self.stats.requeued_lost += 1
-            self._requeue(record.requeued(f"{reason}; requeued", now))
+            entry.requeue(f"{reason}; requeued", now)
+            self._requeue(entry)
         self.pump()
 
     def take_result(self, result: TaskResult, sender: str) -> None:
@@ -198,133 +206,145 @@ class TaskBook:
         Either way the sender gets an acknowledgement (after the change is saved), so it
         stops resending the result.
         """
+        task_id = result.task_id
         if sender:
-            self._ledger.ack(sender, (result.task_id, result.attempt))
-        record = self._records.get(result.task_id)
-        attempt = self._attempts.get(result.task_id)
+            self._ledger.ack(sender, (task_id, result.attempt))
+        entry = self._records.get(task_id)
+        attempt = self._attempts.get(task_id)
         if (
-            record is None
+            entry is None
             or attempt is None
             or attempt.attempt != result.attempt
             or attempt.worker != result.worker
             or sender != result.worker
         ):
-            self.stats.stale_results += 1
+            self._stale(result, sender)
+            return
+        now = time.time()
+        started = result.started_at or None
+        if result.success:
+            self._end_attempt(attempt, AttemptOutcome.SUCCEEDED, now, None, started)
+            entry.succeed(result.output, now)
+            self._finalise(entry, attempt)
+            by_worker = self.stats.by_worker
+            by_worker[result.worker] = by_worker.get(result.worker, 0) + 1
+            return
+        error = result.error or "failed"
+        self._end_attempt(attempt, AttemptOutcome.FAILED, now, error, started)
+        if entry.attempt >= entry.task.max_attempts:
+            entry.fail(f"{error} (after {entry.attempt} attempts)", now)
+            self._finalise(entry, attempt)
+            return
+        failed_level = self._level_of(result.worker, entry.task)
+        self.stats.retries += 1
+        entry.requeue(f"retrying after failure on {result.worker}: {error}", now, error)
+        self._requeue(entry, escalate_above=failed_level)
+
+    def _stale(self, result: TaskResult, sender: str) -> None:
+        self.stats.stale_results += 1
+        if self.events:
             self.events.emit(
                 EventKind.STALE_RESULT,
                 task_id=result.task_id,
                 worker=sender,
                 attempt=result.attempt,
             )
-            logger.info(
-                "{}: stale result ignored: task {} attempt {} from {}",
-                self.name,
-                result.task_id,
-                result.attempt,
-                sender,
-            )
-            return
-        now = time.time()
-        started = result.started_at or None
-        if result.success:
-            self._end_attempt(attempt, AttemptOutcome.SUCCEEDED, now, None, started)
-            self._finalise(record.succeeded(result.output, now), attempt)
-            by_worker = self.stats.by_worker
-            by_worker[result.worker] = by_worker.get(result.worker, 0) + 1
-            return
-        error = result.error or "failed"
-        self._end_attempt(attempt, AttemptOutcome.FAILED, now, error, started)
-        if record.attempt >= record.task.max_attempts:
-            self._finalise(
-                record.failed(f"{error} (after {record.attempt} attempts)", now), attempt
-            )
-            return
-        failed_level = self._level_of(result.worker, record)
-        self.stats.retries += 1
-        self._requeue(
-            record.requeued(f"retrying after failure on {result.worker}: {error}", now, error),
-            escalate_above=failed_level,
+        logger.info(
+            "{}: stale result ignored: task {} attempt {} from {}",
+            self.name,
+            result.task_id,
+            result.attempt,
+            sender,
         )
 
     # --- the steps ----------------------------------------------------------------------------
 
-    def _queue(self, record: TaskRecord, stage: bool) -> None:
-        self._records[record.id] = record
-        task = record.task
-        self.scheduler.add_task(record.id, task.required_skill, task.difficulty, task.priority)
-        if task.wait_timeout_s is not None and record.attempt == 0:
-            self._arm(record.id, task.wait_timeout_s, self._wait_expired, record.id)
+    def _queue(self, entry: Entry, stage: bool) -> None:
+        self._records[entry.id] = entry
+        task = entry.task
+        self.scheduler.add_task(entry.id, task.required_skill, task.difficulty, task.priority)
+        if task.wait_timeout_s is not None and entry.attempt == 0:
+            self._arm(entry.id, task.wait_timeout_s, self._wait_expired, entry.id)
         if stage:
-            self._stage(record)
+            self._ledger.record(entry)
 
-    def _requeue(self, record: TaskRecord, escalate_above: int | None = None) -> None:
-        task = record.task
+    def _requeue(self, entry: Entry, escalate_above: int | None = None) -> None:
+        task = entry.task
         level = task.difficulty
         if (
             escalate_above is not None
             and self.scheduler.max_level(task.required_skill) > escalate_above
         ):
             level = max(level, escalate_above + 1)
-            self._escalate.add(record.id)
-        self._records[record.id] = record
-        self.scheduler.add_task(record.id, task.required_skill, level, task.priority)
-        self._stage(record)
-        self.events.emit(
-            EventKind.REQUEUED,
-            task_id=record.id,
-            worker=record.worker,
-            attempt=record.attempt,
-            reason=record.reason,
-        )
+            self._escalate.add(entry.id)
+        self.scheduler.add_task(entry.id, task.required_skill, level, task.priority)
+        self._ledger.record(entry)
+        if self.events:
+            self.events.emit(
+                EventKind.REQUEUED,
+                task_id=entry.id,
+                worker=entry.worker,
+                attempt=entry.attempt,
+                reason=entry.reason,
+            )
 
     def _end_attempt(
         self,
-        attempt: AttemptRecord,
+        attempt: Lease,
         outcome: AttemptOutcome,
         now: float,
         error: str | None,
         started: float | None = None,
     ) -> None:
-        self._attempts.pop(attempt.task_id, None)
-        self._by_worker.get(attempt.worker, set()).discard(attempt.task_id)
-        timer = self._timers.pop(attempt.task_id, None)
-        if timer is not None:
-            timer.cancel()
+        task_id = attempt.task_id
+        self._attempts.pop(task_id, None)
+        running = self._by_worker.get(attempt.worker)
+        if running is not None:
+            running.discard(task_id)
+        if self._timers:
+            timer = self._timers.pop(task_id, None)
+            if timer is not None:
+                timer.cancel()
         if attempt.worker in self.workers:
             self.scheduler.release(attempt.worker)
-        self._stage_attempt(attempt.ended(outcome, now, error, started))
-        self.events.emit(
-            EventKind.ATTEMPT_ENDED,
-            task_id=attempt.task_id,
-            worker=attempt.worker,
-            attempt=attempt.attempt,
-            reason=error or "",
-            run_s=max(now - attempt.assigned_at, 0.0),
-            outcome=outcome.value,
-        )
-
-    def _finalise(self, record: TaskRecord, attempt: AttemptRecord | None = None) -> None:
-        self._records.pop(record.id, None)
-        self._escalate.discard(record.id)
-        timer = self._timers.pop(record.id, None)
-        if timer is not None:
-            timer.cancel()
-        kind = _FINAL_EVENTS[record.state]
-        if kind is EventKind.SUCCEEDED:
-            self.stats.succeeded += 1
-        elif kind is EventKind.FAILED:
-            self.stats.failed += 1
-        else:
-            self.stats.cancelled += 1
-        self._stage(record)
+        attempt.end(outcome, now, error, started)
+        self._ledger.attempt(attempt)
         if self.events:
-            run_s = record.updated_at - attempt.assigned_at if attempt is not None else None
             self.events.emit(
-                kind,
-                task_id=record.id,
-                worker=record.worker,
-                attempt=record.attempt,
-                reason=record.error or "",
+                EventKind.ATTEMPT_ENDED,
+                task_id=task_id,
+                worker=attempt.worker,
+                attempt=attempt.attempt,
+                reason=error or "",
+                run_s=max(now - attempt.assigned_at, 0.0),
+                outcome=outcome.value,
+            )
+
+    def _finalise(self, entry: Entry, attempt: Lease | None = None) -> None:
+        self._records.pop(entry.id, None)
+        if self._escalate:
+            self._escalate.discard(entry.id)
+        if self._timers:
+            timer = self._timers.pop(entry.id, None)
+            if timer is not None:
+                timer.cancel()
+        state = entry.state
+        stats = self.stats
+        if state is TaskState.SUCCEEDED:
+            stats.succeeded += 1
+        elif state is TaskState.FAILED:
+            stats.failed += 1
+        else:
+            stats.cancelled += 1
+        self._ledger.record(entry)
+        if self.events:
+            run_s = entry.updated_at - attempt.assigned_at if attempt is not None else None
+            self.events.emit(
+                _FINAL_EVENTS[state],
+                task_id=entry.id,
+                worker=entry.worker,
+                attempt=entry.attempt,
+                reason=entry.error or "",
                 run_s=run_s,
             )
 
@@ -334,47 +354,49 @@ class TaskBook:
         if not assignments:
             return
         now = time.time()
+        records, leases, by_worker = self._records, self._attempts, self._by_worker
+        post, stage, stage_attempt = self._ledger.post, self._ledger.record, self._ledger.attempt
+        events, stats, escalate = self.events, self.stats, self._escalate
         for choice in assignments:
-            waiting_since = self._records[choice.task_id].updated_at
-            record = self._records[choice.task_id].assigned(choice.worker, choice.reason, now)
-            self._records[record.id] = record
-            escalated = record.id in self._escalate
-            self._escalate.discard(record.id)
-            attempt = AttemptRecord(
-                task_id=record.id,
-                attempt=record.attempt,
-                worker=choice.worker,
-                reason=choice.reason,
-                assigned_at=now,
-                escalated=escalated,
-            )
-            self._attempts[record.id] = attempt
-            self._by_worker.setdefault(choice.worker, set()).add(record.id)
-            self._stage(record)
-            self._stage_attempt(attempt)
-            assignment = TaskAssignment(
-                task=record.task, attempt=record.attempt, worker=choice.worker, reason=choice.reason
-            )
-            self._ledger.post(choice.worker, assignment)
-            self.stats.assignments += 1
+            task_id, worker, reason = choice.task_id, choice.worker, choice.reason
+            entry = records[task_id]
+            waiting_since = entry.updated_at
+            entry.assign(worker, reason, now)
+            escalated = task_id in escalate
             if escalated:
-                self.stats.escalations += 1
-            self.events.emit(
-                EventKind.ASSIGNED,
-                task_id=record.id,
-                worker=choice.worker,
-                attempt=record.attempt,
-                reason=choice.reason,
-                escalated=escalated,
-                wait_s=max(now - waiting_since, 0.0),
+                escalate.discard(task_id)
+                stats.escalations += 1
+            attempt = Lease(task_id, entry.attempt, worker, reason, now, escalated)
+            leases[task_id] = attempt
+            running = by_worker.get(worker)
+            if running is None:
+                running = by_worker[worker] = set()
+            running.add(task_id)
+            stage(entry)
+            stage_attempt(attempt)
+            task = entry.task
+            post(
+                worker,
+                TaskAssignment(task=task, attempt=entry.attempt, worker=worker, reason=reason),
             )
-            if record.task.timeout_s is not None:
+            stats.assignments += 1
+            if events:
+                events.emit(
+                    EventKind.ASSIGNED,
+                    task_id=task_id,
+                    worker=worker,
+                    attempt=entry.attempt,
+                    reason=reason,
+                    escalated=escalated,
+                    wait_s=max(now - waiting_since, 0.0),
+                )
+            if task.timeout_s is not None:
                 self._arm(
-                    record.id,
-                    record.task.timeout_s + TIMEOUT_GRACE_S,
+                    task_id,
+                    task.timeout_s + TIMEOUT_GRACE_S,
                     self._attempt_expired,
-                    record.id,
-                    record.attempt,
+                    task_id,
+                    entry.attempt,
                 )
 
     def _arm(self, task_id: str, delay: float, fn: Any, *args: Any) -> None:
@@ -385,46 +407,38 @@ class TaskBook:
         self._timers[task_id] = loop.call_later(delay, lambda: self._call_soon(lambda: fn(*args)))
 
     async def _wait_expired(self, task_id: str) -> None:
-        record = self._records.get(task_id)
-        if record is None or record.state is not TaskState.PENDING or record.attempt:
+        entry = self._records.get(task_id)
+        if entry is None or entry.state is not TaskState.PENDING or entry.attempt:
             return
         self._timers.pop(task_id, None)
-        task = record.task
+        task = entry.task
         if self.scheduler.max_level(task.required_skill) >= task.difficulty:
             return  # a skilled worker is connected, only busy: the task will get its turn
         reason = self.scheduler.waiting_reason(task_id) or "no eligible worker"
         self.scheduler.remove_task(task_id)
         wait = task.wait_timeout_s or 0
-        self._finalise(
-            record.failed(f"no worker could take it within {wait:g}s ({reason})", time.time())
-        )
+        entry.fail(f"no worker could take it within {wait:g}s ({reason})", time.time())
+        self._finalise(entry)
 
     async def _attempt_expired(self, task_id: str, attempt_no: int) -> None:
         attempt = self._attempts.get(task_id)
-        record = self._records.get(task_id)
-        if attempt is None or record is None or attempt.attempt != attempt_no:
+        entry = self._records.get(task_id)
+        if attempt is None or entry is None or attempt.attempt != attempt_no:
             return
         now = time.time()
-        timeout = record.task.timeout_s or 0
+        timeout = entry.task.timeout_s or 0
         error = f"no result within {timeout:g}s on {attempt.worker}"
         self._end_attempt(attempt, AttemptOutcome.TIMED_OUT, now, error)
         self._ledger.post(attempt.worker, TaskCancel(task_id=task_id, attempt=attempt_no))
         self.stats.timeouts += 1
-        if record.attempt >= record.task.max_attempts:
-            self._finalise(record.failed(error, now))
+        if entry.attempt >= entry.task.max_attempts:
+            entry.fail(error, now)
+            self._finalise(entry)
         else:
-            self._requeue(
-                record.requeued(f"timed out on {attempt.worker}; retrying", now, error),
-                escalate_above=self._level_of(attempt.worker, record),
-            )
+            entry.requeue(f"timed out on {attempt.worker}; retrying", now, error)
+            self._requeue(entry, escalate_above=self._level_of(attempt.worker, entry.task))
         self.pump()
 
-    def _level_of(self, worker: str, record: TaskRecord) -> int:
+    def _level_of(self, worker: str, task: Task) -> int:
         info = self.workers.get(worker)
-        return info.level(record.task.required_skill) if info is not None else 0
-
-    def _stage(self, record: TaskRecord) -> None:
-        self._ledger.record(record)
-
-    def _stage_attempt(self, attempt: AttemptRecord) -> None:
-        self._ledger.attempt(attempt)
+        return info.level(task.required_skill) if info is not None else 0

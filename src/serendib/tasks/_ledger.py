@@ -1,9 +1,11 @@
 """The manager's ledger: state changes are saved before the messages that act on them leave.
 
-Changes are *staged* (in memory, last write per record wins) with the messages to send
-once they are durable. One writer task saves everything staged in one store transaction,
-then sends the messages grouped per worker, and repeats while more is staged: the more
-that happens at once, the bigger (and cheaper per task) the batches.
+Changes are *staged* with the messages to send once they are durable: the book's working
+copies of tasks and attempts are staged by reference, and their rows are taken when a batch
+starts (so the last change before it wins, and nothing is taken that is not yet true).
+One writer task saves everything staged in one store transaction, then sends the messages
+grouped per worker, and repeats while more is staged: the more that happens at once, the
+bigger (and cheaper per task) the batches.
 """
 
 from __future__ import annotations
@@ -13,16 +15,15 @@ from collections.abc import Awaitable, Callable
 
 from loguru import logger
 
+from serendib.tasks._entries import Entry, Lease
 from serendib.tasks.models import (
     AttemptKey,
-    AttemptRecord,
     ResultsAck,
     TaskAssignment,
     TaskAssignments,
     TaskCancel,
-    TaskRecord,
 )
-from serendib.tasks.store import TaskStore
+from serendib.tasks.store import AttemptRow, TaskStore, TaskUpdate
 
 __all__ = ["Ledger"]
 
@@ -46,8 +47,8 @@ class Ledger:
         self._send = send
         self._on_flushed = on_flushed
         self._owner = owner
-        self._records: dict[str, TaskRecord] = {}
-        self._attempts: dict[tuple[str, int], AttemptRecord] = {}
+        self._records: dict[str, Entry] = {}
+        self._attempts: dict[tuple[str, int], Lease] = {}
         self._outbox: list[tuple[str, TaskAssignment | TaskCancel]] = []
         self._acks: dict[str, list[AttemptKey]] = {}
         self._writer: asyncio.Task[None] | None = None
@@ -61,15 +62,17 @@ class Ledger:
     def _pending(self) -> bool:
         return bool(self._records or self._attempts or self._outbox or self._acks)
 
-    def record(self, record: TaskRecord) -> None:
-        """Stage a task record."""
-        self._records[record.id] = record
-        self._kick()
+    def record(self, entry: Entry) -> None:
+        """Stage a task: its row is taken when the next batch starts."""
+        self._records[entry.id] = entry
+        if self._writer is None:
+            self._kick()
 
-    def attempt(self, attempt: AttemptRecord) -> None:
-        """Stage an attempt record."""
-        self._attempts[(attempt.task_id, attempt.attempt)] = attempt
-        self._kick()
+    def attempt(self, lease: Lease) -> None:
+        """Stage an attempt: its row is taken when the next batch starts."""
+        self._attempts[(lease.task_id, lease.attempt)] = lease
+        if self._writer is None:
+            self._kick()
 
     def post(self, worker: str, message: TaskAssignment | TaskCancel) -> None:
         """Send ``message`` to ``worker`` once everything staged so far is saved."""
@@ -93,8 +96,9 @@ class Ledger:
     async def _write_loop(self) -> None:
         try:
             while self._pending():
-                records, self._records = list(self._records.values()), {}
-                attempts, self._attempts = list(self._attempts.values()), {}
+                records = [entry.update() for entry in self._records.values()]
+                attempts = [lease.row() for lease in self._attempts.values()]
+                self._records, self._attempts = {}, {}
                 outbox, self._outbox = self._outbox, []
                 acks, self._acks = self._acks, {}
                 if records or attempts:
@@ -107,11 +111,11 @@ class Ledger:
             self._writer = None
         self._on_flushed()
 
-    async def _save(self, records: list[TaskRecord], attempts: list[AttemptRecord]) -> None:
+    async def _save(self, records: list[TaskUpdate], attempts: list[AttemptRow]) -> None:
         delay = 0.1
         while True:
             try:
-                await self.store.save(records, attempts)
+                await self.store.update(records, attempts)
                 return
             except Exception as e:  # the store may come back; what is staged must not be lost
                 logger.error(

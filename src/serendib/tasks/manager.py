@@ -188,7 +188,7 @@ class TaskManager(Admin):
         added = await self.store.add(list(candidates.values()))
         if added:
             self._done.clear()
-        self.book.submitted(added)
+        self.book.submitted([r.task for r in added], now)
         accepted = [r.id for r in added]
         taken = set(accepted)
         return SubmitReply(accepted=accepted, duplicates=[t.id for t in tasks if t.id not in taken])
