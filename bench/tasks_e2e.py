@@ -58,6 +58,7 @@ from bench._util import (
     rss_bytes,
     to_json,
 )
+from serendib import tune_gc
 from serendib.tasks.manager import TaskManager
 from serendib.tasks.models import AttemptRecord, Task, TaskRecord
 from serendib.tasks.store import TaskStore, open_store
@@ -383,6 +384,8 @@ def _report(result: Run) -> None:
 
 _EMIT = False
 """Print each configuration's figures as one JSON line (the parent process reads it)."""
+_DEFAULT_GC_ENV = "SERENDIB_BENCH_DEFAULT_GC"
+"""Set: every process of the benchmark keeps CPython's default GC thresholds."""
 _GC_OFF = False
 """Disable the cyclic garbage collector for the measured span (profiles without its noise)."""
 _SPY: tuple[str, str] | None = None
@@ -612,6 +615,8 @@ async def over_nats(workers: int, capacity: int, total: int, rate: float | None 
 async def worker_process(url: str, prefix: str, count: int, capacity: int) -> None:
     """The body of a worker process: ``count`` workers on ``url`` until stdin closes."""
     quiet_logs()
+    if not os.environ.get(_DEFAULT_GC_ENV):
+        tune_gc()  # as `serendib worker` does
     crew = make_workers(count, capacity, prefix, transport=url, join_timeout=JOIN_S)
     await asyncio.gather(*(worker.start() for worker in crew))
     await asyncio.get_running_loop().run_in_executor(None, sys.stdin.buffer.read)
@@ -916,6 +921,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--emit", action="store_true", help="print the figures as one JSON line")
     p.add_argument("--gc-off", action="store_true", help="with --one: no cyclic GC while timed")
     p.add_argument(
+        "--default-gc",
+        action="store_true",
+        help="CPython's default GC thresholds (otherwise serendib.tune_gc(), as the CLI does)",
+    )
+    p.add_argument(
         "--spy",
         nargs=2,
         metavar=("WHO", "OUT"),
@@ -923,6 +933,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     p.add_argument("--worker-process", nargs=4, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
+    if args.default_gc:
+        os.environ[_DEFAULT_GC_ENV] = "1"  # for the processes this one starts, too
+    elif not os.environ.get(_DEFAULT_GC_ENV):
+        tune_gc()
     if args.worker_process:
         url, prefix, count, capacity = args.worker_process
         asyncio.run(worker_process(url, prefix, int(count), int(capacity)))

@@ -6,6 +6,7 @@ over NATS; the task manager in :mod:`serendib.tasks` hands tasks to workers by s
 
 from __future__ import annotations
 
+from serendib._gc import tune_gc
 from serendib.admin import Admin
 from serendib.agent import Agent, AgentStatus, current_message
 from serendib.errors import (
@@ -44,6 +45,7 @@ __all__ = [
     "CoreAdmin",
     "current_message",
     "on_message",
+    "tune_gc",
     # messages
     "Envelope",
     "message_type",

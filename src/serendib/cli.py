@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import gc
 import signal
 import sys
 from collections.abc import Callable, Coroutine, Sequence
@@ -16,6 +15,7 @@ from typing import Any
 
 from loguru import logger
 
+from serendib._gc import tune_gc
 from serendib._logging import configure_logging
 from serendib.errors import (
     AdminUnreachable,
@@ -188,17 +188,6 @@ async def run_until_signalled(main: Coroutine[Any, Any, int], stop: Callable[[],
     return EXIT_INTERRUPTED if signalled and code == EXIT_OK else code
 
 
-def _tune_gc() -> None:
-    """Collect garbage less often in the long-running commands.
-
-    A manager makes several short-lived objects per task; at the default thresholds the
-    cyclic collector took 12-29% of its CPU time (bench.tasks_e2e). Objects made at start-up
-    are moved out of its sight for good.
-    """
-    gc.freeze()
-    gc.set_threshold(50_000, 20, 100)
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``serendib`` command.
 
@@ -208,7 +197,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     configure_logging(args.log_level, args.log_json)
     if args.command in ("admin", "worker", "demo"):
-        _tune_gc()
+        tune_gc()
     try:
         code: int = args.run(args)
     except (AdminUnreachable, ConnectionFailed, BrokerStartError, StoreError) as e:

@@ -204,8 +204,9 @@ class Scheduler:
             raise ValueError(f"task {task_id!r} is already pending")
         if not skill:
             raise ValueError(f"task {task_id!r} needs a skill name")
-        _check_int(f"task {task_id!r}'s level", level, 1)
-        _check_int(f"task {task_id!r}'s priority", priority)
+        if type(level) is not int or type(priority) is not int or level < 1:  # the common case fast
+            _check_int(f"task {task_id!r}'s level", level, 1)
+            _check_int(f"task {task_id!r}'s priority", priority)
         self._seq += 1
         key: _Key = (-priority, -level, self._seq, task_id)
         self._tasks[task_id] = _Task(skill, key)
