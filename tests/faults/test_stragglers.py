@@ -60,7 +60,9 @@ async def test_a_straggler_is_abandoned_and_its_late_result_ignored(tmp_path: Pa
         await asyncio.wait_for(slow.late_result_sent.wait(), DEADLINE)
         await until(lambda: manager.stale_results >= 1, what="the late result seen as stale")
         await slow.stop()
+        await manager._ledger.drain()
         attempts = await manager.store.attempts("t")
+        assert [a.stale_results for a in attempts] == [1, 0]
         assert [(a.worker, a.outcome) for a in attempts] == [
             ("slow", AttemptOutcome.TIMED_OUT),
             ("quick", AttemptOutcome.SUCCEEDED),

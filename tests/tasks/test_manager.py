@@ -307,6 +307,9 @@ async def test_results_from_anyone_but_the_leaseholder_are_stale(
     await finished(manager)
     assert manager.stats.succeeded == 1
     assert manager.stale_results == 4
+    # The two naming the running attempt are on its record; attempt 2 and "nope" have none.
+    assert [a.stale_results for a in await manager.store.attempts("t")] == [2]
+    assert (await manager.report()).attempts.stale_results == 2
 
 
 async def test_cancel_a_pending_and_a_running_task(

@@ -247,14 +247,17 @@ async def test_updates_change_tasks_in_place_and_come_back_exactly(store: TaskSt
         for n, r in enumerate(assigned)
     ]
     ended = [a.ended(AttemptOutcome.SUCCEEDED, 3.5, None, 3.0) for a in attempts]
+    late = (ended[0].task_id, 1)
     await asyncio.gather(
         store.update([update_of(r) for r in done[:500]], [attempt_row(a) for a in ended]),
-        store.update([update_of(r) for r in done[500:]]),
+        store.update([update_of(r) for r in done[500:]], stale=[late, late, ("nope", 1)]),
         store.update([update_of(r.requeued("ignored", 9.0)) for r in (task(9_999),)]),
+        store.update(stale=[late]),
     )
 
     assert await store.all_records() == done
-    assert await store.all_attempts() == sorted(ended, key=lambda a: a.task_id)
+    counted = ended[0].model_copy(update={"stale_results": 3})
+    assert await store.all_attempts() == sorted([counted, *ended[1:]], key=lambda a: a.task_id)
     assert await store.get(task(9_999).id) is None
     counts = await store.counts()
     assert counts[TaskState.SUCCEEDED] == sum(1 for r in done if r.state is TaskState.SUCCEEDED)

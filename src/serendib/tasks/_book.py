@@ -218,7 +218,7 @@ class TaskBook:
             or attempt.worker != result.worker
             or sender != result.worker
         ):
-            self._stale(result, sender)
+            self._stale(result, sender, attempt)
             return
         now = time.time()
         started = result.started_at or None
@@ -240,8 +240,12 @@ class TaskBook:
         entry.requeue(f"retrying after failure on {result.worker}: {error}", now, error)
         self._requeue(entry, escalate_above=failed_level)
 
-    def _stale(self, result: TaskResult, sender: str) -> None:
+    def _stale(self, result: TaskResult, sender: str, running: Lease | None) -> None:
         self.stats.stale_results += 1
+        if running is not None and running.attempt == result.attempt:
+            running.stale_results += 1  # written with the attempt when it ends
+        else:
+            self._ledger.stale((result.task_id, result.attempt))
         if self.events:
             self.events.emit(
                 EventKind.STALE_RESULT,

@@ -51,6 +51,7 @@ class Ledger:
         self._attempts: dict[tuple[str, int], Lease] = {}
         self._outbox: list[tuple[str, TaskAssignment | TaskCancel]] = []
         self._acks: dict[str, list[AttemptKey]] = {}
+        self._stale: list[AttemptKey] = []
         self._writer: asyncio.Task[None] | None = None
         self.batches = 0
 
@@ -60,7 +61,7 @@ class Ledger:
         return self._writer is None and not self._pending()
 
     def _pending(self) -> bool:
-        return bool(self._records or self._attempts or self._outbox or self._acks)
+        return bool(self._records or self._attempts or self._outbox or self._acks or self._stale)
 
     def record(self, entry: Entry) -> None:
         """Stage a task: its row is taken when the next batch starts."""
@@ -73,6 +74,11 @@ class Ledger:
         self._attempts[(lease.task_id, lease.attempt)] = lease
         if self._writer is None:
             self._kick()
+
+    def stale(self, key: AttemptKey) -> None:
+        """Count one more stale result on a stored attempt (not the one running)."""
+        self._stale.append(key)
+        self._kick()
 
     def post(self, worker: str, message: TaskAssignment | TaskCancel) -> None:
         """Send ``message`` to ``worker`` once everything staged so far is saved."""
@@ -99,10 +105,11 @@ class Ledger:
                 records = [entry.update() for entry in self._records.values()]
                 attempts = [lease.row() for lease in self._attempts.values()]
                 self._records, self._attempts = {}, {}
+                stale, self._stale = self._stale, []
                 outbox, self._outbox = self._outbox, []
                 acks, self._acks = self._acks, {}
-                if records or attempts:
-                    await self._save(records, attempts)
+                if records or attempts or stale:
+                    await self._save(records, attempts, stale)
                 await self._deliver(outbox)
                 for worker, keys in acks.items():
                     await self._try_send(worker, ResultsAck(acks=keys))
@@ -111,11 +118,13 @@ class Ledger:
             self._writer = None
         self._on_flushed()
 
-    async def _save(self, records: list[TaskUpdate], attempts: list[AttemptRow]) -> None:
+    async def _save(
+        self, records: list[TaskUpdate], attempts: list[AttemptRow], stale: list[AttemptKey]
+    ) -> None:
         delay = 0.1
         while True:
             try:
-                await self.store.update(records, attempts)
+                await self.store.update(records, attempts, stale)
                 return
             except Exception as e:  # the store may come back; what is staged must not be lost
                 logger.error(

@@ -188,6 +188,10 @@ class PostgresBackend(Backend):
         with self._writing().cursor() as cursor:
             cursor.executemany(self.sql.update_one, [(*row[1:], row[0]) for row in rows])
 
+    def _executemany(self, sql: str, rows: Sequence[Row]) -> None:
+        with self._writing().cursor() as cursor:
+            cursor.executemany(sql, rows)
+
     def _write_fetch(self, sql: str, params: Sequence[Any]) -> list[Row]:
         return self._writing().execute(sql, params).fetchall()
 

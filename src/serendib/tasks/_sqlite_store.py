@@ -189,6 +189,9 @@ class SqliteBackend(Backend):
         for sql, params in self.sql.updates(rows):
             conn.execute(sql, params)
 
+    def _executemany(self, sql: str, rows: Sequence[Row]) -> None:
+        self._writing().executemany(sql, rows)
+
     def _write_fetch(self, sql: str, params: Sequence[Any]) -> list[Row]:
         return self._writing().execute(sql, params).fetchall()
 

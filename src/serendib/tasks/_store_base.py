@@ -42,7 +42,7 @@ from serendib.tasks._store_sql import (
     record_from_row,
     task_row,
 )
-from serendib.tasks.models import AttemptRecord, TaskRecord, TaskState
+from serendib.tasks.models import AttemptKey, AttemptRecord, TaskRecord, TaskState
 from serendib.tasks.store import AttemptRow, TaskUpdate, attempt_row
 
 _MAX_BATCH_ROWS = 50_000
@@ -102,6 +102,10 @@ class Backend(ABC):
         """Change the state columns of stored tasks (distinct ids) in place."""
 
     @abstractmethod
+    def _executemany(self, sql: str, rows: Sequence[Row]) -> None:
+        """Run one statement once per row, on the writer."""
+
+    @abstractmethod
     def _write_fetch(self, sql: str, params: Sequence[Any]) -> list[Row]: ...
 
     @abstractmethod
@@ -153,6 +157,8 @@ class Backend(ABC):
                     self._update(plan.updates)
                 if plan.attempts:
                     self._upsert("attempts", plan.attempts)
+                if plan.stale:
+                    self._executemany(self.sql.count_stale, plan.stale)
                 self._commit()
             except BaseException:
                 with suppress(*self.driver_errors):
@@ -306,12 +312,15 @@ class SqlTaskStore:
             await self._submit(PendingWrite(False, rows, [attempt_row(a) for a in attempts]))
 
     async def update(
-        self, tasks: Sequence[TaskUpdate] = (), attempts: Sequence[AttemptRow] = ()
+        self,
+        tasks: Sequence[TaskUpdate] = (),
+        attempts: Sequence[AttemptRow] = (),
+        stale: Sequence[AttemptKey] = (),
     ) -> None:
-        """Change tasks' state in place and insert or replace attempts; durable on return."""
+        """Change tasks' state in place, write attempts, count stale results; durable on return."""
         self._check_open("update")
-        if tasks or attempts:
-            await self._submit(PendingWrite(False, (), attempts, tasks))
+        if tasks or attempts or stale:
+            await self._submit(PendingWrite(False, (), attempts, tasks, stale))
 
     async def get(self, task_id: str) -> TaskRecord | None:
         """The stored record of task ``task_id``, or None."""

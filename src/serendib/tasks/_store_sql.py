@@ -19,14 +19,14 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from itertools import chain
 from typing import Any
 
 import pydantic_core
 
 from serendib.errors import StoreError
-from serendib.tasks.models import AttemptRecord, Task, TaskRecord, TaskState
+from serendib.tasks.models import AttemptKey, AttemptRecord, Task, TaskRecord, TaskState
 from serendib.tasks.store import TaskUpdate
 
 SCHEMA_VERSION = "1"
@@ -143,11 +143,14 @@ class PendingWrite:
     task_rows: Sequence[Row]
     attempt_rows: Sequence[Row]
     task_updates: Sequence[TaskUpdate] = ()
+    stale: Sequence[AttemptKey] = ()
 
     @property
     def size(self) -> int:
         """Rows it writes at most."""
-        return len(self.task_rows) + len(self.attempt_rows) + len(self.task_updates)
+        return (
+            len(self.task_rows) + len(self.attempt_rows) + len(self.task_updates) + len(self.stale)
+        )
 
 
 @dataclass(slots=True)
@@ -159,6 +162,8 @@ class Plan:
     updates: list[TaskUpdate]
     attempts: list[Row]
     inserted: list[list[int]]
+    stale: list[tuple[int, str, int]] = field(default_factory=list)
+    """(how many more, task id, attempt): stale results to count, after the attempts."""
 
 
 def plan_batch(writes: Sequence[PendingWrite], existing: set[str]) -> Plan:
@@ -175,6 +180,7 @@ def plan_batch(writes: Sequence[PendingWrite], existing: set[str]) -> Plan:
     tasks: dict[str, Row] = {}
     updates: dict[str, TaskUpdate] = {}
     attempts: dict[tuple[str, int], Row] = {}
+    stale: dict[AttemptKey, int] = {}
     inserted: list[list[int]] = []
     for write in writes:
         new: list[int] = []
@@ -199,8 +205,16 @@ def plan_batch(writes: Sequence[PendingWrite], existing: set[str]) -> Plan:
                     tasks[update.id] = tuple(patched)
             for row in write.attempt_rows:
                 attempts[row[0], row[1]] = row
+            for key in write.stale:
+                stale[key] = stale.get(key, 0) + 1
         inserted.append(new)
-    return Plan(list(tasks.values()), list(updates.values()), list(attempts.values()), inserted)
+    return Plan(
+        list(tasks.values()),
+        list(updates.values()),
+        list(attempts.values()),
+        inserted,
+        [(n, task_id, attempt) for (task_id, attempt), n in stale.items()],
+    )
 
 
 @dataclass(frozen=True)
@@ -249,6 +263,10 @@ class Statements:
                 f"{c} = {d.json_param.format(p) if c in _JSON_COLUMNS else p}" for c in changed
             )
             + f" WHERE id = {p}"
+        )
+        self.count_stale = (
+            f"UPDATE {d.attempts} SET stale_results = stale_results + {p} "
+            f"WHERE task_id = {p} AND attempt = {p}"
         )
         self._update_many = (
             f"WITH v ({', '.join(UPDATE_COLUMNS)}) AS (VALUES ",

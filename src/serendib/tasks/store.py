@@ -16,7 +16,7 @@ from typing import NamedTuple, Protocol, Self, runtime_checkable
 from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
 
 from serendib.errors import StoreError
-from serendib.tasks.models import AttemptRecord, TaskRecord, TaskState
+from serendib.tasks.models import AttemptKey, AttemptRecord, TaskRecord, TaskState
 
 __all__ = [
     "DEFAULT_STORE_FILE",
@@ -171,13 +171,22 @@ class TaskStore(Protocol):
         ...
 
     async def update(
-        self, tasks: Sequence[TaskUpdate] = (), attempts: Sequence[AttemptRow] = ()
+        self,
+        tasks: Sequence[TaskUpdate] = (),
+        attempts: Sequence[AttemptRow] = (),
+        stale: Sequence[AttemptKey] = (),
     ) -> None:
         """Change stored tasks' state, and insert or replace attempts: the manager's fast path.
 
         Like :meth:`save`, applied in call order, but a task is changed in place (its spec is
         not written again) and nothing is validated: the caller builds the rows from records
         it holds. An update of a task id that is not stored changes nothing.
+
+        Args:
+            tasks: The new state of tasks.
+            attempts: Attempts to insert or replace.
+            stale: Attempts that received one more stale result each (counted in their
+                ``stale_results`` after ``attempts`` are written; unknown ones are ignored).
 
         Raises:
             StoreError: The write failed.
