@@ -81,7 +81,7 @@ WORKER_COUNTS = (10, 100, 1_000)
 TASK_COUNTS = (10_000, 100_000, 1_000_000)
 QUICK_WORKER_COUNTS = (10, 1_000)
 QUICK_TASK_COUNTS = (5_000,)
-BUDGET_S = 180.0
+BUDGET_S = 240.0
 """A configuration expected (from the previous size's rate) to take longer is skipped."""
 LIMIT_S = 300.0
 """A run still going after this many seconds is stopped and reported as not finished."""
@@ -97,6 +97,8 @@ PACED_S = 10.0
 """Length of the paced (half-load) latency runs, in seconds of submissions."""
 REPEATS = 2
 """Runs of each configuration (the best is kept; the machine is shared)."""
+SINGLE_RUN_FROM = 1_000_000
+"""Configurations of this many tasks or more run once (each takes minutes)."""
 MODES = ("inproc", "nats")
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -752,7 +754,8 @@ def matrix(
                         f"{budget_s:g} s)"
                     )
                     continue
-                last = one(mode, workers, total, capacity, quiet_s=quiet_s, repeats=repeats)
+                once = repeats if total < SINGLE_RUN_FROM else 1
+                last = one(mode, workers, total, capacity, quiet_s=quiet_s, repeats=once)
                 runs.append(last)
     return runs, skipped
 
@@ -864,8 +867,8 @@ def tables(
             "inproc: manager + W workers in one process (memory hub); nats: manager in one "
             f"process, W workers in {WORKER_PROCESSES} others (one NATS connection each) over "
             "an embedded nats-server; SQLite store (WAL) in /tmp; every case in a fresh process, "
-            f"best of {REPEATS} by rate (one run with --quick; a case that does not finish is "
-            "not repeated)",
+            f"best of {REPEATS} by rate (one run with --quick, or from N={SINGLE_RUN_FROM:,}; a "
+            "case that does not finish is not repeated)",
             "p50/p99: submitted_at -> commit of the task's final record (all N submitted at "
             "once: mostly waiting in line); assign->result: the attempt's assignment -> its "
             "result taken by the manager",
