@@ -60,8 +60,8 @@ from bench._util import (
 )
 from serendib import tune_gc
 from serendib.tasks.manager import TaskManager
-from serendib.tasks.models import AttemptRecord, Task, TaskRecord
-from serendib.tasks.store import TaskStore, open_store
+from serendib.tasks.models import AttemptKey, AttemptRecord, Task, TaskRecord
+from serendib.tasks.store import AttemptRow, TaskStore, TaskUpdate, open_store
 from serendib.tasks.worker import TaskContext, WorkerAgent
 from serendib.transports.embedded import EmbeddedBroker
 
@@ -213,9 +213,19 @@ class Stamps:
     service: list[float] = field(default_factory=list)
 
     def wrap(self, store: TaskStore) -> None:
-        """Time every ``store.save``: a final record's commit ends its task's latency."""
-        save = store.save
+        """Time every write: a final record's commit ends its task's latency.
+
+        ``store.add`` notes when each task was submitted; ``store.update`` (the manager's
+        ledger) and ``store.save`` are timed on return.
+        """
+        add, save, update = store.add, store.save, store.update
         e2e, service = self.e2e, self.service
+        submitted: dict[str, float] = {}
+
+        async def timed_add(records: Sequence[TaskRecord]) -> list[TaskRecord]:
+            added = await add(records)
+            submitted.update((r.id, r.submitted_at) for r in added)
+            return added
 
         async def timed_save(
             records: Sequence[TaskRecord] = (), attempts: Sequence[AttemptRecord] = ()
@@ -227,7 +237,22 @@ class Stamps:
                 a.finished_at - a.assigned_at for a in attempts if a.finished_at is not None
             )
 
-        setattr(store, "save", timed_save)  # noqa: B010 - an instance attribute on purpose
+        async def timed_update(
+            tasks: Sequence[TaskUpdate] = (),
+            attempts: Sequence[AttemptRow] = (),
+            stale: Sequence[AttemptKey] = (),
+        ) -> None:
+            await update(tasks, attempts, stale)
+            now = time.time()
+            e2e.extend(now - submitted.pop(t.id) for t in tasks if t.finished_at is not None)
+            service.extend(
+                a.finished_at - a.assigned_at for a in attempts if a.finished_at is not None
+            )
+
+        # Instance attributes on purpose: only this store is timed.
+        setattr(store, "add", timed_add)  # noqa: B010
+        setattr(store, "save", timed_save)  # noqa: B010
+        setattr(store, "update", timed_update)  # noqa: B010
 
 
 class _GcTimer:
