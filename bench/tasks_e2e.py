@@ -425,7 +425,7 @@ class _Spy:
     def __init__(self, pid: int, output: str) -> None:
         beside = Path(sys.executable).parent / "py-spy"
         command = [str(beside) if beside.exists() else "py-spy", "record", "--nonblocking"]
-        command += ["-r", "100", "--threads", "-f", "raw", "-o", output, "--pid", str(pid)]
+        command += ["-r", "250", "--threads", "-f", "raw", "-o", output, "--pid", str(pid)]
         self.process = subprocess.Popen(command, stdout=subprocess.DEVNULL)
         time.sleep(1.0)  # attached before the span starts
 

@@ -48,6 +48,14 @@ def admin_args(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="give tasks nobody is skilled enough for to the most skilled worker anyway",
     )
+    parser.add_argument(
+        "--lost-grace",
+        type=float,
+        default=None,
+        metavar="S",
+        help="seconds a silent worker keeps its attempts before they are requeued "
+        "(default: 6 heartbeats; 0: at once)",
+    )
     dashboard_args(parser)
 
 
@@ -147,6 +155,7 @@ def run_admin(args: argparse.Namespace) -> int:
         token=args.token,
         store=args.store,
         attempt_unqualified=args.attempt_unqualified,
+        lost_grace_s=args.lost_grace,
         heartbeat_interval=args.heartbeat,
         tls_cert=args.tls_cert,
         tls_key=args.tls_key,

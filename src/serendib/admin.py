@@ -128,11 +128,24 @@ class Admin(Agent):
         """
 
     async def on_agent_disconnected(self, agent: AgentDetail) -> None:
-        """Hook: an agent said goodbye, or missed ``lost_after`` heartbeats in a row.
+        """Hook: an agent said goodbye, or (unless :meth:`on_agent_lost` is overridden)
+        missed ``lost_after`` heartbeats in a row.
 
         Args:
             agent: Who left.
         """
+
+    async def on_agent_lost(self, agent: AgentDetail) -> None:
+        """Hook: an agent missed ``lost_after`` heartbeats in a row (no goodbye).
+
+        It may be gone, or only slow (its process overloaded, its network cut for a while):
+        if it is heard from again it joins afresh (:meth:`on_agent_connected`). By default
+        this calls :meth:`on_agent_disconnected`.
+
+        Args:
+            agent: Who fell silent.
+        """
+        await self.on_agent_disconnected(agent)
 
     def _subjects(self) -> list[str]:
         return [*super()._subjects(), self._subject_presence]
@@ -155,13 +168,16 @@ class Admin(Agent):
         await self.on_agent_connected(self._subject_presence, detail)
         return True
 
-    async def _remove(self, name: str, agent_id: str, why: str) -> None:
+    async def _remove(self, name: str, agent_id: str, why: str, lost: bool = False) -> None:
         member = self._members.get(name)
         if member is None or member.detail.id != agent_id:
             return
         del self._members[name]
         logger.info("{}: agent {} {}", self.name, name, why)
-        await self.on_agent_disconnected(member.detail)
+        if lost:
+            await self.on_agent_lost(member.detail)
+        else:
+            await self.on_agent_disconnected(member.detail)
 
     @on_message
     async def _on_hello(self, hello: Hello) -> None:
@@ -236,7 +252,7 @@ class Admin(Agent):
             return
         limit = self.lost_after * member.interval
         if time.monotonic() - member.last_seen > limit:
-            await self._remove(name, agent_id, f"lost (no heartbeat for {limit:g}s)")
+            await self._remove(name, agent_id, f"lost (no heartbeat for {limit:g}s)", lost=True)
 
     # --- lifecycle ----------------------------------------------------------------------------
 

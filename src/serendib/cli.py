@@ -84,7 +84,7 @@ def _connection_args(parser: argparse.ArgumentParser) -> None:
         type=float,
         default=1.0,
         metavar="SECONDS",
-        help="heartbeat interval; an agent silent for 3 of them is lost",
+        help="heartbeat interval; an agent silent for 3 of them is lost (a worker: suspect)",
     )
 
 

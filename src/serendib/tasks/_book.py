@@ -67,6 +67,7 @@ class TaskBook:
         self._by_worker: dict[str, set[str]] = {}
         self.workers: dict[str, WorkerInfo] = {}
         self._timers: dict[str, asyncio.TimerHandle] = {}
+        self._suspects: dict[str, asyncio.TimerHandle] = {}
         self._escalate: set[str] = set()
         self.events = EventBus(owner)
         self.stats = ManagerStats()
@@ -84,9 +85,10 @@ class TaskBook:
 
     def close(self) -> None:
         """Cancel every timer."""
-        for timer in self._timers.values():
+        for timer in (*self._timers.values(), *self._suspects.values()):
             timer.cancel()
         self._timers.clear()
+        self._suspects.clear()
 
     # --- entry points -------------------------------------------------------------------------
 
@@ -133,16 +135,58 @@ class TaskBook:
         self.pump()
         return entry.record()
 
+    @property
+    def suspects(self) -> list[str]:
+        """Workers that fell silent and whose attempts are kept for them a while."""
+        return list(self._suspects)
+
     def worker_joined(self, info: WorkerInfo) -> None:
-        """A worker can take work."""
+        """A worker can take work (again, if it was suspect: its attempts are still its own)."""
+        suspect = self._suspects.pop(info.name, None)
+        if suspect is not None:
+            suspect.cancel()
+            logger.info(
+                "{}: worker {} is back; it keeps its {} attempts",
+                self.name,
+                info.name,
+                len(self._by_worker.get(info.name, ())),
+            )
         self.workers[info.name] = info
         running = self._by_worker.setdefault(info.name, set())
         self.scheduler.add_worker(info.name, info.skills, info.capacity, load=len(running))
         self.events.emit(EventKind.WORKER_JOINED, worker=info.name)
         self.pump()
 
+    def worker_lost(self, name: str, grace_s: float) -> None:
+        """A worker fell silent: it gets no new work, and its attempts go back to the queue
+        only if it is still silent ``grace_s`` seconds from now (it may only be overloaded)."""
+        if name not in self.workers or name in self._suspects:
+            return
+        if grace_s <= 0:
+            self.worker_left(name)
+            return
+        self.scheduler.remove_worker(name)
+        logger.warning(
+            "{}: worker {} fell silent: no new work for it; its {} attempts go back to the queue "
+            "if it is still silent in {:g}s",
+            self.name,
+            name,
+            len(self._by_worker.get(name, ())),
+            grace_s,
+        )
+
+        async def give_up() -> None:
+            if self._suspects.pop(name, None) is not None:
+                self.worker_left(name)
+
+        loop = asyncio.get_running_loop()
+        self._suspects[name] = loop.call_later(grace_s, lambda: self._call_soon(give_up))
+
     def worker_left(self, name: str) -> None:
-        """A worker left or was lost: its attempts go back to the queue."""
+        """A worker left or was lost for good: its attempts go back to the queue."""
+        suspect = self._suspects.pop(name, None)
+        if suspect is not None:
+            suspect.cancel()
         if self.workers.pop(name, None) is None:
             return
         self.scheduler.remove_worker(name)

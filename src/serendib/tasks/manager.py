@@ -67,6 +67,13 @@ class TaskManager(Admin):
             then kept in ``last_report``.
         attempt_unqualified: Give a task no connected worker is skilled enough for to the
             most skilled one anyway (the seed's behaviour) instead of letting it wait.
+        lost_grace_s: A worker that misses ``lost_after`` heartbeats gets no new work at
+            once, but its attempts go back to the queue only if it is still silent this many
+            seconds later: an overloaded worker process is not a dead one, and requeueing
+            its work would only add load. Default: twice the time it takes to declare an
+            agent lost (``2 * lost_after * heartbeat_interval``); 0 requeues at once. A
+            worker that says goodbye, or comes back under a new identity (restarted),
+            has its attempts requeued at once.
         **options: Passed on to :class:`~serendib.Admin`.
     """
 
@@ -80,9 +87,16 @@ class TaskManager(Admin):
         tasks: Iterable[Task] = (),
         stop_when_done: bool = False,
         attempt_unqualified: bool = False,
+        lost_grace_s: float | None = None,
         **options: Any,
     ) -> None:
         super().__init__(name, port, workspace_id=workspace_id, **options)
+        if lost_grace_s is not None and lost_grace_s < 0:
+            raise ValueError(f"lost_grace_s must be >= 0, got {lost_grace_s}")
+        self.lost_grace_s = (
+            2 * self.lost_after * self.heartbeat_interval if lost_grace_s is None else lost_grace_s
+        )
+        self._incarnations: dict[str, str] = {}
         self.store = open_store(store) if store is None or isinstance(store, str) else store
         self.scheduler = Scheduler(attempt_unqualified=attempt_unqualified)
         self.stop_when_done = stop_when_done
@@ -220,6 +234,13 @@ class TaskManager(Admin):
                 "{}: worker {} ignored: bad skills/capacity: {}", self.name, agent.name, e
             )
             return
+        previous = self._incarnations.get(agent.name)
+        self._incarnations[agent.name] = agent.id
+        if previous is not None and previous != agent.id:
+            self.book.worker_left(agent.name)  # restarted: what the old one held is lost
+        if agent.name in self.book.suspects and previous == agent.id:
+            self.book.worker_joined(info)
+            return
         logger.info(
             "{}: worker {} joined ({}, capacity {})",
             self.name,
@@ -230,8 +251,14 @@ class TaskManager(Admin):
         self.book.worker_joined(info)
 
     async def on_agent_disconnected(self, agent: AgentDetail) -> None:
-        """A worker left or was lost: its attempts go back to the queue."""
+        """A worker said goodbye: what it still held goes back to the queue."""
+        if self._incarnations.get(agent.name) == agent.id:
+            del self._incarnations[agent.name]
         self.book.worker_left(agent.name)
+
+    async def on_agent_lost(self, agent: AgentDetail) -> None:
+        """A worker fell silent: no new work for it; requeue its attempts after a grace."""
+        self.book.worker_lost(agent.name, self.lost_grace_s)
 
     @staticmethod
     def _sender() -> str:

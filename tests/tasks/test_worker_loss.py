@@ -1,0 +1,139 @@
+"""A worker that falls silent is suspect before it is lost: its attempts wait for it a while.
+
+An overloaded worker process misses heartbeats without being dead; requeueing its work at
+the first silence would run every attempt twice and add load where there is already too
+much. The manager stops giving it work at once, requeues its attempts only after
+``lost_grace_s``, and gives them back to it if it is heard from before then. A worker that
+comes back under a new identity (restarted) has lost what it held: requeued at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+from serendib.tasks.events import EventKind
+from serendib.tasks.models import AttemptOutcome, Task, TaskState
+from serendib.tasks.worker import TaskContext, WorkerAgent
+from tests.helpers import until
+from tests.tasks.conftest import StartWorker
+from tests.tasks.test_manager import Events, MakeManager, finished
+
+LONG_GRACE_S = 60.0
+"""Longer than any test's deadline: a test that passes never waited for it."""
+
+
+def _silence(worker: WorkerAgent) -> None:
+    """Stop the worker's heartbeats and syncs, as a starved event loop would."""
+    for task in list(worker._background):
+        task.cancel()
+
+
+async def _drop(message: object) -> None:
+    return None
+
+
+def _resume(worker: WorkerAgent) -> None:
+    worker._spawn(worker._heartbeat_loop(), "heartbeat")
+
+
+async def test_a_silent_worker_gets_no_new_work_and_keeps_its_attempts_when_it_returns(
+    manager_factory: MakeManager, start_worker: StartWorker
+) -> None:
+    hold = asyncio.Event()
+
+    async def held(task: Task, context: TaskContext) -> str:
+        await hold.wait()
+        return f"done by {context.worker.name}"
+
+    manager = await manager_factory(
+        tasks=[Task(id="first", difficulty=1, kind="job")], lost_grace_s=LONG_GRACE_S
+    )
+    events = Events(manager)
+    slow = await start_worker("slow", 5, capacity=2, handlers={"job": held})
+    await events.wait_for(EventKind.ASSIGNED, "first")
+
+    _silence(slow)
+    await until(lambda: manager.book.suspects == ["slow"], what="the silent worker suspect")
+    await manager.submit([Task(id="second", difficulty=1, kind="job")])
+    queued = manager.book.get("second")  # in memory: assignments are made as it is queued
+    assert queued is not None
+    assert queued.state is TaskState.PENDING, queued.reason  # not given to "slow"
+
+    _resume(slow)
+    await events.wait_for(EventKind.ASSIGNED, "second")
+    assert manager.book.suspects == []
+    hold.set()
+    await finished(manager)
+
+    for task_id in ("first", "second"):
+        record = await manager.store.get(task_id)
+        assert record is not None
+        assert (record.state, record.output) == (TaskState.SUCCEEDED, "done by slow")
+        outcomes = [a.outcome for a in await manager.store.attempts(task_id)]
+        assert outcomes == [AttemptOutcome.SUCCEEDED]
+    assert manager.stats.requeued_lost == 0
+
+
+async def test_a_silent_workers_attempts_are_requeued_when_the_grace_runs_out(
+    manager_factory: MakeManager, start_worker: StartWorker
+) -> None:
+    hold = asyncio.Event()
+
+    async def stuck(task: Task, context: TaskContext) -> None:
+        await hold.wait()
+
+    async def quick(task: Task, context: TaskContext) -> str:
+        return context.worker.name
+
+    manager = await manager_factory(
+        tasks=[Task(id="t", difficulty=1, kind="job")], lost_grace_s=0.5
+    )
+    events = Events(manager)
+    gone = await start_worker("gone", 5, handlers={"job": stuck})
+    await events.wait_for(EventKind.ASSIGNED, "t")
+    _silence(gone)
+    await until(lambda: manager.book.suspects == ["gone"], what="the silent worker suspect")
+    await start_worker("backup", 5, handlers={"job": quick})
+    await finished(manager)
+
+    record = await manager.store.get("t")
+    assert record is not None
+    assert (record.state, record.output) == (TaskState.SUCCEEDED, "backup")
+    attempts = await manager.store.attempts("t")
+    assert [(a.worker, a.outcome) for a in attempts] == [
+        ("gone", AttemptOutcome.LOST),
+        ("backup", AttemptOutcome.SUCCEEDED),
+    ]
+    hold.set()
+
+
+async def test_a_worker_restarted_under_the_same_name_loses_its_attempts_at_once(
+    manager_factory: MakeManager, start_worker: StartWorker
+) -> None:
+    hold = asyncio.Event()
+
+    async def stuck(task: Task, context: TaskContext) -> None:
+        await hold.wait()
+
+    async def quick(task: Task, context: TaskContext) -> str:
+        return "second life"
+
+    manager = await manager_factory(
+        tasks=[Task(id="t", difficulty=1, kind="job")], lost_grace_s=LONG_GRACE_S
+    )
+    events = Events(manager)
+    first = await start_worker("w", 5, handlers={"job": stuck})
+    await events.wait_for(EventKind.ASSIGNED, "t")
+    _silence(first)
+    await until(lambda: manager.book.suspects == ["w"], what="the silent worker suspect")
+    first._to_manager = _drop  # type: ignore[method-assign]
+    await first.stop(drain_timeout=0)  # its goodbye names an identity already lost
+    await start_worker("w", 5, handlers={"job": quick})
+    await finished(manager)
+
+    record = await manager.store.get("t")
+    assert record is not None
+    assert (record.state, record.output) == (TaskState.SUCCEEDED, "second life")
+    outcomes = [a.outcome for a in await manager.store.attempts("t")]
+    assert outcomes == [AttemptOutcome.LOST, AttemptOutcome.SUCCEEDED]
+    hold.set()
