@@ -107,9 +107,8 @@ def run_status(args: argparse.Namespace) -> int:
     table = Table("worker", "skills", "load", "completed", title=f"{len(status.workers)} workers")
     for worker in status.workers:
         skills = ", ".join(f"{k} {v}" for k, v in worker.info.skills.items())
-        table.add_row(
-            worker.info.name, skills, f"{worker.load}/{worker.info.capacity}", str(worker.completed)
-        )
+        name = worker.info.name + (" (suspect: silent, no new work)" if worker.suspect else "")
+        table.add_row(name, skills, f"{worker.load}/{worker.info.capacity}", str(worker.completed))
     console.print(table)
     return 0
 

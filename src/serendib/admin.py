@@ -36,6 +36,9 @@ from serendib.transports.embedded import TOKEN_ENV, EmbeddedBroker
 
 __all__ = ["Admin"]
 
+_LOST_REMEMBERED = 10_000
+"""Agents declared lost whose goodbye is still recognised (the oldest are forgotten)."""
+
 
 @dataclass(slots=True)
 class _Member:
@@ -108,6 +111,8 @@ class Admin(Agent):
         self.tls_cert = tls_cert
         self.tls_key = tls_key
         self._members: dict[str, _Member] = {}
+        # Agents declared lost, until heard from again: a goodbye from one still counts.
+        self._lost_members: dict[str, _Member] = {}
         self._stop_requested: asyncio.Event | None = None
         self._workers: list[Agent] | None = None
         self._broker: EmbeddedBroker | None = None
@@ -140,7 +145,8 @@ class Admin(Agent):
 
         It may be gone, or only slow (its process overloaded, its network cut for a while):
         if it is heard from again it joins afresh (:meth:`on_agent_connected`). By default
-        this calls :meth:`on_agent_disconnected`.
+        this calls :meth:`on_agent_disconnected`; when overridden, a goodbye that comes
+        from the lost agent later calls :meth:`on_agent_disconnected` then.
 
         Args:
             agent: Who fell silent.
@@ -155,7 +161,13 @@ class Admin(Agent):
         """The embedded NATS server this admin runs, if it runs one."""
         return self._broker
 
+    def silence_limit(self, name: str) -> float | None:
+        """Seconds of silence after which agent ``name`` is (or was) declared lost."""
+        member = self._members.get(name) or self._lost_members.get(name)
+        return None if member is None else self.lost_after * member.interval
+
     async def _admit(self, detail: AgentDetail, interval: float) -> bool:
+        self._lost_members.pop(detail.name, None)
         member = self._members.get(detail.name)
         if member is not None:
             if member.detail.id != detail.id:
@@ -170,11 +182,23 @@ class Admin(Agent):
 
     async def _remove(self, name: str, agent_id: str, why: str, lost: bool = False) -> None:
         member = self._members.get(name)
+        if member is None and not lost:
+            # A goodbye from an agent declared lost: it did not die, it left; say so.
+            member = self._lost_members.get(name)
+            if member is not None and member.detail.id == agent_id:
+                del self._lost_members[name]
+                if type(self).on_agent_lost is not Admin.on_agent_lost:
+                    logger.info("{}: agent {} (lost earlier) {}", self.name, name, why)
+                    await self.on_agent_disconnected(member.detail)
+            return
         if member is None or member.detail.id != agent_id:
             return
         del self._members[name]
         logger.info("{}: agent {} {}", self.name, name, why)
         if lost:
+            self._lost_members[name] = member
+            while len(self._lost_members) > _LOST_REMEMBERED:
+                del self._lost_members[next(iter(self._lost_members))]
             await self.on_agent_lost(member.detail)
         else:
             await self.on_agent_disconnected(member.detail)

@@ -11,10 +11,12 @@ from __future__ import annotations
 
 import asyncio
 
+from serendib import Agent
 from serendib.tasks.events import EventKind
 from serendib.tasks.models import AttemptOutcome, Task, TaskState
+from serendib.tasks.protocol import StatusReply, StatusRequest
 from serendib.tasks.worker import TaskContext, WorkerAgent
-from tests.helpers import until
+from tests.helpers import DEADLINE, until
 from tests.tasks.conftest import StartWorker
 from tests.tasks.test_manager import Events, MakeManager, finished
 
@@ -37,7 +39,7 @@ def _resume(worker: WorkerAgent) -> None:
 
 
 async def test_a_silent_worker_gets_no_new_work_and_keeps_its_attempts_when_it_returns(
-    manager_factory: MakeManager, start_worker: StartWorker
+    manager_factory: MakeManager, start_worker: StartWorker, hub_url: str, workspace: str
 ) -> None:
     hold = asyncio.Event()
 
@@ -53,7 +55,11 @@ async def test_a_silent_worker_gets_no_new_work_and_keeps_its_attempts_when_it_r
     await events.wait_for(EventKind.ASSIGNED, "first")
 
     _silence(slow)
-    await until(lambda: manager.book.suspects == ["slow"], what="the silent worker suspect")
+    await until(lambda: manager.suspects == ["slow"], what="the silent worker suspect")
+    async with Agent("client", workspace, transport=hub_url) as client:
+        status = await client.request("manager", StatusRequest(), timeout=DEADLINE)
+    assert isinstance(status, StatusReply)
+    assert [(w.info.name, w.load, w.suspect) for w in status.workers] == [("slow", 1, True)]
     await manager.submit([Task(id="second", difficulty=1, kind="job")])
     queued = manager.book.get("second")  # in memory: assignments are made as it is queued
     assert queued is not None
@@ -92,9 +98,11 @@ async def test_a_silent_workers_attempts_are_requeued_when_the_grace_runs_out(
     gone = await start_worker("gone", 5, handlers={"job": stuck})
     await events.wait_for(EventKind.ASSIGNED, "t")
     _silence(gone)
-    await until(lambda: manager.book.suspects == ["gone"], what="the silent worker suspect")
+    await until(lambda: manager.suspects == ["gone"], what="the silent worker suspect")
     await start_worker("backup", 5, handlers={"job": quick})
     await finished(manager)
+    # It was only silent, not dead: told to drop the attempt that went elsewhere.
+    await until(lambda: gone.in_flight == 0, what="the requeued attempt cancelled on 'gone'")
 
     record = await manager.store.get("t")
     assert record is not None
@@ -125,7 +133,7 @@ async def test_a_worker_restarted_under_the_same_name_loses_its_attempts_at_once
     first = await start_worker("w", 5, handlers={"job": stuck})
     await events.wait_for(EventKind.ASSIGNED, "t")
     _silence(first)
-    await until(lambda: manager.book.suspects == ["w"], what="the silent worker suspect")
+    await until(lambda: manager.suspects == ["w"], what="the silent worker suspect")
     first._to_manager = _drop  # type: ignore[method-assign]
     await first.stop(drain_timeout=0)  # its goodbye names an identity already lost
     await start_worker("w", 5, handlers={"job": quick})
@@ -136,4 +144,37 @@ async def test_a_worker_restarted_under_the_same_name_loses_its_attempts_at_once
     assert (record.state, record.output) == (TaskState.SUCCEEDED, "second life")
     outcomes = [a.outcome for a in await manager.store.attempts("t")]
     assert outcomes == [AttemptOutcome.LOST, AttemptOutcome.SUCCEEDED]
+    hold.set()
+
+
+async def test_a_goodbye_from_a_silent_worker_requeues_its_attempts_at_once(
+    manager_factory: MakeManager, start_worker: StartWorker
+) -> None:
+    hold = asyncio.Event()
+
+    async def stuck(task: Task, context: TaskContext) -> None:
+        await hold.wait()
+
+    async def quick(task: Task, context: TaskContext) -> str:
+        return context.worker.name
+
+    manager = await manager_factory(
+        tasks=[Task(id="t", difficulty=1, kind="job")], lost_grace_s=LONG_GRACE_S
+    )
+    events = Events(manager)
+    leaving = await start_worker("leaving", 5, handlers={"job": stuck})
+    await events.wait_for(EventKind.ASSIGNED, "t")
+    _silence(leaving)
+    await until(lambda: manager.suspects == ["leaving"], what="the silent worker suspect")
+    await start_worker("backup", 5, handlers={"job": quick})
+    leaving._to_manager = _drop  # type: ignore[method-assign]
+    await leaving.stop(drain_timeout=0)  # only its goodbye reaches the manager
+    await finished(manager)
+
+    record = await manager.store.get("t")
+    assert record is not None
+    assert (record.state, record.output) == (TaskState.SUCCEEDED, "backup")
+    outcomes = [a.outcome for a in await manager.store.attempts("t")]
+    assert outcomes == [AttemptOutcome.LOST, AttemptOutcome.SUCCEEDED]
+    assert manager.suspects == []
     hold.set()

@@ -107,10 +107,9 @@ class Dashboard:
 
     def workers(self) -> list[WorkerView]:
         """Connected workers (in joining order), then workers lost since the dashboard began."""
-        scheduler = self.manager.scheduler
+        book, suspects = self.manager.book, set(self.manager.suspects)
         connected = [
-            (info, scheduler.load(name) if scheduler.has_worker(name) else 0)
-            for name, info in self.manager.workers.items()
+            (info, book.load(name), name in suspects) for name, info in self.manager.workers.items()
         ]
         names = self.manager.workers.keys()
         lost = [info for name, info in self.feed.lost.items() if name not in names]

@@ -86,7 +86,8 @@ class WorkerView(_Model):
         skills: Its level per named skill.
         capacity: Attempts it runs at once.
         load: Attempts it has now (0 when lost).
-        status: ``connected`` or ``lost``.
+        status: ``connected``, ``suspect`` (silent lately: no new work, its attempts kept
+            for a grace) or ``lost``.
         succeeded: Attempts it finished successfully since the dashboard started.
         failed: Attempts that failed or timed out on it since the dashboard started.
         success_rate: ``succeeded / (succeeded + failed)``, or None before any ended.
@@ -96,7 +97,7 @@ class WorkerView(_Model):
     skills: dict[str, int]
     capacity: int
     load: int
-    status: Literal["connected", "lost"]
+    status: Literal["connected", "suspect", "lost"]
     succeeded: int
     failed: int
     success_rate: float | None

@@ -121,27 +121,31 @@ class WorkerTally:
 
 
 def worker_views(
-    connected: Iterable[tuple[WorkerInfo, int]],
+    connected: Iterable[tuple[WorkerInfo, int, bool]],
     lost: Iterable[WorkerInfo],
     tallies: Mapping[str, WorkerTally],
 ) -> list[WorkerView]:
     """The worker table: connected workers first (in joining order), then lost ones.
 
     Args:
-        connected: Each connected worker and its load.
+        connected: Each connected worker, its load, and whether it is suspect.
         lost: Workers seen before that are no longer connected.
         tallies: Attempts ended per worker name.
     """
     empty = WorkerTally()
     views = [
-        _worker(info, load, "connected", tallies.get(info.name, empty)) for info, load in connected
+        _worker(info, load, "suspect" if suspect else "connected", tallies.get(info.name, empty))
+        for info, load, suspect in connected
     ]
     views += [_worker(info, 0, "lost", tallies.get(info.name, empty)) for info in lost]
     return views
 
 
 def _worker(
-    info: WorkerInfo, load: int, status: Literal["connected", "lost"], tally: WorkerTally
+    info: WorkerInfo,
+    load: int,
+    status: Literal["connected", "suspect", "lost"],
+    tally: WorkerTally,
 ) -> WorkerView:
     return WorkerView(
         name=info.name,

@@ -135,6 +135,10 @@ class TaskBook:
         self.pump()
         return entry.record()
 
+    def load(self, worker: str) -> int:
+        """Attempts ``worker`` holds now (connected or suspect)."""
+        return len(self._by_worker.get(worker, ()))
+
     @property
     def suspects(self) -> list[str]:
         """Workers that fell silent and whose attempts are kept for them a while."""
@@ -177,13 +181,16 @@ class TaskBook:
 
         async def give_up() -> None:
             if self._suspects.pop(name, None) is not None:
-                self.worker_left(name)
+                self.worker_left(name, cancel=True)
 
         loop = asyncio.get_running_loop()
         self._suspects[name] = loop.call_later(grace_s, lambda: self._call_soon(give_up))
 
-    def worker_left(self, name: str) -> None:
-        """A worker left or was lost for good: its attempts go back to the queue."""
+    def worker_left(self, name: str, cancel: bool = False) -> None:
+        """A worker left or was lost for good: its attempts go back to the queue.
+
+        ``cancel``: it may still be running them (silent, not known dead): tell it to stop.
+        """
         suspect = self._suspects.pop(name, None)
         if suspect is not None:
             suspect.cancel()
@@ -199,6 +206,8 @@ class TaskBook:
             if attempt is None or entry is None:
                 continue
             self._end_attempt(attempt, AttemptOutcome.LOST, now, f"worker {name} lost")
+            if cancel:
+                self._ledger.post(name, TaskCancel(task_id=task_id, attempt=attempt.attempt))
             self.stats.requeued_lost += 1
             entry.requeue(f"worker {name} left; requeued", now)
             self._requeue(entry)
@@ -287,7 +296,8 @@ class TaskBook:
     def _stale(self, result: TaskResult, sender: str, running: Lease | None) -> None:
         self.stats.stale_results += 1
         if running is not None and running.attempt == result.attempt:
-            running.stale_results += 1  # written with the attempt when it ends
+            running.stale_results += 1
+            self._ledger.attempt(running)  # stored before the sender is acknowledged
         else:
             self._ledger.stale((result.task_id, result.attempt))
         if self.events:

@@ -71,7 +71,7 @@ class TaskManager(Admin):
             once, but its attempts go back to the queue only if it is still silent this many
             seconds later: an overloaded worker process is not a dead one, and requeueing
             its work would only add load. Default: twice the time it takes to declare an
-            agent lost (``2 * lost_after * heartbeat_interval``); 0 requeues at once. A
+            agent lost (``2 * lost_after`` of the worker's heartbeats); 0 requeues at once. A
             worker that says goodbye, or comes back under a new identity (restarted),
             has its attempts requeued at once.
         **options: Passed on to :class:`~serendib.Admin`.
@@ -93,9 +93,7 @@ class TaskManager(Admin):
         super().__init__(name, port, workspace_id=workspace_id, **options)
         if lost_grace_s is not None and lost_grace_s < 0:
             raise ValueError(f"lost_grace_s must be >= 0, got {lost_grace_s}")
-        self.lost_grace_s = (
-            2 * self.lost_after * self.heartbeat_interval if lost_grace_s is None else lost_grace_s
-        )
+        self.lost_grace_s = lost_grace_s
         self._incarnations: dict[str, str] = {}
         self.store = open_store(store) if store is None or isinstance(store, str) else store
         self.scheduler = Scheduler(attempt_unqualified=attempt_unqualified)
@@ -114,8 +112,13 @@ class TaskManager(Admin):
 
     @property
     def workers(self) -> dict[str, WorkerInfo]:
-        """The connected workers, by name."""
+        """The connected workers, by name, suspect ones included (see ``suspects``)."""
         return self.book.workers
+
+    @property
+    def suspects(self) -> list[str]:
+        """Workers that fell silent: given no new work, their attempts kept for a grace."""
+        return self.book.suspects
 
     @property
     def final_count(self) -> int:
@@ -237,7 +240,9 @@ class TaskManager(Admin):
         previous = self._incarnations.get(agent.name)
         self._incarnations[agent.name] = agent.id
         if previous is not None and previous != agent.id:
-            self.book.worker_left(agent.name)  # restarted: what the old one held is lost
+            # Restarted: what the old one held is lost (and any assignment of it still on its
+            # way to the name is cancelled behind it).
+            self.book.worker_left(agent.name, cancel=True)
         if agent.name in self.book.suspects and previous == agent.id:
             self.book.worker_joined(info)
             return
@@ -258,7 +263,12 @@ class TaskManager(Admin):
 
     async def on_agent_lost(self, agent: AgentDetail) -> None:
         """A worker fell silent: no new work for it; requeue its attempts after a grace."""
-        self.book.worker_lost(agent.name, self.lost_grace_s)
+        grace = self.lost_grace_s
+        if grace is None:
+            grace = 2 * (
+                self.silence_limit(agent.name) or self.lost_after * self.heartbeat_interval
+            )
+        self.book.worker_lost(agent.name, grace)
 
     @staticmethod
     def _sender() -> str:
@@ -299,14 +309,16 @@ class TaskManager(Admin):
     @on_message
     async def _on_status(self, request: StatusRequest) -> StatusReply:
         elapsed = max(time.monotonic() - self._started_at, 1e-9)
+        suspects = set(self.book.suspects)
         return StatusReply(
             workspace=self.workspace_id,
             counts=await self.store.counts(),
             workers=[
                 WorkerStatus(
                     info=info,
-                    load=self.scheduler.load(name),
+                    load=self.book.load(name),
                     completed=self.stats.by_worker.get(name, 0),
+                    suspect=name in suspects,
                 )
                 for name, info in self.book.workers.items()
             ],

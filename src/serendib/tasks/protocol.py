@@ -47,11 +47,12 @@ class StatusRequest(_Message):
 
 
 class WorkerStatus(_Message):
-    """A connected worker and its load."""
+    """A connected worker and its load; ``suspect``: silent lately, given no new work."""
 
     info: WorkerInfo
     load: int
     completed: int = 0
+    suspect: bool = False
 
 
 @message_type("serendib.tasks.StatusReply")

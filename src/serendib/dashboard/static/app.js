@@ -133,8 +133,11 @@
     });
     body.replaceChildren(...rows);
     const connected = workers.filter((w) => w.status === "connected").length;
+    const suspect = workers.filter((w) => w.status === "suspect").length;
+    const lost = workers.length - connected - suspect;
     $("worker-summary").textContent =
-      connected + " connected" + (workers.length > connected ? ", " + (workers.length - connected) + " lost" : "") +
+      connected + " connected" + (suspect ? ", " + suspect + " suspect" : "") +
+      (lost ? ", " + lost + " lost" : "") +
       (total > workers.length ? " (first " + workers.length + " of " + total + ")" : "");
     const select = $("filter-worker");
     const names = workers.map((w) => w.name).sort();
