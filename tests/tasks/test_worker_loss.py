@@ -1,23 +1,28 @@
-"""A worker that falls silent is suspect before it is lost: its attempts wait for it a while.
+"""A slow worker is not a lost one.
 
-An overloaded worker process misses heartbeats without being dead; requeueing its work at
-the first silence would run every attempt twice and add load where there is already too
-much. The manager stops giving it work at once, requeues its attempts only after
-``lost_grace_s``, and gives them back to it if it is heard from before then. A worker that
-comes back under a new identity (restarted) has lost what it held: requeued at once.
+An overloaded worker process misses heartbeats without being dead, and handles its inbox
+late; requeueing its work would run every attempt twice and add load where there is already
+too much. A worker that falls silent is *suspect*: the manager stops giving it work at once,
+requeues its attempts only after ``lost_grace_s``, and gives them back to it if it is heard
+from before then. One that says goodbye, or comes back under a new identity (restarted), has
+lost what it held: requeued at once. An assignment still waiting in a busy worker's inbox is
+sent again, not requeued.
 """
 
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
-from serendib import Agent
+from pydantic import BaseModel
+
+from serendib import Agent, on_message
 from serendib.tasks.events import EventKind
 from serendib.tasks.models import AttemptOutcome, Task, TaskState
 from serendib.tasks.protocol import StatusReply, StatusRequest
 from serendib.tasks.worker import TaskContext, WorkerAgent
 from tests.helpers import DEADLINE, until
-from tests.tasks.conftest import StartWorker
+from tests.tasks.conftest import HEARTBEAT, StartWorker
 from tests.tasks.test_manager import Events, MakeManager, finished
 
 LONG_GRACE_S = 60.0
@@ -178,3 +183,53 @@ async def test_a_goodbye_from_a_silent_worker_requeues_its_attempts_at_once(
     assert outcomes == [AttemptOutcome.LOST, AttemptOutcome.SUCCEEDED]
     assert manager.suspects == []
     hold.set()
+
+
+class Stall(BaseModel):
+    """Holds up a worker's inbox until released, as a busy process would."""
+
+
+class StallingWorker(WorkerAgent):
+    def __init__(self, *args: Any, **options: Any) -> None:
+        super().__init__(*args, **options)
+        self.unblock = asyncio.Event()
+
+    @on_message
+    async def _stall(self, stall: Stall) -> None:
+        await self.unblock.wait()
+
+
+async def test_an_assignment_waiting_in_a_busy_workers_inbox_is_resent_not_requeued(
+    manager_factory: MakeManager, hub_url: str, workspace: str
+) -> None:
+    runs: list[int] = []
+
+    async def job(task: Task, context: TaskContext) -> str:
+        runs.append(context.attempt)
+        return "ok"
+
+    manager = await manager_factory()
+    busy = StallingWorker(
+        "busy",
+        5,
+        workspace_id=workspace,
+        transport=hub_url,
+        heartbeat_interval=HEARTBEAT,
+        time_scale=0,
+        handlers={"job": job},
+    )
+    await busy.start()
+    try:
+        await until(lambda: "busy" in manager.workers, what="the worker known")
+        await manager.send("busy", Stall())
+        await manager.submit([Task(id="t", difficulty=1, kind="job")])
+        await until(lambda: manager.stats.assignments_resent >= 2, what="the assignment resent")
+        busy.unblock.set()
+        await finished(manager)
+    finally:
+        await busy.stop()
+
+    assert runs == [1]  # the copies that came after the first were ignored
+    outcomes = [a.outcome for a in await manager.store.attempts("t")]
+    assert outcomes == [AttemptOutcome.SUCCEEDED]
+    assert manager.stats.requeued_lost == 0

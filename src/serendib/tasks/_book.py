@@ -236,21 +236,41 @@ class TaskBook:
             return record
         return record.waiting(self.scheduler.waiting_reason(record.id) or record.reason)
 
-    def reconcile(self, worker: str, holding: set[tuple[str, int]], grace_s: float) -> None:
-        """Requeue attempts given to ``worker`` over ``grace_s`` ago that it does not hold."""
+    def reconcile(
+        self, worker: str, holding: set[tuple[str, int]], seen: int, grace_s: float
+    ) -> None:
+        """Compare what ``worker`` holds with what it was given.
+
+        An attempt it does not hold although it has handled the message that carried it
+        (``seen``: the last assignment message it handled, -1 if unknown) was lost: it goes
+        back to the queue. One whose message it has not handled yet may be waiting in a busy
+        worker's inbox, or lost on the way with nothing after it: after ``grace_s`` it is
+        sent again (a worker ignores an assignment it already has).
+        """
         now = time.time()
         for task_id in sorted(self._by_worker.get(worker, ())):
             attempt = self._attempts.get(task_id)
             entry = self._records.get(task_id)
             if attempt is None or entry is None or (task_id, attempt.attempt) in holding:
                 continue
-            if now - attempt.assigned_at < grace_s:
+            if not attempt.seq or now - attempt.sent_at < grace_s:
+                continue  # not sent yet, or sent too recently to judge
+            if attempt.seq <= seen:
+                reason = f"assignment to {worker} lost in transit"
+                self._end_attempt(attempt, AttemptOutcome.LOST, now, reason)
+                self.stats.requeued_lost += 1
+                entry.requeue(f"{reason}; requeued", now)
+                self._requeue(entry)
                 continue
-            reason = f"assignment to {worker} lost in transit"
-            self._end_attempt(attempt, AttemptOutcome.LOST, now, reason)
-            self.stats.requeued_lost += 1
-            entry.requeue(f"{reason}; requeued", now)
-            self._requeue(entry)
+            attempt.seq = 0  # judged again once the new message is out
+            self.stats.assignments_resent += 1
+            self._ledger.post(
+                worker,
+                TaskAssignment(
+                    task=entry.task, attempt=attempt.attempt, worker=worker, reason=attempt.reason
+                ),
+                attempt,
+            )
         self.pump()
 
     def take_result(self, result: TaskResult, sender: str) -> None:
@@ -433,10 +453,10 @@ class TaskBook:
             stage(entry)
             stage_attempt(attempt)
             task = entry.task
-            post(
-                worker,
-                TaskAssignment(task=task, attempt=entry.attempt, worker=worker, reason=reason),
+            assignment = TaskAssignment(
+                task=task, attempt=entry.attempt, worker=worker, reason=reason
             )
+            post(worker, assignment, attempt)
             stats.assignments += 1
             if events:
                 events.emit(

@@ -158,6 +158,8 @@ class Lease:
         "finished_at",
         "outcome",
         "reason",
+        "sent_at",
+        "seq",
         "stale_results",
         "started_at",
         "task_id",
@@ -184,6 +186,10 @@ class Lease:
         self.finished_at: float | None = None
         self.error: str | None = None
         self.stale_results = 0
+        # Not stored: the number of the message that last carried it to the worker (0: not
+        # sent yet), and when it was sent.
+        self.seq = 0
+        self.sent_at = 0.0
 
     @classmethod
     def of(cls, record: AttemptRecord) -> Lease:

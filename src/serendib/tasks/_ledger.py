@@ -11,6 +11,7 @@ bigger (and cheaper per task) the batches.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Awaitable, Callable
 
 from loguru import logger
@@ -49,7 +50,9 @@ class Ledger:
         self._owner = owner
         self._records: dict[str, Entry] = {}
         self._attempts: dict[tuple[str, int], Lease] = {}
-        self._outbox: list[tuple[str, TaskAssignment | TaskCancel]] = []
+        self._outbox: list[tuple[str, TaskAssignment | TaskCancel, Lease | None]] = []
+        self._seq: dict[str, int] = {}
+        self.epoch = ""
         self._acks: dict[str, list[AttemptKey]] = {}
         self._stale: list[AttemptKey] = []
         self._writer: asyncio.Task[None] | None = None
@@ -80,9 +83,15 @@ class Ledger:
         self._stale.append(key)
         self._kick()
 
-    def post(self, worker: str, message: TaskAssignment | TaskCancel) -> None:
-        """Send ``message`` to ``worker`` once everything staged so far is saved."""
-        self._outbox.append((worker, message))
+    def post(
+        self, worker: str, message: TaskAssignment | TaskCancel, lease: Lease | None = None
+    ) -> None:
+        """Send ``message`` to ``worker`` once everything staged so far is saved.
+
+        An assignment goes with its ``lease``, on which the number of the message carrying
+        it and the time it left are noted.
+        """
+        self._outbox.append((worker, message, lease))
         self._kick()
 
     def ack(self, worker: str, key: AttemptKey) -> None:
@@ -137,17 +146,24 @@ class Ledger:
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 5.0)
 
-    async def _deliver(self, outbox: list[tuple[str, TaskAssignment | TaskCancel]]) -> None:
-        by_worker: dict[str, list[TaskAssignment | TaskCancel]] = {}
-        for worker, message in outbox:
-            by_worker.setdefault(worker, []).append(message)
+    async def _deliver(
+        self, outbox: list[tuple[str, TaskAssignment | TaskCancel, Lease | None]]
+    ) -> None:
+        by_worker: dict[str, list[tuple[TaskAssignment | TaskCancel, Lease | None]]] = {}
+        for worker, message, lease in outbox:
+            by_worker.setdefault(worker, []).append((message, lease))
+        now = time.time()
         for worker, messages in by_worker.items():
-            assignments = [m for m in messages if isinstance(m, TaskAssignment)]
-            batch: list[object] = [m for m in messages if isinstance(m, TaskCancel)]
-            if len(assignments) > 1:
-                batch.append(TaskAssignments(assignments=assignments))
-            else:
-                batch.extend(assignments)
+            assignments = [m for m, _ in messages if isinstance(m, TaskAssignment)]
+            batch: list[object] = []
+            if assignments:
+                seq = self._seq[worker] = self._seq.get(worker, 0) + 1
+                for _, lease in messages:
+                    if lease is not None:
+                        lease.seq, lease.sent_at = seq, now
+                batch.append(TaskAssignments(assignments=assignments, epoch=self.epoch, seq=seq))
+            # Cancels after the assignments: one may be for an attempt assigned in this batch.
+            batch += [m for m, _ in messages if isinstance(m, TaskCancel)]
             for outgoing in batch:
                 await self._try_send(worker, outgoing)
 

@@ -105,6 +105,7 @@ class ManagerStats:
     retries: int = 0
     escalations: int = 0
     requeued_lost: int = 0
+    assignments_resent: int = 0
     timeouts: int = 0
     succeeded: int = 0
     failed: int = 0

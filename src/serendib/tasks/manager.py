@@ -100,6 +100,7 @@ class TaskManager(Admin):
         self.stop_when_done = stop_when_done
         self._initial = list(tasks)
         self._ledger = Ledger(self.store, self.send, self._check_done, name)
+        self._ledger.epoch = self.detail.id
         self.book = TaskBook(self.scheduler, self._ledger, self._call_soon, name)
         self._done = asyncio.Event()
         self._started_at = time.monotonic()
@@ -294,7 +295,8 @@ class TaskManager(Admin):
     @on_message
     async def _on_sync(self, sync: WorkerSync) -> None:
         holding = {(key[0], key[1]) for key in sync.holding}
-        self.book.reconcile(self._sender(), holding, grace_s=3 * self.heartbeat_interval)
+        seen = sync.seen if sync.epoch == self.detail.id else -1
+        self.book.reconcile(self._sender(), holding, seen, grace_s=3 * self.heartbeat_interval)
 
     # --- requests from clients ----------------------------------------------------------------
 

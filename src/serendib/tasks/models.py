@@ -148,9 +148,18 @@ class TaskResults(_Frozen):
 
 @message_type("serendib.tasks.TaskAssignments")
 class TaskAssignments(_Frozen):
-    """Several assignments for one worker sent at once."""
+    """Assignments for one worker sent at once.
+
+    Attributes:
+        assignments: The assignments.
+        epoch: The sending manager's identity (its agent id).
+        seq: This message's number among those the manager sent the worker (from 1), which
+            the worker echoes in its :class:`WorkerSync` as ``seen``.
+    """
 
     assignments: list[TaskAssignment]
+    epoch: str = ""
+    seq: int = Field(default=0, ge=0)
 
 
 @message_type("serendib.tasks.TaskProgress")
@@ -185,11 +194,23 @@ class ResultsAck(_Frozen):
 
 @message_type("serendib.tasks.WorkerSync")
 class WorkerSync(_Frozen):
-    """A worker's periodic account of the attempts it holds: running, or reported but not
-    yet acknowledged. The manager requeues attempts it gave the worker that are missing
-    from it (an assignment lost in transit)."""
+    """A worker's periodic account of the attempts it holds (running, or reported but not
+    yet acknowledged) and of the last assignment message it has handled.
+
+    An attempt missing from ``holding`` although its message was handled (its number is at
+    most ``seen``) was lost: the manager requeues it. One whose message is not handled yet
+    may only be waiting in a busy worker's inbox: the manager sends it again after a while
+    (a worker ignores an assignment it already has).
+
+    Attributes:
+        holding: The attempts it holds.
+        epoch: The manager identity ``seen`` counts messages of ("" if none yet).
+        seen: The highest ``TaskAssignments.seq`` handled from that manager.
+    """
 
     holding: list[AttemptKey]
+    epoch: str = ""
+    seen: int = Field(default=0, ge=0)
 
 
 class WorkerInfo(_Frozen):

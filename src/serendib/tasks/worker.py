@@ -34,6 +34,9 @@ from serendib.tasks.models import (
 
 __all__ = ["TaskContext", "TaskFailed", "TaskHandler", "WorkerAgent", "simulate"]
 
+_DONE_REMEMBERED = 10_000
+"""Finished attempts a worker remembers, so that a resent assignment is not run twice."""
+
 
 class TaskFailed(Exception):
     """Raise from a handler to fail an attempt with a plain message (no traceback logged)."""
@@ -149,6 +152,11 @@ class WorkerAgent(Agent):
         self._slots = asyncio.Semaphore(capacity)
         self._outbox: list[TaskResult] = []
         self._unacked: dict[AttemptKey, TaskResult] = {}
+        # Attempts finished lately (a resent assignment of one is not run again), and the
+        # last assignment message handled from the current manager (see WorkerSync).
+        self._done: dict[AttemptKey, None] = {}
+        self._epoch = ""
+        self._seen = 0
         self._sender: asyncio.Task[None] | None = None
         self.completed = 0
 
@@ -174,6 +182,9 @@ class WorkerAgent(Agent):
 
     @on_message
     async def _on_assignments(self, batch: TaskAssignments) -> None:
+        if batch.epoch != self._epoch:
+            self._epoch, self._seen = batch.epoch, 0
+        self._seen = max(self._seen, batch.seq)
         for assignment in batch.assignments:
             self._accept(assignment)
 
@@ -188,7 +199,12 @@ class WorkerAgent(Agent):
 
     def _accept(self, assignment: TaskAssignment) -> None:
         key = (assignment.task.id, assignment.attempt)
-        if assignment.worker != self.name or key in self._running:
+        if (
+            assignment.worker != self.name
+            or key in self._running
+            or key in self._unacked
+            or key in self._done
+        ):
             return
         attempt = asyncio.create_task(
             self._run(assignment), name=f"{self.name}-task-{assignment.task.id}"
@@ -275,12 +291,17 @@ class WorkerAgent(Agent):
                 if due:
                     await self._to_manager(due[0] if len(due) == 1 else TaskResults(results=due))
                 holding = [*self._running, *self._unacked]
-                await self._to_manager(WorkerSync(holding=holding))
+                sync = WorkerSync(holding=holding, epoch=self._epoch, seen=self._seen)
+                await self._to_manager(sync)
             except Exception as e:  # the connection is down: try again next period
                 logger.debug("{}: sync not sent: {}", self.name, e)
 
     def _queue_result(self, result: TaskResult) -> None:
-        self._unacked[(result.task_id, result.attempt)] = result
+        key = (result.task_id, result.attempt)
+        self._unacked[key] = result
+        self._done[key] = None
+        if len(self._done) > _DONE_REMEMBERED:
+            del self._done[next(iter(self._done))]
         self._outbox.append(result)
         if self._sender is None:
             self._sender = asyncio.create_task(self._send_results())
