@@ -295,6 +295,7 @@ class Run:
     batches: int = 0
     lost: int = 0
     requeued: int = 0
+    resent: int = 0
     stale: int = 0
     why: str = ""
 
@@ -323,6 +324,7 @@ class Run:
             "assign->result p99 ms": self.service_p99 * 1e3,
             "workers lost": self.lost,
             "requeued": self.requeued,
+            "resent": self.resent,
             "other load %": None if self.other_load is None else self.other_load * 100,
         }
 
@@ -484,6 +486,7 @@ async def measure(
     brokers = broker_pids() if mode == "nats" else []
     stats = manager.stats
     lost, requeued, stale = stats.workers_lost, stats.requeued_lost, stats.stale_results
+    resent = stats.assignments_resent
     batches = manager._ledger.batches
     final = manager.final_count
     gc.collect()
@@ -543,6 +546,7 @@ async def measure(
         batches=manager._ledger.batches - batches,
         lost=stats.workers_lost - lost,
         requeued=stats.requeued_lost - requeued,
+        resent=stats.assignments_resent - resent,
         stale=stats.stale_results - stale,
         why=why,
     )
@@ -898,7 +902,8 @@ def tables(
             "once: mostly waiting in line); assign->result: the attempt's assignment -> its "
             "result taken by the manager",
             "workers lost: declared lost (missed heartbeats) during the run; requeued: attempts "
-            "taken back (worker lost, or 'assignment lost in transit')",
+            "taken back (worker lost, or 'assignment lost in transit'); resent: assignments "
+            "sent again because the worker had not handled them after 3 heartbeats",
             "other load: CPU used by other processes on the machine during the run, % of all cores",
             f"DNF: stopped when no task became final for {STALL_S:g} s, or after {LIMIT_S:g} s",
             "target: >= 20,000 tasks/s across processes",
