@@ -18,6 +18,7 @@ from pydantic import BaseModel
 
 from serendib import Agent, on_message
 from serendib.tasks.events import EventKind
+from serendib.tasks.manager import TaskManager
 from serendib.tasks.models import AttemptOutcome, Task, TaskState
 from serendib.tasks.protocol import StatusReply, StatusRequest
 from serendib.tasks.worker import TaskContext, WorkerAgent
@@ -85,103 +86,80 @@ async def test_a_silent_worker_gets_no_new_work_and_keeps_its_attempts_when_it_r
     assert manager.stats.requeued_lost == 0
 
 
-async def test_a_silent_workers_attempts_are_requeued_when_the_grace_runs_out(
-    manager_factory: MakeManager, start_worker: StartWorker
-) -> None:
+async def _silent_holder(
+    manager_factory: MakeManager, start_worker: StartWorker, name: str, grace_s: float
+) -> tuple[TaskManager, WorkerAgent, asyncio.Event]:
+    """A manager whose task "t" is held by worker ``name``, which then falls silent.
+
+    Returns the manager, the worker, and the event that lets the worker's handler end.
+    """
     hold = asyncio.Event()
 
     async def stuck(task: Task, context: TaskContext) -> None:
         await hold.wait()
 
-    async def quick(task: Task, context: TaskContext) -> str:
-        return context.worker.name
-
     manager = await manager_factory(
-        tasks=[Task(id="t", difficulty=1, kind="job")], lost_grace_s=0.5
+        tasks=[Task(id="t", difficulty=1, kind="job")], lost_grace_s=grace_s
     )
     events = Events(manager)
-    gone = await start_worker("gone", 5, handlers={"job": stuck})
+    holder = await start_worker(name, 5, handlers={"job": stuck})
     await events.wait_for(EventKind.ASSIGNED, "t")
-    _silence(gone)
-    await until(lambda: manager.suspects == ["gone"], what="the silent worker suspect")
-    await start_worker("backup", 5, handlers={"job": quick})
-    await finished(manager)
-    # It was only silent, not dead: told to drop the attempt that went elsewhere.
-    await until(lambda: gone.in_flight == 0, what="the requeued attempt cancelled on 'gone'")
+    _silence(holder)
+    await until(lambda: manager.suspects == [name], what="the silent worker suspect")
+    return manager, holder, hold
 
+
+async def _by_name(task: Task, context: TaskContext) -> str:
+    return context.worker.name
+
+
+async def _requeued_and_done_by(manager: TaskManager, worker: str) -> None:
+    """Task "t" ended: its first attempt LOST, then SUCCEEDED on ``worker``."""
+    await finished(manager)
     record = await manager.store.get("t")
     assert record is not None
-    assert (record.state, record.output) == (TaskState.SUCCEEDED, "backup")
+    assert (record.state, record.output) == (TaskState.SUCCEEDED, worker)
     attempts = await manager.store.attempts("t")
-    assert [(a.worker, a.outcome) for a in attempts] == [
-        ("gone", AttemptOutcome.LOST),
-        ("backup", AttemptOutcome.SUCCEEDED),
-    ]
+    assert [a.outcome for a in attempts] == [AttemptOutcome.LOST, AttemptOutcome.SUCCEEDED]
+    assert manager.suspects == []
+
+
+async def test_a_silent_workers_attempts_are_requeued_when_the_grace_runs_out(
+    manager_factory: MakeManager, start_worker: StartWorker
+) -> None:
+    manager, gone, hold = await _silent_holder(manager_factory, start_worker, "gone", 0.5)
+    await start_worker("backup", 5, handlers={"job": _by_name})
+
+    await _requeued_and_done_by(manager, "backup")
+    # It was only silent, not dead: told to drop the attempt that went elsewhere.
+    await until(lambda: gone.in_flight == 0, what="the requeued attempt cancelled on 'gone'")
     hold.set()
 
 
 async def test_a_worker_restarted_under_the_same_name_loses_its_attempts_at_once(
     manager_factory: MakeManager, start_worker: StartWorker
 ) -> None:
-    hold = asyncio.Event()
-
-    async def stuck(task: Task, context: TaskContext) -> None:
-        await hold.wait()
-
-    async def quick(task: Task, context: TaskContext) -> str:
-        return "second life"
-
-    manager = await manager_factory(
-        tasks=[Task(id="t", difficulty=1, kind="job")], lost_grace_s=LONG_GRACE_S
-    )
-    events = Events(manager)
-    first = await start_worker("w", 5, handlers={"job": stuck})
-    await events.wait_for(EventKind.ASSIGNED, "t")
-    _silence(first)
-    await until(lambda: manager.suspects == ["w"], what="the silent worker suspect")
+    manager, first, hold = await _silent_holder(manager_factory, start_worker, "w", LONG_GRACE_S)
     first._to_manager = _drop  # type: ignore[method-assign]
     await first.stop(drain_timeout=0)  # its goodbye names an identity already lost
-    await start_worker("w", 5, handlers={"job": quick})
-    await finished(manager)
+    second = await start_worker("w", 5, handlers={"job": _by_name})
 
-    record = await manager.store.get("t")
-    assert record is not None
-    assert (record.state, record.output) == (TaskState.SUCCEEDED, "second life")
-    outcomes = [a.outcome for a in await manager.store.attempts("t")]
-    assert outcomes == [AttemptOutcome.LOST, AttemptOutcome.SUCCEEDED]
+    await _requeued_and_done_by(manager, "w")
+    assert second.completed == 1
     hold.set()
 
 
 async def test_a_goodbye_from_a_silent_worker_requeues_its_attempts_at_once(
     manager_factory: MakeManager, start_worker: StartWorker
 ) -> None:
-    hold = asyncio.Event()
-
-    async def stuck(task: Task, context: TaskContext) -> None:
-        await hold.wait()
-
-    async def quick(task: Task, context: TaskContext) -> str:
-        return context.worker.name
-
-    manager = await manager_factory(
-        tasks=[Task(id="t", difficulty=1, kind="job")], lost_grace_s=LONG_GRACE_S
+    manager, leaving, hold = await _silent_holder(
+        manager_factory, start_worker, "leaving", LONG_GRACE_S
     )
-    events = Events(manager)
-    leaving = await start_worker("leaving", 5, handlers={"job": stuck})
-    await events.wait_for(EventKind.ASSIGNED, "t")
-    _silence(leaving)
-    await until(lambda: manager.suspects == ["leaving"], what="the silent worker suspect")
-    await start_worker("backup", 5, handlers={"job": quick})
+    await start_worker("backup", 5, handlers={"job": _by_name})
     leaving._to_manager = _drop  # type: ignore[method-assign]
     await leaving.stop(drain_timeout=0)  # only its goodbye reaches the manager
-    await finished(manager)
 
-    record = await manager.store.get("t")
-    assert record is not None
-    assert (record.state, record.output) == (TaskState.SUCCEEDED, "backup")
-    outcomes = [a.outcome for a in await manager.store.attempts("t")]
-    assert outcomes == [AttemptOutcome.LOST, AttemptOutcome.SUCCEEDED]
-    assert manager.suspects == []
+    await _requeued_and_done_by(manager, "backup")
     hold.set()
 
 
