@@ -126,10 +126,11 @@ def api_routes(dashboard: Dashboard) -> list[BaseRoute]:
 
 
 async def _stream(dashboard: Dashboard) -> AsyncIterator[bytes]:
-    """Server-sent events: the latest update on connecting, then each newer one."""
+    """Server-sent events: an update made on connecting, then each newer one."""
     yield b"retry: 2000\n\n"
     seen = 0
     updates = dashboard.updates
+    await dashboard.refresh()  # the latest published may predate what is true now
     while True:
         got = await updates.next(seen, _KEEPALIVE_S)
         if got is None:

@@ -89,6 +89,15 @@ class Dashboard:
         self.updates.publish(await self._update())
         self._ticker = asyncio.create_task(self._tick_loop(), name="dashboard updates")
 
+    async def refresh(self) -> None:
+        """Publish an update made now (a new page must not start from an old one)."""
+        if self._ticker is None or self.updates.closed:
+            return
+        try:
+            self.updates.publish(await self._update())
+        except Exception as e:  # the stream goes on with the latest published
+            logger.opt(exception=e).error("dashboard: live update failed")
+
     async def stop(self) -> None:
         """Stop publishing, end every event stream, and ignore the manager from now on."""
         self._listening = False
