@@ -21,6 +21,7 @@ from serendib.errors import (
     AdminUnreachable,
     BrokerStartError,
     ConnectionFailed,
+    DashboardError,
     DuplicateAgentName,
     SerendibError,
     StoreError,
@@ -200,7 +201,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         tune_gc()
     try:
         code: int = args.run(args)
-    except (AdminUnreachable, ConnectionFailed, BrokerStartError, StoreError) as e:
+    except (AdminUnreachable, BrokerStartError, ConnectionFailed, DashboardError, StoreError) as e:
         logger.error("{}", e)
         return EXIT_UNREACHABLE
     except (DuplicateAgentName, TaskError, ValueError) as e:

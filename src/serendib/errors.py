@@ -220,3 +220,16 @@ class InvalidTaskFile(TaskError, ValueError):
 
 class StoreError(TaskError):
     """The task store failed or was given a URL it cannot open."""
+
+
+class DashboardError(SerendibError, ValueError):
+    """The dashboard could not serve on its address (taken, unknown host, no permission).
+
+    Also a ``ValueError``, as it was before this class existed.
+    """
+
+    def __init__(self, host: str, port: int, reason: str) -> None:
+        self.host = host
+        self.port = port
+        self.reason = reason
+        super().__init__(f"cannot serve the dashboard on {host}:{port}: {reason}")

@@ -12,6 +12,7 @@ import httpx
 import pytest
 
 from serendib.dashboard import DashboardServer
+from serendib.errors import DashboardError
 from serendib.tasks.models import Task
 from tests.dashboard.conftest import DEADLINE, System, gate_task, running_system, until
 
@@ -330,6 +331,6 @@ async def test_a_stopped_manager_is_503_with_the_reason(
 async def test_a_port_in_use_is_refused_with_the_reason(system: System) -> None:
     second = DashboardServer(system.manager, "127.0.0.1", system.server.port)
 
-    with pytest.raises(ValueError, match=r"cannot serve the dashboard on 127\.0\.0\.1"):
+    with pytest.raises(DashboardError, match=r"cannot serve the dashboard on 127\.0\.0\.1"):
         await second.start()
     await second.stop()

@@ -16,6 +16,7 @@ from loguru import logger
 from serendib.dashboard.access import AccessPolicy
 from serendib.dashboard.app import create_app
 from serendib.dashboard.core import Dashboard
+from serendib.errors import DashboardError
 from serendib.tasks.manager import TaskManager
 
 __all__ = ["DEFAULT_HOST", "DEFAULT_PORT", "DashboardServer", "ServerStatus"]
@@ -126,7 +127,7 @@ class DashboardServer:
             failure = serving.exception() if serving.done() and not serving.cancelled() else None
             await self._shutdown()
             self.status = ServerStatus.STOPPED
-            raise ValueError(f"the dashboard could not start on {self.url}: {failure}")
+            raise DashboardError(self.host, self.port, f"the server did not start: {failure}")
         self.status = ServerStatus.RUNNING
         if not self.policy.loopback and self.policy.token is None:
             logger.warning(
@@ -173,7 +174,7 @@ class DashboardServer:
             family, kind, proto, _, address = infos[0]
             sock = socket.socket(family, kind, proto)
         except OSError as e:
-            raise ValueError(f"cannot serve the dashboard on {self.host}:{self.port}: {e}") from e
+            raise DashboardError(self.host, self.port, str(e)) from e
         try:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             sock.bind(address)
@@ -181,8 +182,6 @@ class DashboardServer:
         except OSError as e:
             sock.close()
             reason = e.strerror or str(e)
-            raise ValueError(
-                f"cannot serve the dashboard on {self.host}:{self.port}: {reason}"
-            ) from e
+            raise DashboardError(self.host, self.port, reason) from e
         sock.setblocking(False)
         return sock
