@@ -29,6 +29,9 @@ from serendib.tasks.store import AttemptRow, TaskStore, TaskUpdate
 __all__ = ["Ledger"]
 
 Send = Callable[[str, object], Awaitable[None]]
+_Messages = tuple[
+    list[tuple[str, TaskAssignment | TaskCancel, Lease | None]], dict[str, list[AttemptKey]]
+]
 
 
 class Ledger:
@@ -109,23 +112,42 @@ class Ledger:
             self._writer = asyncio.create_task(self._write_loop(), name=f"{self._owner}-ledger")
 
     async def _write_loop(self) -> None:
+        # One save at a time, in order; the messages of a saved batch go out while the next
+        # batch is being saved (the store's thread commits while this loop sends).
+        saved: _Messages | None = None
+        saving: asyncio.Task[None] | None = None
         try:
-            while self._pending():
-                records = [entry.update() for entry in self._records.values()]
-                attempts = [lease.row() for lease in self._attempts.values()]
-                self._records, self._attempts = {}, {}
-                stale, self._stale = self._stale, []
-                outbox, self._outbox = self._outbox, []
-                acks, self._acks = self._acks, {}
-                if records or attempts or stale:
-                    await self._save(records, attempts, stale)
-                await self._deliver(outbox)
-                for worker, keys in acks.items():
-                    await self._try_send(worker, ResultsAck(acks=keys))
-                self.batches += 1
+            while self._pending() or saved is not None:
+                staged: _Messages | None = None
+                if self._pending():
+                    records = [entry.update() for entry in self._records.values()]
+                    attempts = [lease.row() for lease in self._attempts.values()]
+                    self._records, self._attempts = {}, {}
+                    stale, self._stale = self._stale, []
+                    staged = (self._outbox, self._acks)
+                    self._outbox, self._acks = [], {}
+                    if records or attempts or stale:
+                        saving = asyncio.create_task(self._save(records, attempts, stale))
+                if saved is not None:
+                    await self._send_batch(*saved)
+                if saving is not None:
+                    await saving
+                    saving = None
+                if staged is not None:
+                    self.batches += 1
+                saved = staged
         finally:
             self._writer = None
         self._on_flushed()
+
+    async def _send_batch(
+        self,
+        outbox: list[tuple[str, TaskAssignment | TaskCancel, Lease | None]],
+        acks: dict[str, list[AttemptKey]],
+    ) -> None:
+        await self._deliver(outbox)
+        for worker, keys in acks.items():
+            await self._try_send(worker, ResultsAck(acks=keys))
 
     async def _save(
         self, records: list[TaskUpdate], attempts: list[AttemptRow], stale: list[AttemptKey]
