@@ -248,10 +248,16 @@ class TaskBook:
         sent again (a worker ignores an assignment it already has).
         """
         now = time.time()
-        for task_id in sorted(self._by_worker.get(worker, ())):
+        attempts = self._attempts
+        missing = [
+            task_id
+            for task_id in self._by_worker.get(worker, ())
+            if (lease := attempts.get(task_id)) is None or (task_id, lease.attempt) not in holding
+        ]
+        for task_id in sorted(missing):  # usually none: a worker holds what it was given
             attempt = self._attempts.get(task_id)
             entry = self._records.get(task_id)
-            if attempt is None or entry is None or (task_id, attempt.attempt) in holding:
+            if attempt is None or entry is None:
                 continue
             if not attempt.seq or now - attempt.sent_at < grace_s:
                 continue  # not sent yet, or sent too recently to judge
