@@ -219,7 +219,15 @@ class InvalidTaskFile(TaskError, ValueError):
 
 
 class StoreError(TaskError):
-    """The task store failed or was given a URL it cannot open."""
+    """The task store failed or was given a URL it cannot open.
+
+    Attributes:
+        url: The store's URL (any password replaced by ``***``), when known.
+    """
+
+    def __init__(self, message: str, *, url: str | None = None) -> None:
+        self.url = url
+        super().__init__(message)
 
 
 class DashboardError(SerendibError, ValueError):

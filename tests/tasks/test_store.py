@@ -35,6 +35,7 @@ from serendib.tasks.store import (
     _postgres_target,
     attempt_row,
     open_store,
+    redact_url,
 )
 
 POSTGRES_ENV = "SERENDIB_TEST_POSTGRES_URL"
@@ -524,6 +525,9 @@ async def test_a_postgres_store_that_cannot_be_opened_hides_its_password() -> No
     with pytest.raises(StoreError, match=r"nosuchrole:\*\*\*@") as raised:
         await open_store(url).open()
     assert "hunter2" not in str(raised.value)
+    assert raised.value.url == redact_url(url)
+    assert raised.value.url is not None
+    assert "nosuchrole:***@" in raised.value.url
 
 
 async def test_an_in_memory_store_works_without_a_file(

@@ -160,7 +160,7 @@ class PostgresBackend(Backend):
 
     def _writing(self) -> Connection:
         if self._writer is None:
-            raise StoreError(f"the task store at {self.url} is not open")
+            raise StoreError(f"the task store at {self.url} is not open", url=self.url)
         if self._writer.broken or self._writer.closed:
             self._writer = self._connect()
         return self._writer
@@ -197,7 +197,7 @@ class PostgresBackend(Backend):
 
     def _read_fetch(self, sql: str, params: Sequence[Any]) -> list[Row]:
         if self._reader is None:
-            raise StoreError(f"the task store at {self.url} is not open")
+            raise StoreError(f"the task store at {self.url} is not open", url=self.url)
         if self._reader.broken or self._reader.closed:
             self._reader = self._connect()
         return self._reader.execute(sql, params).fetchall()

@@ -117,7 +117,7 @@ class SqliteBackend(Backend):
             self._path.parent.mkdir(parents=True, exist_ok=True)
         except OSError as e:
             raise StoreError(
-                f"cannot create the directory of the task store {self.url}: {e}"
+                f"cannot create the directory of the task store {self.url}: {e}", url=self.url
             ) from e
         # isolation_level=None: no implicit transactions; we BEGIN and COMMIT ourselves.
         return sqlite3.connect(self._path, timeout=_BUSY_TIMEOUT_S, isolation_level=None)
@@ -160,7 +160,7 @@ class SqliteBackend(Backend):
 
     def _writing(self) -> sqlite3.Connection:
         if self._writer is None:
-            raise StoreError(f"the task store at {self.url} is not open")
+            raise StoreError(f"the task store at {self.url} is not open", url=self.url)
         return self._writer
 
     def _begin(self) -> None:
@@ -198,5 +198,5 @@ class SqliteBackend(Backend):
     def _read_fetch(self, sql: str, params: Sequence[Any]) -> list[Row]:
         conn = self._writer if self.shares_connection else self._reader
         if conn is None:
-            raise StoreError(f"the task store at {self.url} is not open")
+            raise StoreError(f"the task store at {self.url} is not open", url=self.url)
         return conn.execute(sql, params).fetchall()

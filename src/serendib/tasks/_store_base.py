@@ -116,7 +116,9 @@ class Backend(ABC):
         try:
             yield
         except self.driver_errors as e:
-            raise StoreError(f"{what} the task store at {self.url} failed: {e}") from e
+            raise StoreError(
+                f"{what} the task store at {self.url} failed: {e}", url=self.url
+            ) from e
 
     @contextmanager
     def _decoding(self) -> Iterator[None]:
@@ -124,7 +126,8 @@ class Backend(ABC):
             yield
         except ValueError as e:  # pydantic's ValidationError and JSON errors included
             raise StoreError(
-                f"the task store at {self.url} holds a record this Serendib cannot read: {e}"
+                f"the task store at {self.url} holds a record this Serendib cannot read: {e}",
+                url=self.url,
             ) from e
 
     def open_writer(self) -> None:
@@ -136,7 +139,8 @@ class Backend(ABC):
             raise StoreError(
                 f"the task store at {self.url} has schema version {found[0][0]}, this Serendib "
                 f"uses version {SCHEMA_VERSION}: open it with a matching Serendib, or use a new "
-                "store"
+                "store",
+                url=self.url,
             )
 
     def open_reader(self) -> None:
@@ -244,7 +248,9 @@ class SqlTaskStore:
         if self._status is _Status.OPEN:
             return
         if self._status is _Status.CLOSING:
-            raise StoreError(f"the task store at {self.url} is closing; wait for close() first")
+            raise StoreError(
+                f"the task store at {self.url} is closing; wait for close() first", url=self.url
+            )
         loop = asyncio.get_running_loop()
         self._write_pool = ThreadPoolExecutor(1, thread_name_prefix="serendib-store-writer")
         self._read_pool = self._write_pool
@@ -382,7 +388,8 @@ class SqlTaskStore:
         if self._status is not _Status.OPEN:
             raise StoreError(
                 f"cannot {operation}: the task store at {self.url} is {self._status.value}"
-                + (" (call open() first)" if self._status is _Status.NEW else "")
+                + (" (call open() first)" if self._status is _Status.NEW else ""),
+                url=self.url,
             )
 
     async def _read(self, function: Callable[..., T], *args: Any) -> T:
@@ -441,6 +448,6 @@ def _own_copy(error: Exception) -> Exception:
     # Each failed caller gets its own exception object, so tracebacks do not pile up on one.
     if not isinstance(error, StoreError):
         return error
-    copy = StoreError(*error.args)
+    copy = StoreError(*error.args, url=error.url)
     copy.__cause__ = error.__cause__
     return copy

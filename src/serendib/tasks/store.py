@@ -307,7 +307,9 @@ def _sqlite_target(text: str, scheme: str) -> tuple[Path | None, str]:
             return Path(location[1:]).resolve(), synchronous
     elif not scheme and text.lower().endswith(_SQLITE_SUFFIXES):
         return Path(text).expanduser().resolve(), "normal"
-    raise StoreError(f"cannot open a task store at {redact_url(text)!r}: {_ACCEPTED}")
+    raise StoreError(
+        f"cannot open a task store at {redact_url(text)!r}: {_ACCEPTED}", url=redact_url(text)
+    )
 
 
 def _sqlite_options(url: str, query: str) -> str:
@@ -317,7 +319,8 @@ def _sqlite_options(url: str, query: str) -> str:
         if allowed is None or value.lower() not in allowed:
             raise StoreError(
                 f"unsupported option {name}={value!r} in task store URL {url!r}: "
-                "the only SQLite option is synchronous=normal|full"
+                "the only SQLite option is synchronous=normal|full",
+                url=redact_url(url),
             )
     return options.get("synchronous", "normal").lower()
 
@@ -330,7 +333,8 @@ def _postgres_target(url: str) -> tuple[str, str | None]:
     if schema is not None and not _SCHEMA_NAME.match(schema):
         raise StoreError(
             f"invalid schema {schema!r} in task store URL {redact_url(url)!r}: use letters, "
-            "digits and underscores, starting with a letter or underscore (at most 63)"
+            "digits and underscores, starting with a letter or underscore (at most 63)",
+            url=redact_url(url),
         )
     if schema is None:
         return url, None
