@@ -1,51 +1,33 @@
 """The manager's book of unfinished tasks and running attempts: the state machine itself.
 
-It holds what is in flight in memory (as mutable working copies, see
-:mod:`serendib.tasks._entries`), asks the scheduler for assignments, turns results, losses
-and timeouts into transitions, stages every change in the ledger (saved before the messages
-acting on it are sent), and tells listeners. It does no I/O of its own and runs entirely in
-the manager's dispatch loop, so no step ever races another.
+This layer takes the task entry points: submissions, resumed tasks, results, cancels and
+progress (see :mod:`serendib.tasks._book_core` for the layers below).
 """
 
 from __future__ import annotations
 
-import asyncio
 import time
-from collections.abc import Awaitable, Callable
-from typing import Any
 
 from loguru import logger
 
 from serendib.tasks._entries import Entry, Lease
-from serendib.tasks._ledger import Ledger
-from serendib.tasks.events import EventBus, EventKind, ManagerStats
+from serendib.tasks._roster import WorkerRoster
+from serendib.tasks.events import EventKind
 from serendib.tasks.models import (
     AttemptOutcome,
     AttemptRecord,
     Task,
-    TaskAssignment,
     TaskCancel,
     TaskProgress,
     TaskRecord,
     TaskResult,
     TaskState,
-    WorkerInfo,
 )
-from serendib.tasks.scheduling import Scheduler
 
 __all__ = ["TaskBook"]
 
-TIMEOUT_GRACE_S = 1.0
-_FINAL_EVENTS = {
-    TaskState.SUCCEEDED: EventKind.SUCCEEDED,
-    TaskState.FAILED: EventKind.FAILED,
-    TaskState.CANCELLED: EventKind.CANCELLED,
-}
 
-CallSoon = Callable[[Callable[[], Awaitable[None]]], None]
-
-
-class TaskBook:
+class TaskBook(WorkerRoster):
     """Unfinished tasks, running attempts and connected workers, and every transition.
 
     Args:
@@ -54,41 +36,6 @@ class TaskBook:
         call_soon: Runs a coroutine function in the owner's dispatch loop (for timers).
         owner: Name for log lines.
     """
-
-    def __init__(
-        self, scheduler: Scheduler, ledger: Ledger, call_soon: CallSoon, owner: str
-    ) -> None:
-        self.scheduler = scheduler
-        self._ledger = ledger
-        self._call_soon = call_soon
-        self.name = owner
-        self._records: dict[str, Entry] = {}
-        self._attempts: dict[str, Lease] = {}
-        self._by_worker: dict[str, set[str]] = {}
-        self.workers: dict[str, WorkerInfo] = {}
-        self._timers: dict[str, asyncio.TimerHandle] = {}
-        self._suspects: dict[str, asyncio.TimerHandle] = {}
-        self._escalate: set[str] = set()
-        self.events = EventBus(owner)
-        self.stats = ManagerStats()
-
-    def __contains__(self, task_id: str) -> bool:
-        return task_id in self._records
-
-    def __len__(self) -> int:
-        return len(self._records)
-
-    def get(self, task_id: str) -> TaskRecord | None:
-        """The record of an unfinished task, as it is in memory."""
-        entry = self._records.get(task_id)
-        return entry.record() if entry is not None else None
-
-    def close(self) -> None:
-        """Cancel every timer."""
-        for timer in (*self._timers.values(), *self._suspects.values()):
-            timer.cancel()
-        self._timers.clear()
-        self._suspects.clear()
 
     # --- entry points -------------------------------------------------------------------------
 
@@ -135,84 +82,6 @@ class TaskBook:
         self.pump()
         return entry.record()
 
-    def load(self, worker: str) -> int:
-        """Attempts ``worker`` holds now (connected or suspect)."""
-        return len(self._by_worker.get(worker, ()))
-
-    @property
-    def suspects(self) -> list[str]:
-        """Workers that fell silent and whose attempts are kept for them a while."""
-        return list(self._suspects)
-
-    def worker_joined(self, info: WorkerInfo) -> None:
-        """A worker can take work (again, if it was suspect: its attempts are still its own)."""
-        suspect = self._suspects.pop(info.name, None)
-        if suspect is not None:
-            suspect.cancel()
-            logger.info(
-                "{}: worker {} is back; it keeps its {} attempts",
-                self.name,
-                info.name,
-                len(self._by_worker.get(info.name, ())),
-            )
-        self.workers[info.name] = info
-        running = self._by_worker.setdefault(info.name, set())
-        self.scheduler.add_worker(info.name, info.skills, info.capacity, load=len(running))
-        self.events.emit(EventKind.WORKER_JOINED, worker=info.name)
-        self.pump()
-
-    def worker_lost(self, name: str, grace_s: float) -> None:
-        """A worker fell silent: it gets no new work, and its attempts go back to the queue
-        only if it is still silent ``grace_s`` seconds from now (it may only be overloaded)."""
-        if name not in self.workers or name in self._suspects:
-            return
-        if grace_s <= 0:
-            self.worker_left(name)
-            return
-        self.scheduler.remove_worker(name)
-        logger.warning(
-            "{}: worker {} fell silent: no new work for it; its {} attempts go back to the queue "
-            "if it is still silent in {:g}s",
-            self.name,
-            name,
-            len(self._by_worker.get(name, ())),
-            grace_s,
-        )
-
-        async def give_up() -> None:
-            if self._suspects.pop(name, None) is not None:
-                self.worker_left(name, cancel=True)
-
-        loop = asyncio.get_running_loop()
-        self._suspects[name] = loop.call_later(grace_s, lambda: self._call_soon(give_up))
-
-    def worker_left(self, name: str, cancel: bool = False) -> None:
-        """A worker left or was lost for good: its attempts go back to the queue.
-
-        ``cancel``: it may still be running them (silent, not known dead): tell it to stop.
-        """
-        suspect = self._suspects.pop(name, None)
-        if suspect is not None:
-            suspect.cancel()
-        if self.workers.pop(name, None) is None:
-            return
-        self.scheduler.remove_worker(name)
-        self.stats.workers_lost += 1
-        self.events.emit(EventKind.WORKER_LEFT, worker=name)
-        now = time.time()
-        for task_id in sorted(self._by_worker.pop(name, set())):
-            attempt = self._attempts.get(task_id)
-            entry = self._records.get(task_id)
-            if attempt is None or entry is None:
-                continue
-            self._end_attempt(attempt, AttemptOutcome.LOST, now, f"worker {name} lost")
-            if cancel:
-                self._ledger.post(name, TaskCancel(task_id=task_id, attempt=attempt.attempt))
-            self.stats.requeued_lost += 1
-            entry.requeue(f"worker {name} left; requeued", now)
-            self._requeue(entry)
-        self.pump()
-
     def progress(self, progress: TaskProgress, sender: str) -> None:
         """A leaseholder reports progress: the task is RUNNING, and says how far."""
         entry = self._records.get(progress.task_id)
@@ -235,49 +104,6 @@ class TaskBook:
         if record.state is not TaskState.PENDING:
             return record
         return record.waiting(self.scheduler.waiting_reason(record.id) or record.reason)
-
-    def reconcile(
-        self, worker: str, holding: set[tuple[str, int]], seen: int, grace_s: float
-    ) -> None:
-        """Compare what ``worker`` holds with what it was given.
-
-        An attempt it does not hold although it has handled the message that carried it
-        (``seen``: the last assignment message it handled, -1 if unknown) was lost: it goes
-        back to the queue. One whose message it has not handled yet may be waiting in a busy
-        worker's inbox, or lost on the way with nothing after it: after ``grace_s`` it is
-        sent again (a worker ignores an assignment it already has).
-        """
-        now = time.time()
-        attempts = self._attempts
-        missing = [
-            task_id
-            for task_id in self._by_worker.get(worker, ())
-            if (lease := attempts.get(task_id)) is None or (task_id, lease.attempt) not in holding
-        ]
-        for task_id in sorted(missing):  # usually none: a worker holds what it was given
-            attempt = self._attempts.get(task_id)
-            entry = self._records.get(task_id)
-            if attempt is None or entry is None:
-                continue
-            if not attempt.seq or now - attempt.sent_at < grace_s:
-                continue  # not sent yet, or sent too recently to judge
-            if attempt.seq <= seen:
-                reason = f"assignment to {worker} lost in transit"
-                self._end_attempt(attempt, AttemptOutcome.LOST, now, reason)
-                self.stats.requeued_lost += 1
-                entry.requeue(f"{reason}; requeued", now)
-                self._requeue(entry)
-                continue
-            attempt.seq = 0  # judged again once the new message is out
-            self.stats.assignments_resent += 1
-            self._ledger.post(
-                worker,
-                TaskAssignment(
-                    task=entry.task, attempt=attempt.attempt, worker=worker, reason=attempt.reason
-                ),
-                attempt,
-            )
-        self.pump()
 
     def take_result(self, result: TaskResult, sender: str) -> None:
         """Count a result if it is the current lease's, from its holder; else it is stale.
@@ -340,189 +166,3 @@ class TaskBook:
             result.attempt,
             sender,
         )
-
-    # --- the steps ----------------------------------------------------------------------------
-
-    def _queue(self, entry: Entry, stage: bool) -> None:
-        self._records[entry.id] = entry
-        task = entry.task
-        self.scheduler.add_task(entry.id, task.required_skill, task.difficulty, task.priority)
-        if task.wait_timeout_s is not None and entry.attempt == 0:
-            self._arm(entry.id, task.wait_timeout_s, self._wait_expired, entry.id)
-        if stage:
-            self._ledger.record(entry)
-
-    def _requeue(self, entry: Entry, escalate_above: int | None = None) -> None:
-        task = entry.task
-        level = task.difficulty
-        if (
-            escalate_above is not None
-            and self.scheduler.max_level(task.required_skill) > escalate_above
-        ):
-            level = max(level, escalate_above + 1)
-            self._escalate.add(entry.id)
-        self.scheduler.add_task(entry.id, task.required_skill, level, task.priority)
-        self._ledger.record(entry)
-        if self.events:
-            self.events.emit(
-                EventKind.REQUEUED,
-                task_id=entry.id,
-                worker=entry.worker,
-                attempt=entry.attempt,
-                reason=entry.reason,
-            )
-
-    def _end_attempt(
-        self,
-        attempt: Lease,
-        outcome: AttemptOutcome,
-        now: float,
-        error: str | None,
-        started: float | None = None,
-    ) -> None:
-        task_id = attempt.task_id
-        self._attempts.pop(task_id, None)
-        running = self._by_worker.get(attempt.worker)
-        if running is not None:
-            running.discard(task_id)
-        if self._timers:
-            timer = self._timers.pop(task_id, None)
-            if timer is not None:
-                timer.cancel()
-        if attempt.worker in self.workers:
-            self.scheduler.release(attempt.worker)
-        attempt.end(outcome, now, error, started)
-        self._ledger.attempt(attempt)
-        if self.events:
-            self.events.emit(
-                EventKind.ATTEMPT_ENDED,
-                task_id=task_id,
-                worker=attempt.worker,
-                attempt=attempt.attempt,
-                reason=error or "",
-                run_s=max(now - attempt.assigned_at, 0.0),
-                outcome=outcome.value,
-            )
-
-    def _finalise(self, entry: Entry, attempt: Lease | None = None) -> None:
-        self._records.pop(entry.id, None)
-        if self._escalate:
-            self._escalate.discard(entry.id)
-        if self._timers:
-            timer = self._timers.pop(entry.id, None)
-            if timer is not None:
-                timer.cancel()
-        state = entry.state
-        stats = self.stats
-        if state is TaskState.SUCCEEDED:
-            stats.succeeded += 1
-        elif state is TaskState.FAILED:
-            stats.failed += 1
-        else:
-            stats.cancelled += 1
-        self._ledger.record(entry)
-        if self.events:
-            run_s = entry.updated_at - attempt.assigned_at if attempt is not None else None
-            self.events.emit(
-                _FINAL_EVENTS[state],
-                task_id=entry.id,
-                worker=entry.worker,
-                attempt=entry.attempt,
-                reason=entry.error or "",
-                run_s=run_s,
-            )
-
-    def pump(self) -> None:
-        """Make every assignment possible now, and stage it."""
-        assignments = self.scheduler.assign()
-        if not assignments:
-            return
-        now = time.time()
-        records, leases, by_worker = self._records, self._attempts, self._by_worker
-        post, stage, stage_attempt = self._ledger.post, self._ledger.record, self._ledger.attempt
-        events, stats, escalate = self.events, self.stats, self._escalate
-        for choice in assignments:
-            task_id, worker, reason = choice.task_id, choice.worker, choice.reason
-            entry = records[task_id]
-            waiting_since = entry.updated_at
-            entry.assign(worker, reason, now)
-            escalated = task_id in escalate
-            if escalated:
-                escalate.discard(task_id)
-                stats.escalations += 1
-            attempt = Lease(task_id, entry.attempt, worker, reason, now, escalated)
-            leases[task_id] = attempt
-            running = by_worker.get(worker)
-            if running is None:
-                running = by_worker[worker] = set()
-            running.add(task_id)
-            stage(entry)
-            stage_attempt(attempt)
-            task = entry.task
-            assignment = TaskAssignment(
-                task=task, attempt=entry.attempt, worker=worker, reason=reason
-            )
-            post(worker, assignment, attempt)
-            stats.assignments += 1
-            if events:
-                events.emit(
-                    EventKind.ASSIGNED,
-                    task_id=task_id,
-                    worker=worker,
-                    attempt=entry.attempt,
-                    reason=reason,
-                    escalated=escalated,
-                    wait_s=max(now - waiting_since, 0.0),
-                )
-            if task.timeout_s is not None:
-                self._arm(
-                    task_id,
-                    task.timeout_s + TIMEOUT_GRACE_S,
-                    self._attempt_expired,
-                    task_id,
-                    entry.attempt,
-                )
-
-    def _arm(self, task_id: str, delay: float, fn: Any, *args: Any) -> None:
-        old = self._timers.pop(task_id, None)
-        if old is not None:
-            old.cancel()
-        loop = asyncio.get_running_loop()
-        self._timers[task_id] = loop.call_later(delay, lambda: self._call_soon(lambda: fn(*args)))
-
-    async def _wait_expired(self, task_id: str) -> None:
-        entry = self._records.get(task_id)
-        if entry is None or entry.state is not TaskState.PENDING or entry.attempt:
-            return
-        self._timers.pop(task_id, None)
-        task = entry.task
-        if self.scheduler.max_level(task.required_skill) >= task.difficulty:
-            return  # a skilled worker is connected, only busy: the task will get its turn
-        reason = self.scheduler.waiting_reason(task_id) or "no eligible worker"
-        self.scheduler.remove_task(task_id)
-        wait = task.wait_timeout_s or 0
-        entry.fail(f"no worker could take it within {wait:g}s ({reason})", time.time())
-        self._finalise(entry)
-
-    async def _attempt_expired(self, task_id: str, attempt_no: int) -> None:
-        attempt = self._attempts.get(task_id)
-        entry = self._records.get(task_id)
-        if attempt is None or entry is None or attempt.attempt != attempt_no:
-            return
-        now = time.time()
-        timeout = entry.task.timeout_s or 0
-        error = f"no result within {timeout:g}s on {attempt.worker}"
-        self._end_attempt(attempt, AttemptOutcome.TIMED_OUT, now, error)
-        self._ledger.post(attempt.worker, TaskCancel(task_id=task_id, attempt=attempt_no))
-        self.stats.timeouts += 1
-        if entry.attempt >= entry.task.max_attempts:
-            entry.fail(error, now)
-            self._finalise(entry)
-        else:
-            entry.requeue(f"timed out on {attempt.worker}; retrying", now, error)
-            self._requeue(entry, escalate_above=self._level_of(attempt.worker, entry.task))
-        self.pump()
-
-    def _level_of(self, worker: str, task: Task) -> int:
-        info = self.workers.get(worker)
-        return info.level(task.required_skill) if info is not None else 0
