@@ -1,13 +1,14 @@
 """The core of the manager's book: its state and the steps every transition is made of.
 
 The book (:class:`serendib.tasks._book.TaskBook`) is the manager's state machine, in three
-layers, each a module: this one holds what is in flight in memory (as mutable working
-copies, see :mod:`serendib.tasks._entries`) and the steps (queue, requeue, end an attempt,
-finalise, assign, and the timers of waits and attempts); :mod:`serendib.tasks._roster` adds
-the workers (joining, falling silent, leaving, reconciling what they hold);
-:mod:`serendib.tasks._book` the task entry points (submissions, results, cancels, progress). Every step stages its changes in the
-ledger (saved before the messages acting on them are sent) and tells listeners. None does
-I/O, and all run in the manager's dispatch loop, so no step ever races another.
+layers, each a module. This one holds what is in flight in memory (as mutable working
+copies, see :mod:`serendib.tasks._entries`) and the steps: queue, requeue, end an attempt,
+finalise, assign, and the timers of waits and attempts. :mod:`serendib.tasks._roster` adds
+the workers (joining, falling silent, leaving, reconciling what they hold), and
+:mod:`serendib.tasks._book` the task entry points (submissions, results, cancels,
+progress). Every step stages its changes in the ledger (saved before the messages acting on
+them are sent) and tells listeners. None does I/O, and all run in the manager's dispatch
+loop, so no step ever races another.
 """
 
 from __future__ import annotations

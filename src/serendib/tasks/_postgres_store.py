@@ -26,7 +26,7 @@ except ImportError as e:  # pragma: no cover - exercised by hiding psycopg
     ) from e
 
 from serendib.errors import StoreError
-from serendib.tasks._store_base import Backend
+from serendib.tasks._store_backend import Backend
 from serendib.tasks._store_sql import SCHEMA_VERSION, Dialect, Row
 from serendib.tasks.store import TaskUpdate
 

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from serendib.errors import StoreError
-from serendib.tasks._store_base import Backend
+from serendib.tasks._store_backend import Backend
 from serendib.tasks._store_sql import SCHEMA_VERSION, Dialect, Row
 from serendib.tasks.store import TaskUpdate
 
