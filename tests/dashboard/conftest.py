@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import inspect
-import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +20,7 @@ from serendib.tasks.manager import TaskManager
 from serendib.tasks.models import Task
 from serendib.tasks.worker import TaskContext, TaskFailed, WorkerAgent
 from serendib.transports import MemoryHub, MemoryTransport
+from tests.helpers import until as wait_until
 
 DEADLINE = 15.0
 WORKSPACE = "dash"
@@ -72,17 +71,8 @@ async def until(
     what: str,
     timeout: float = DEADLINE,
 ) -> None:
-    """Return once ``check()`` is true; fail the test after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        outcome = check()
-        if inspect.isawaitable(outcome):
-            outcome = await outcome
-        if outcome:
-            return
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:g}s waiting for {what}")
-        await asyncio.sleep(0.01)  # a poll interval, not a synchronisation
+    """:func:`tests.helpers.until` with the reason first, as these tests write it."""
+    await wait_until(check, timeout=timeout, what=what)
 
 
 @dataclass
