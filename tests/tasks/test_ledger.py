@@ -112,3 +112,44 @@ async def test_a_failed_save_is_retried_and_nothing_it_holds_is_sent_before(
         (f"t{n}", TaskState.SUCCEEDED, 1) for n in range(5)
     ]
     assert [a.outcome for a in attempts] == [AttemptOutcome.SUCCEEDED] * 5
+
+
+async def test_a_task_read_while_its_change_is_being_saved_shows_the_change(
+    tmp_path: Path, hub_url: str, workspace: str
+) -> None:
+    store = open_store(str(tmp_path / "tasks.db"))
+    update = store.update
+    saving = asyncio.Event()
+    release = asyncio.Event()
+
+    async def slow(
+        tasks: Sequence[TaskUpdate] = (),
+        attempts: Sequence[AttemptRow] = (),
+        stale: Sequence[AttemptKey] = (),
+    ) -> None:
+        saving.set()
+        await release.wait()
+        await update(tasks, attempts, stale)
+
+    setattr(store, "update", slow)  # noqa: B010 - this store instance only
+    manager = TaskManager(workspace_id=workspace, transport=hub_url, store=store)
+    await manager.start()
+    try:
+        await manager.submit([Task(id="t", difficulty=3)])
+        first = await manager.cancel("t")
+        await asyncio.wait_for(saving.wait(), DEADLINE)
+        again = await manager.cancel("t")  # the store still says "pending"
+
+        assert (first.cancelled, first.record.state) == (True, TaskState.CANCELLED)
+        assert (again.cancelled, again.record.state) == (False, TaskState.CANCELLED)
+        stored = await store.get("t")
+        assert stored is not None
+        assert stored.state is TaskState.PENDING  # the change is still on its way
+        release.set()
+        await asyncio.wait_for(manager.wait_done(), DEADLINE)
+        stored = await store.get("t")
+        assert stored is not None
+        assert stored.state is TaskState.CANCELLED
+    finally:
+        release.set()
+        await manager.stop()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import shutil
 import signal
 import socket
@@ -130,6 +131,16 @@ async def test_beyond_loopback_a_token_is_generated_logged_once_and_required(
         await member.close()
     finally:
         await broker.stop()
+
+
+def test_a_generated_token_can_follow_an_option_on_a_command_line() -> None:
+    # Printed as "--token TOKEN" for people to copy: one starting with "-" would be read
+    # as an option (as urlsafe tokens did, one time in 64).
+    tokens = {EmbeddedBroker(port=0, host="0.0.0.0").token for _ in range(200)}
+    assert len(tokens) == 200
+    for token in tokens:
+        assert token is not None
+        assert re.fullmatch(r"[0-9a-f]{48}", token), token
 
 
 def test_a_given_token_or_user_is_used_instead_of_a_generated_one() -> None:

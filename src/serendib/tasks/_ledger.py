@@ -58,6 +58,7 @@ class Ledger:
         self.epoch = ""
         self._acks: dict[str, list[AttemptKey]] = {}
         self._stale: list[AttemptKey] = []
+        self._saving: dict[str, Entry] = {}
         self._writer: asyncio.Task[None] | None = None
         self.batches = 0
 
@@ -80,6 +81,10 @@ class Ledger:
         self._attempts[(lease.task_id, lease.attempt)] = lease
         if self._writer is None:
             self._kick()
+
+    def unsaved(self, task_id: str) -> Entry | None:
+        """The task if a change of it is staged or being saved (the store still has less)."""
+        return self._records.get(task_id) or self._saving.get(task_id)
 
     def stale(self, key: AttemptKey) -> None:
         """Count one more stale result on a stored attempt (not the one running)."""
@@ -122,7 +127,7 @@ class Ledger:
                 if self._pending():
                     records = [entry.update() for entry in self._records.values()]
                     attempts = [lease.row() for lease in self._attempts.values()]
-                    self._records, self._attempts = {}, {}
+                    self._saving, self._records, self._attempts = self._records, {}, {}
                     stale, self._stale = self._stale, []
                     staged = (self._outbox, self._acks)
                     self._outbox, self._acks = [], {}
@@ -133,6 +138,7 @@ class Ledger:
                 if saving is not None:
                     await saving
                     saving = None
+                self._saving = {}
                 if staged is not None:
                     self.batches += 1
                 saved = staged

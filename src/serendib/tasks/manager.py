@@ -220,10 +220,18 @@ class TaskManager(Admin):
         cancelled = self.book.cancel(task_id)
         if cancelled is not None:
             return CancelReply(record=cancelled, cancelled=True)
-        stored = await self.store.get(task_id)
-        if stored is None:
+        known = await self._known(task_id)
+        if known is None:
             raise TaskNotFound(task_id)
-        return CancelReply(record=stored, cancelled=False)
+        return CancelReply(record=known, cancelled=False)
+
+    async def _known(self, task_id: str) -> TaskRecord | None:
+        """The task as this manager knows it: in memory if unfinished or not yet stored."""
+        found = self.book.get(task_id)
+        if found is None:
+            unsaved = self._ledger.unsaved(task_id)
+            found = unsaved.record() if unsaved is not None else None
+        return found if found is not None else await self.store.get(task_id)
 
     # --- membership and results ---------------------------------------------------------------
 
@@ -332,7 +340,7 @@ class TaskManager(Admin):
     @on_message
     async def _on_query(self, query: TaskQuery) -> TaskPage:
         if query.task_id is not None:
-            record = self.book.get(query.task_id) or await self.store.get(query.task_id)
+            record = await self._known(query.task_id)
             if record is None:
                 raise TaskNotFound(query.task_id)
             return TaskPage(records=[self.book.waiting_reason(record)])

@@ -119,7 +119,7 @@ class EmbeddedBroker:
             raise ValueError("TLS for the embedded NATS server needs both tls_cert and tls_key")
         self.generated_token = not is_loopback(host) and not token and not user
         if self.generated_token:
-            token = secrets.token_urlsafe(24)
+            token = secrets.token_hex(24)  # [0-9a-f]: safe after --token on any shell
         self.host = host
         self.port = port
         self.token = token
