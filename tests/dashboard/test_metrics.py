@@ -27,7 +27,9 @@ def samples(text: str) -> Samples:
 
 
 def facts(stats: ManagerStats, drops: dict[str, int] | None = None) -> ManagerFacts:
-    return ManagerFacts(stats=lambda: stats, drops=lambda: drops or {}, workers=lambda: 2)
+    return ManagerFacts(
+        stats=lambda: stats, drops=lambda: drops or {}, workers=lambda: 2, suspects=lambda: 1
+    )
 
 
 def test_counters_are_the_managers_at_scrape_time() -> None:
@@ -43,6 +45,7 @@ def test_counters_are_the_managers_at_scrape_time() -> None:
     assert found[("serendib_task_escalations_total", ())] == 1
     assert found[("serendib_workers_lost_total", ())] == 1
     assert found[("serendib_workers_connected", ())] == 2
+    assert found[("serendib_workers_suspect", ())] == 1
     assert found[("serendib_tasks_finished_total", (("outcome", "succeeded"),))] == 4
     assert found[("serendib_dropped_messages_total", (("reason", "DecodeError"),))] == 3
     assert found[("serendib_tasks", (("state", "pending"),))] == 1

@@ -66,6 +66,7 @@ class Dashboard:
                 stats=lambda: manager.stats,
                 drops=lambda: manager.drops.counts,
                 workers=lambda: len(manager.workers),
+                suspects=lambda: len(manager.suspects),
             )
         )
         self.updates = Broadcast()

@@ -40,7 +40,8 @@ class ManagerFacts:
     Args:
         stats: Returns the manager's running counters.
         drops: Returns the dropped bad messages by reason.
-        workers: Returns the number of connected workers.
+        workers: Returns the number of connected workers (suspect ones included).
+        suspects: Returns the number of suspect workers (silent lately, given no new work).
     """
 
     def __init__(
@@ -49,10 +50,12 @@ class ManagerFacts:
         stats: Callable[[], ManagerStats],
         drops: Callable[[], Mapping[str, int]],
         workers: Callable[[], int],
+        suspects: Callable[[], int] = lambda: 0,
     ) -> None:
         self.stats = stats
         self.drops = drops
         self.workers = workers
+        self.suspects = suspects
         self.counts: Mapping[TaskState, int] = {}
 
     def collect(self) -> Iterable[Metric]:
@@ -78,6 +81,11 @@ class ManagerFacts:
         yield dropped
         yield GaugeMetricFamily(
             "serendib_workers_connected", "Workers connected now", value=self.workers()
+        )
+        yield GaugeMetricFamily(
+            "serendib_workers_suspect",
+            "Connected workers silent lately: given no new work, their attempts kept",
+            value=self.suspects(),
         )
         tasks = GaugeMetricFamily("serendib_tasks", "Stored tasks by state", labels=["state"])
         for state in TaskState:
