@@ -7,14 +7,17 @@ alone, ends with ``raise SystemExit(module_main(run, __doc__))``.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import math
 import os
 import platform
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, TypeVar
+
+T = TypeVar("T")
 
 __all__ = [
     "Table",
@@ -190,3 +193,20 @@ def machine_line() -> str:
         if load > 0.5 * (m["cores"] or 1):
             line += " (busy: other processes share the CPU, figures will be low and noisy)"
     return line
+
+
+async def guard(awaitable: Awaitable[T], limit: float, *others: asyncio.Task[Any], who: str) -> T:
+    """Await ``awaitable`` within ``limit`` s, failing at once if one of ``others`` ends first.
+
+    ``who``: what ``others`` run, for the error ("the manager stopped before ...").
+    """
+    main = asyncio.ensure_future(awaitable)
+    done, _ = await asyncio.wait({main, *others}, timeout=limit, return_when="FIRST_COMPLETED")
+    if main in done:
+        return main.result()
+    main.cancel()
+    for task in others:
+        if task in done:
+            task.result()  # raises what ended it
+            raise RuntimeError(f"{who} stopped before the measurement ended")
+    raise TimeoutError(f"measurement took more than {limit:g} s")

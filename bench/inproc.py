@@ -23,7 +23,7 @@ from typing import Any, TypeVar
 
 from pydantic import BaseModel
 
-from bench._util import Table, module_main, parser, percentile, quiet_logs, rss_bytes
+from bench._util import Table, guard, module_main, parser, percentile, quiet_logs, rss_bytes
 from serendib import Admin, Agent, AgentDetail, current_message, on_message
 
 __all__ = ["run"]
@@ -130,20 +130,6 @@ def _crew(count: int, **options: Any) -> list[Agent]:
     return [Echo(name, WORKSPACE, **options) for name in _names(count)]
 
 
-async def _guard(awaitable: Awaitable[T], *others: asyncio.Task[Any]) -> T:
-    """Await ``awaitable`` within DEADLINE, failing at once if one of ``others`` ends first."""
-    main = asyncio.ensure_future(awaitable)
-    done, _ = await asyncio.wait({main, *others}, timeout=DEADLINE, return_when="FIRST_COMPLETED")
-    if main in done:
-        return main.result()
-    main.cancel()
-    for task in others:
-        if task in done:
-            task.result()  # raises what ended it
-            raise RuntimeError("the admin stopped before the measurement ended")
-    raise TimeoutError(f"measurement took more than {DEADLINE}s")
-
-
 async def _with_crew(
     count: int, body: Callable[[Driver, list[str]], Awaitable[T]], **options: Any
 ) -> T:
@@ -151,8 +137,8 @@ async def _with_crew(
     driver = Driver(count)
     running = asyncio.create_task(driver.arun(_crew(count, **options)))
     try:
-        await _guard(driver.all_connected.wait(), running)
-        return await _guard(body(driver, _names(count)), running)
+        await guard(driver.all_connected.wait(), DEADLINE, running, who="the admin")
+        return await guard(body(driver, _names(count)), DEADLINE, running, who="the admin")
     finally:
         await driver.stop()
         await running
@@ -362,7 +348,7 @@ async def startup_arun(count: int, idle_seconds: float) -> dict[str, float | Non
     built = time.perf_counter()
     driver = Driver(count)
     running = asyncio.create_task(driver.arun(crew))
-    await _guard(driver.all_connected.wait(), running)
+    await guard(driver.all_connected.wait(), DEADLINE, running, who="the admin")
     connected = time.perf_counter()
     gc.collect()
     rss_after = rss_bytes()
@@ -399,8 +385,8 @@ async def startup_shared_url(count: int) -> float:
     await driver.start()
     crew = _crew(count, transport=url)
     started = time.perf_counter()
-    await _guard(asyncio.gather(*(a.start() for a in crew)))
-    await _guard(driver.all_connected.wait())
+    await guard(asyncio.gather(*(a.start() for a in crew)), DEADLINE, who="the admin")
+    await guard(driver.all_connected.wait(), DEADLINE, who="the admin")
     seconds = time.perf_counter() - started
     await asyncio.gather(*(a.stop() for a in crew))
     await driver.stop()
@@ -416,7 +402,7 @@ async def traced_memory(count: int) -> float:
         crew = _crew(count)
         driver = Driver(count)
         running = asyncio.create_task(driver.arun(crew))
-        await _guard(driver.all_connected.wait(), running)
+        await guard(driver.all_connected.wait(), DEADLINE, running, who="the admin")
         gc.collect()
         after = tracemalloc.get_traced_memory()[0]
     finally:

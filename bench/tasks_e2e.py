@@ -43,13 +43,14 @@ import threading
 import time
 import tracemalloc
 import uuid
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 from bench._util import (
     Table,
+    guard,
     machine_line,
     parser,
     percentile,
@@ -67,7 +68,6 @@ from serendib.transports.embedded import EmbeddedBroker
 
 __all__ = ["run"]
 
-T = TypeVar("T")
 Value = float | int | str | None
 
 WORKSPACE = "bench-e2e"
@@ -340,20 +340,6 @@ class Run:
         }
 
 
-async def _guard(awaitable: Awaitable[T], limit: float, *others: asyncio.Task[Any]) -> T:
-    """Await ``awaitable`` within ``limit`` s, failing at once if one of ``others`` ends first."""
-    main = asyncio.ensure_future(awaitable)
-    done, _ = await asyncio.wait({main, *others}, timeout=limit, return_when="FIRST_COMPLETED")
-    if main in done:
-        return main.result()
-    main.cancel()
-    for task in others:
-        if task in done:
-            task.result()  # raises what ended it
-            raise RuntimeError("the manager stopped before the measurement ended")
-    raise TimeoutError(f"took more than {limit:g} s")
-
-
 async def _connected(manager: TaskManager, workers: int, alive: Callable[[], None]) -> None:
     while len(manager.workers) < workers:
         alive()
@@ -571,11 +557,12 @@ async def inproc(workers: int, capacity: int, total: int, rate: float | None = N
                 running.result()
                 raise RuntimeError("the manager stopped before its workers joined")
 
-        await _guard(_connected(manager, workers, alive), JOIN_S, running)
-        result = await _guard(
+        await guard(_connected(manager, workers, alive), JOIN_S, running, who="the manager")
+        result = await guard(
             measure(manager, "inproc", workers, capacity, total, stamps, rate=rate),
             LIMIT_S + 60,
             running,
+            who="the manager",
         )
         if result.finished:
             await manager.stop()
@@ -626,11 +613,12 @@ async def over_nats(workers: int, capacity: int, total: int, rate: float | None 
                     if process.poll() is not None:
                         raise RuntimeError(f"a worker process exited ({process.returncode})")
 
-            await _guard(_connected(manager, workers, alive), JOIN_S)
+            await guard(_connected(manager, workers, alive), JOIN_S, who="the manager")
             pids = [p.pid for p in processes]
-            result = await _guard(
+            result = await guard(
                 measure(manager, "nats", workers, capacity, total, stamps, pids, rate),
                 LIMIT_S + 60,
+                who="the manager",
             )
             if result.finished:
                 await asyncio.to_thread(_end, processes, False)
