@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import signal
 import sqlite3
@@ -19,6 +18,7 @@ from urllib.parse import urlsplit, urlunsplit
 import pytest
 
 from serendib.errors import StoreError
+from serendib.tasks._entries import Entry
 from serendib.tasks._store_base import SqlTaskStore
 from serendib.tasks._store_sql import (
     TASK_COLUMNS,
@@ -223,18 +223,8 @@ async def test_saved_records_come_back_exactly(store: TaskStore) -> None:
 
 
 def update_of(record: TaskRecord) -> TaskUpdate:
-    output = None if record.output is None else json.dumps(record.output)
-    return TaskUpdate(
-        record.id,
-        record.state.value,
-        record.attempt,
-        record.worker,
-        record.reason,
-        record.updated_at,
-        record.finished_at,
-        output,
-        record.error,
-    )
+    """What the manager writes of ``record`` (through its working copy)."""
+    return Entry.of(record).update()
 
 
 async def test_updates_change_tasks_in_place_and_come_back_exactly(store: TaskStore) -> None:

@@ -24,7 +24,6 @@ from serendib.tasks.events import EventBus, EventKind, ManagerStats
 from serendib.tasks.models import (
     AttemptOutcome,
     Task,
-    TaskAssignment,
     TaskCancel,
     TaskRecord,
     TaskState,
@@ -207,10 +206,7 @@ class BookCore:
             stage(entry)
             stage_attempt(attempt)
             task = entry.task
-            assignment = TaskAssignment(
-                task=task, attempt=entry.attempt, worker=worker, reason=reason
-            )
-            post(worker, assignment, attempt)
+            post(worker, attempt.assignment(task), attempt)
             stats.assignments += 1
             if events:
                 events.emit(

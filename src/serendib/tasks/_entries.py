@@ -14,7 +14,14 @@ from typing import Any
 
 import pydantic_core
 
-from serendib.tasks.models import AttemptOutcome, AttemptRecord, Task, TaskRecord, TaskState
+from serendib.tasks.models import (
+    AttemptOutcome,
+    AttemptRecord,
+    Task,
+    TaskAssignment,
+    TaskRecord,
+    TaskState,
+)
 from serendib.tasks.store import AttemptRow, TaskUpdate
 
 __all__ = ["Entry", "Lease"]
@@ -222,6 +229,12 @@ class Lease:
         self.error = error
         if started_at is not None:
             self.started_at = started_at
+
+    def assignment(self, task: Task) -> TaskAssignment:
+        """The message giving this attempt of ``task`` to its worker."""
+        return TaskAssignment(
+            task=task, attempt=self.attempt, worker=self.worker, reason=self.reason
+        )
 
     def row(self) -> AttemptRow:
         """What the store writes of the attempt as it is now."""

@@ -12,7 +12,7 @@ from loguru import logger
 
 from serendib.tasks._book_core import BookCore
 from serendib.tasks.events import EventKind
-from serendib.tasks.models import AttemptOutcome, TaskAssignment, TaskCancel, WorkerInfo
+from serendib.tasks.models import AttemptOutcome, TaskCancel, WorkerInfo
 
 __all__ = ["WorkerRoster"]
 
@@ -134,9 +134,7 @@ class WorkerRoster(BookCore):
             self.stats.assignments_resent += 1
             self._ledger.post(
                 worker,
-                TaskAssignment(
-                    task=entry.task, attempt=attempt.attempt, worker=worker, reason=attempt.reason
-                ),
+                attempt.assignment(entry.task),
                 attempt,
             )
         self.pump()
