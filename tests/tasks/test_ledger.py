@@ -8,40 +8,52 @@ in between would not know the lease existed. These tests watch the order of "sto
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 
 from serendib.errors import StoreError
 from serendib.tasks.manager import TaskManager
 from serendib.tasks.models import AttemptKey, AttemptOutcome, Task, TaskAssignment, TaskState
-from serendib.tasks.store import AttemptRow, TaskUpdate, open_store
+from serendib.tasks.store import AttemptRow, TaskStore, TaskUpdate, open_store
 from serendib.tasks.worker import WorkerAgent
 from tests.helpers import DEADLINE
 
 Log = list[str]
 
 
-def _watch_store(store_url: str, log: Log, failures: int) -> object:
-    """The store at ``store_url``; its ``update`` logs what it stored, failing ``failures``
-    times first (as a database that went away and came back)."""
+def _store_with(
+    store_url: str, before: Callable[[], Awaitable[None]], log: Log | None = None
+) -> TaskStore:
+    """The store at ``store_url``; its ``update`` awaits ``before()`` first (which may raise,
+    as a database that went away), then logs what it stored in ``log``."""
     store = open_store(store_url)
     update = store.update
-    left = [failures]
 
     async def watched(
         tasks: Sequence[TaskUpdate] = (),
         attempts: Sequence[AttemptRow] = (),
         stale: Sequence[AttemptKey] = (),
     ) -> None:
+        await before()
+        await update(tasks, attempts, stale)
+        if log is not None:
+            log.extend(f"stored {t.id} {t.state}" for t in tasks)
+
+    setattr(store, "update", watched)  # noqa: B010 - this store instance only
+    return store
+
+
+def _failing(times: int, log: Log) -> Callable[[], Awaitable[None]]:
+    """A ``before`` that fails the first ``times`` updates."""
+    left = [times]
+
+    async def before() -> None:
         if left[0] > 0:
             left[0] -= 1
             log.append("update failed")
             raise StoreError("the database went away")
-        await update(tasks, attempts, stale)
-        log.extend(f"stored {t.id} {t.state}" for t in tasks)
 
-    setattr(store, "update", watched)  # noqa: B010 - this store instance only
-    return store
+    return before
 
 
 class WatchedWorker(WorkerAgent):
@@ -60,7 +72,7 @@ async def _run(tmp_path: Path, hub_url: str, workspace: str, failures: int) -> t
     manager = TaskManager(
         workspace_id=workspace,
         transport=hub_url,
-        store=_watch_store(url, log, failures),  # type: ignore[arg-type]
+        store=_store_with(url, _failing(failures, log), log),
         heartbeat_interval=0.1,
     )
     await manager.start()
@@ -117,21 +129,14 @@ async def test_a_failed_save_is_retried_and_nothing_it_holds_is_sent_before(
 async def test_a_task_read_while_its_change_is_being_saved_shows_the_change(
     tmp_path: Path, hub_url: str, workspace: str
 ) -> None:
-    store = open_store(str(tmp_path / "tasks.db"))
-    update = store.update
     saving = asyncio.Event()
     release = asyncio.Event()
 
-    async def slow(
-        tasks: Sequence[TaskUpdate] = (),
-        attempts: Sequence[AttemptRow] = (),
-        stale: Sequence[AttemptKey] = (),
-    ) -> None:
+    async def held() -> None:
         saving.set()
         await release.wait()
-        await update(tasks, attempts, stale)
 
-    setattr(store, "update", slow)  # noqa: B010 - this store instance only
+    store = _store_with(str(tmp_path / "tasks.db"), held)
     manager = TaskManager(workspace_id=workspace, transport=hub_url, store=store)
     await manager.start()
     try:
