@@ -73,14 +73,12 @@ class Ledger:
     def record(self, entry: Entry) -> None:
         """Stage a task: its row is taken when the next batch starts."""
         self._records[entry.id] = entry
-        if self._writer is None:
-            self._kick()
+        self._kick()
 
     def attempt(self, lease: Lease) -> None:
         """Stage an attempt: its row is taken when the next batch starts."""
         self._attempts[(lease.task_id, lease.attempt)] = lease
-        if self._writer is None:
-            self._kick()
+        self._kick()
 
     def unsaved(self, task_id: str) -> Entry | None:
         """The task if a change of it is staged or being saved (the store still has less)."""
