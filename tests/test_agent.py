@@ -212,6 +212,13 @@ async def test_sending_before_start_is_an_error(hub_url: str, workspace: str) ->
         await Recorder("bob", workspace, hub_url).broadcast(Note(text="x"))
 
 
+def _ping_from(sender: str, to: str = "null", ts: str = "1", msg_id: str = "i") -> bytes:
+    """A Ping envelope with hostile header fields, as raw JSON."""
+    head = f'{{"v":1,"type":"tests.helpers.Ping","id":"{msg_id}","from":{json.dumps(sender)}'
+    recipient = "null" if to == "null" else json.dumps(to)
+    return f'{head},"to":{recipient},"ts":{ts},"data":{{"n":1}}}}'.encode()
+
+
 @pytest.mark.parametrize(
     "raw",
     [
@@ -232,8 +239,29 @@ async def test_sending_before_start_is_an_error(hub_url: str, workspace: str) ->
             }
         ).encode(),
         b'{"v":1,"pad":"' + b"x" * 300_000 + b'"}',
+        _ping_from("x" * 4_100),
+        _ping_from("eve\nINFO forged log line"),
+        _ping_from("a b"),
+        _ping_from("eve", to="bob bob"),
+        _ping_from("eve", ts="Infinity"),
+        _ping_from("eve", ts="1" + "0" * 400),
+        _ping_from("eve", msg_id="i" * 65),
     ],
-    ids=["not-json", "not-object", "bad-version", "unknown-type", "invalid-data", "oversize"],
+    ids=[
+        "not-json",
+        "not-object",
+        "bad-version",
+        "unknown-type",
+        "invalid-data",
+        "oversize",
+        "sender-4100-chars",
+        "sender-with-newline",
+        "sender-with-space",
+        "recipient-with-space",
+        "infinite-ts",
+        "huge-int-ts",
+        "long-id",
+    ],
 )
 async def test_bad_input_is_dropped_and_counted_and_the_agent_keeps_working(
     admin: WatchingAdmin, hub_url: str, workspace: str, raw: bytes

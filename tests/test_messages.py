@@ -175,11 +175,13 @@ def test_registries_are_independent() -> None:
     assert registry.lookup("tests.test_messages.Order").cls is Order
 
 
-def test_reply_ids_from_the_network_are_escaped_when_encoded() -> None:
+def test_reply_ids_from_the_network_are_escaped_when_encoded_and_refused_when_decoded() -> None:
     envelope = new_envelope(Order(item="x", quantity=1), "alice", to="bob", re='a"b\\c\n')
-    back = decode(encode(envelope))
-    assert back.re == 'a"b\\c\n'
-    assert back.ts == envelope.ts
+    raw = encode(envelope)
+    assert json.loads(raw)["re"] == 'a"b\\c\n'  # no JSON injection through the id
+    with pytest.raises(DecodeError, match="'re' is not valid") as info:
+        decode(raw)
+    assert info.value.sender == "alice"
 
 
 def test_message_ids_are_unique_and_short() -> None:

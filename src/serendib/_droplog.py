@@ -1,7 +1,9 @@
 """Counting and rate-limited logging of dropped (bad) input.
 
 Every dropped message is counted by reason; the first few of each reason in a window are
-logged at WARNING with the reason, the rest at TRACE, so a flood cannot flood the log.
+logged at WARNING as one line naming the sender (when the envelope named a valid one) and the
+reason, the rest at TRACE, so a flood cannot flood the log. The message itself is never
+logged, and the reason is made safe for a log line (:func:`serendib.limits.safe_text`).
 """
 
 from __future__ import annotations
@@ -10,6 +12,9 @@ import time
 from collections import Counter
 
 from loguru import logger
+
+from serendib.errors import MessageError
+from serendib.limits import safe_text
 
 __all__ = ["DropLog"]
 
@@ -40,8 +45,9 @@ class DropLog:
         """Count and (rate-limited) log one dropped message.
 
         Args:
-            error: Why it was dropped; its class name is the counted reason.
-            raw: The bytes dropped, of which a short prefix is logged.
+            error: Why it was dropped; its class name is the counted reason (a
+                :class:`~serendib.errors.MessageError` names its sender).
+            raw: The bytes dropped; only their size is logged.
         """
         reason = type(error).__name__
         self.counts[reason] += 1
@@ -52,8 +58,16 @@ class DropLog:
         self._in_window[reason] += 1
         seen = self._in_window[reason]
         level = "WARNING" if seen <= self._burst else "TRACE"
-        sample = "" if raw is None else f" ({len(raw)} bytes: {raw[:60]!r})"
-        logger.log(level, "{}: dropped a message: {}{}", self.owner, error, sample)
+        sender = error.sender if isinstance(error, MessageError) else None
+        size = "" if raw is None else f" ({len(raw)} bytes)"
+        logger.log(
+            level,
+            "{}: dropped a message from {}{}: {}",
+            self.owner,
+            sender or "an unknown sender",
+            size,
+            safe_text(str(error), 300),
+        )
         if seen == self._burst:
             logger.warning(
                 "{}: further {} drops in the next {:.0f}s are logged at TRACE level only",

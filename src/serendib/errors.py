@@ -15,7 +15,14 @@ class SerendibError(Exception):
 
 
 class MessageError(SerendibError):
-    """A message could not be encoded, decoded or routed."""
+    """A message could not be encoded, decoded or routed.
+
+    Attributes:
+        sender: For a message received, its sender's name when the envelope named a valid
+            one (set by :func:`serendib.messages.decode`), else None.
+    """
+
+    sender: str | None = None
 
 
 class DecodeError(MessageError):

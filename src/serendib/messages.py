@@ -12,7 +12,9 @@ import dataclasses
 import functools
 import itertools
 import json
+import math
 import os
+import re
 import sys
 import threading
 import time
@@ -27,12 +29,14 @@ from pydantic import BaseModel, TypeAdapter, ValidationError
 
 from serendib.errors import (
     DecodeError,
+    MessageError,
     MessageTooLarge,
     MessageValidationError,
     NotAMessageType,
     UnknownMessageType,
     UnsupportedVersion,
 )
+from serendib.limits import is_name, safe_text
 
 __all__ = [
     "DEFAULT_MAX_MESSAGE_BYTES",
@@ -46,6 +50,7 @@ __all__ = [
     "is_message_type",
     "message_type",
     "new_envelope",
+    "summarise",
 ]
 
 WIRE_VERSION = 1
@@ -317,6 +322,10 @@ def encode(
     return raw
 
 
+_ID = re.compile(r"[A-Za-z0-9_\-]{1,64}")
+_TYPE_NAME = re.compile(r"[A-Za-z0-9_.<>\-]{1,200}")
+
+
 def _field(obj: dict[str, Any], key: str, kind: type | tuple[type, ...], optional: bool) -> Any:
     if key not in obj:
         if optional:
@@ -328,6 +337,28 @@ def _field(obj: dict[str, Any], key: str, kind: type | tuple[type, ...], optiona
     if not isinstance(value, kind) or isinstance(value, bool):
         raise DecodeError(f"envelope field {key!r} has the wrong type ({type(value).__name__})")
     return value
+
+
+@functools.lru_cache(maxsize=4096)
+def _valid_name(value: str) -> bool:
+    return is_name(value)
+
+
+def _check(valid: bool, key: str, value: object) -> None:
+    if not valid:
+        raise DecodeError(f"envelope field {key!r} is not valid: {safe_text(value, 60)}")
+
+
+def _finite(value: float) -> bool:
+    try:
+        return math.isfinite(value)
+    except OverflowError:  # an int too large for a float
+        return False
+
+
+def _sent_by(error: MessageError, sender: str | None) -> MessageError:
+    error.sender = sender
+    return error
 
 
 def decode(
@@ -360,17 +391,37 @@ def decode(
         raise DecodeError(f"not JSON ({type(e).__name__}: {e})"[:200]) from None
     if not isinstance(obj, dict):
         raise DecodeError(f"expected a JSON object, got {type(obj).__name__}")
+    claimed = obj.get("from")
+    # Named in the drop's log line only once it is known to be a valid name.
+    sender = claimed if isinstance(claimed, str) and _valid_name(claimed) else None
+    try:
+        envelope = _envelope(obj, registry)
+    except MessageError as e:
+        raise _sent_by(e, sender) from None
+    return envelope
+
+
+def _envelope(obj: dict[str, Any], registry: MessageRegistry) -> Envelope:
     version = obj.get("v")
     if version != WIRE_VERSION:
         if version is None:
             raise DecodeError("envelope has no 'v' (version) field")
-        raise UnsupportedVersion(version, WIRE_VERSION)
+        shown = version if isinstance(version, int) else safe_text(version, 20)
+        raise UnsupportedVersion(shown, WIRE_VERSION)
     type_name = _field(obj, "type", str, optional=False)
+    _check(_TYPE_NAME.fullmatch(type_name) is not None, "type", type_name)
     msg_id = _field(obj, "id", str, optional=False)
+    _check(_ID.fullmatch(msg_id) is not None, "id", msg_id)
     sender = _field(obj, "from", str, optional=False)
+    _check(_valid_name(sender), "from", sender)
     to = _field(obj, "to", str, optional=True)
+    if to is not None:
+        _check(_valid_name(to), "to", to)
     ts = _field(obj, "ts", (int, float), optional=False)
-    re = _field(obj, "re", str, optional=True)
+    _check(_finite(ts), "ts", ts)
+    re_id = _field(obj, "re", str, optional=True)
+    if re_id is not None:
+        _check(_ID.fullmatch(re_id) is not None, "re", re_id)
     rq = obj.get("rq", False) is True
     if "data" not in obj:
         raise DecodeError("envelope has no 'data' field")
@@ -378,15 +429,24 @@ def decode(
     try:
         data = info.adapter.validate_python(obj["data"])
     except ValidationError as e:
-        raise MessageValidationError(type_name, _summarise(e)) from None
-    return Envelope(msg_id, type_name, sender, to, float(ts), data, re, rq)
+        raise MessageValidationError(type_name, summarise(e)) from None
+    return Envelope(msg_id, type_name, sender, to, float(ts), data, re_id, rq)
 
 
-def _summarise(error: ValidationError) -> str:
+def summarise(error: ValidationError, limit: int = 5, what: str = "data") -> str:
+    """A pydantic validation error as one line for people: each problem's place and reason.
+
+    Places can hold keys a peer chose, so they are made safe for a log line.
+
+    Args:
+        error: The validation error.
+        limit: Problems listed; the rest are counted.
+        what: The place of a problem with no location.
+    """
     parts = []
-    for item in error.errors()[:5]:
-        where = ".".join(str(p) for p in item["loc"]) or "data"
-        parts.append(f"{where}: {item['msg']}")
+    for item in error.errors(include_url=False)[:limit]:
+        where = safe_text(".".join(str(p) for p in item["loc"]), 80) or what
+        parts.append(f"{where}: {safe_text(item['msg'], 200)}")
     more = error.error_count() - len(parts)
     if more > 0:
         parts.append(f"and {more} more")

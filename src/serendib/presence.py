@@ -7,13 +7,13 @@ An agent announces itself with :class:`Hello` (the admin answers :class:`Welcome
 
 from __future__ import annotations
 
-from typing import Any
-
 from pydantic import BaseModel, ConfigDict, Field
 
+from serendib.limits import MAX_HEARTBEAT_INTERVAL_S, JsonObject, Name, Note, Token
 from serendib.messages import message_type
 
 __all__ = [
+    "MAX_HEARTBEAT_INTERVAL_S",
     "AdminStarted",
     "AdminStopping",
     "AgentDetail",
@@ -22,8 +22,6 @@ __all__ = [
     "Hello",
     "Welcome",
 ]
-
-MAX_HEARTBEAT_INTERVAL_S = 3600.0
 
 
 class AgentDetail(BaseModel):
@@ -39,11 +37,11 @@ class AgentDetail(BaseModel):
 
     model_config = ConfigDict(frozen=True)
 
-    name: str
-    id: str
-    role: str = "agent"
-    workspace: str = "default"
-    attributes: dict[str, Any] = Field(default_factory=dict)
+    name: Name
+    id: Token
+    role: Token = "agent"
+    workspace: Name = "default"
+    attributes: JsonObject = Field(default_factory=dict)
 
 
 @message_type("serendib.Hello")
@@ -65,9 +63,9 @@ class Welcome(BaseModel):
     """The admin's answer to :class:`Hello`."""
 
     model_config = ConfigDict(frozen=True)
-    admin: str
+    admin: Name
     accepted: bool
-    reason: str | None = None
+    reason: Note | None = None
 
 
 @message_type("serendib.Heartbeat")
@@ -89,8 +87,8 @@ class Goodbye(BaseModel):
     """An agent is stopping cleanly."""
 
     model_config = ConfigDict(frozen=True)
-    name: str
-    id: str
+    name: Name
+    id: Token
 
 
 @message_type("serendib.AdminStarted")
@@ -98,7 +96,7 @@ class AdminStarted(BaseModel):
     """An admin (re)started: agents already running announce themselves again."""
 
     model_config = ConfigDict(frozen=True)
-    admin: str
+    admin: Name
 
 
 @message_type("serendib.AdminStopping")
@@ -106,4 +104,4 @@ class AdminStopping(BaseModel):
     """An admin is stopping: its agents' ``on_admin_stopped`` hook runs at once."""
 
     model_config = ConfigDict(frozen=True)
-    admin: str
+    admin: Name

@@ -8,7 +8,8 @@ Pure functions, shared by every transport: ``serendib.<workspace>.all`` for broa
 from __future__ import annotations
 
 import functools
-import re
+
+from serendib.limits import MAX_NAME_CHARS, is_name
 
 __all__ = [
     "broadcast_subject",
@@ -19,7 +20,6 @@ __all__ = [
 ]
 
 PREFIX = "serendib"
-_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_\-]{0,127}$")
 
 
 def validate_name(value: str, what: str) -> str:
@@ -37,9 +37,10 @@ def validate_name(value: str, what: str) -> str:
     Raises:
         ValueError: The name is empty, too long, or has other characters.
     """
-    if not isinstance(value, str) or not _NAME.match(value):
+    if not is_name(value):
+        shown = repr(value)[:60]
         raise ValueError(
-            f"invalid {what} {value!r}: use 1-128 letters, digits, '_' or '-', "
+            f"invalid {what} {shown}: use 1-{MAX_NAME_CHARS} letters, digits, '_' or '-', "
             "not starting with '-'"
         )
     return value

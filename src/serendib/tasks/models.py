@@ -8,10 +8,23 @@ from __future__ import annotations
 
 import time
 from enum import StrEnum
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from serendib.limits import (
+    MAX_ATTEMPT,
+    FiniteFloat,
+    Int64,
+    JsonObject,
+    JsonValue,
+    Name,
+    Note,
+    TaskId,
+    Text,
+    Timestamp,
+    Token,
+)
 from serendib.messages import message_type
 
 __all__ = [
@@ -34,14 +47,13 @@ __all__ = [
 DEFAULT_SKILL = "general"
 
 
-def _id_text(value: object) -> object:
-    # Ids may be given as numbers (the seed uses ints); they are stored and compared as text.
-    return str(value) if isinstance(value, int) and not isinstance(value, bool) else value
-
-
-TaskId = Annotated[str, BeforeValidator(_id_text), Field(min_length=1, max_length=200)]
 SkillName = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.\-]+$")]
 Level = Annotated[int, Field(ge=0, le=1_000)]
+Attempt = Annotated[int, Field(ge=1, le=MAX_ATTEMPT)]
+Seconds = Annotated[float, Field(gt=0, le=10_000_000, allow_inf_nan=False)]
+AttemptKey = tuple[TaskId, Attempt]
+"""``(task_id, attempt)``: one lease."""
+_MANY = 100_000
 
 
 class _Frozen(BaseModel):
@@ -86,15 +98,15 @@ class Task(_Frozen):
     """
 
     id: TaskId
-    description: str = ""
+    description: Text = ""
     difficulty: int = Field(ge=1, le=10)
-    kind: str = Field(default="simulate", min_length=1, max_length=100)
-    payload: dict[str, Any] = Field(default_factory=dict)
+    kind: Token = "simulate"
+    payload: JsonObject = Field(default_factory=dict)
     priority: int = Field(default=0, ge=-1_000_000, le=1_000_000)
     required_skill: SkillName = DEFAULT_SKILL
     max_attempts: int = Field(default=3, ge=1, le=100)
-    timeout_s: float | None = Field(default=None, gt=0)
-    wait_timeout_s: float | None = Field(default=None, gt=0)
+    timeout_s: Seconds | None = None
+    wait_timeout_s: Seconds | None = None
 
 
 @message_type("serendib.tasks.TaskAssignment")
@@ -109,9 +121,9 @@ class TaskAssignment(_Frozen):
     """
 
     task: Task
-    attempt: int = Field(ge=1)
-    worker: str
-    reason: str = ""
+    attempt: Attempt
+    worker: Name
+    reason: Note = ""
 
 
 @message_type("serendib.tasks.TaskResult")
@@ -130,20 +142,20 @@ class TaskResult(_Frozen):
     """
 
     task_id: TaskId
-    attempt: int = Field(ge=1)
-    worker: str
+    attempt: Attempt
+    worker: Name
     success: bool
-    output: Any = None
-    error: str | None = None
-    started_at: float = 0.0
-    finished_at: float = 0.0
+    output: JsonValue = None
+    error: Text | None = None
+    started_at: Timestamp = 0.0
+    finished_at: Timestamp = 0.0
 
 
 @message_type("serendib.tasks.TaskResults")
 class TaskResults(_Frozen):
     """Several results sent at once (workers batch what is ready)."""
 
-    results: list[TaskResult]
+    results: list[TaskResult] = Field(max_length=_MANY)
 
 
 @message_type("serendib.tasks.TaskAssignments")
@@ -157,9 +169,9 @@ class TaskAssignments(_Frozen):
             the worker echoes in its :class:`WorkerSync` as ``seen``.
     """
 
-    assignments: list[TaskAssignment]
-    epoch: str = ""
-    seq: int = Field(default=0, ge=0)
+    assignments: list[TaskAssignment] = Field(max_length=_MANY)
+    epoch: Token | Literal[""] = ""
+    seq: Int64 = Field(default=0, ge=0)
 
 
 @message_type("serendib.tasks.TaskProgress")
@@ -167,10 +179,10 @@ class TaskProgress(_Frozen):
     """A worker reports progress of a long attempt (and so that it is still at it)."""
 
     task_id: TaskId
-    attempt: int = Field(ge=1)
-    worker: str
-    fraction: float = Field(ge=0.0, le=1.0)
-    note: str = ""
+    attempt: Attempt
+    worker: Name
+    fraction: FiniteFloat = Field(ge=0.0, le=1.0)
+    note: Note = ""
 
 
 @message_type("serendib.tasks.TaskCancel")
@@ -178,18 +190,14 @@ class TaskCancel(_Frozen):
     """The manager asks a worker to abandon an attempt."""
 
     task_id: TaskId
-    attempt: int = Field(ge=1)
-
-
-AttemptKey = tuple[str, int]
-"""``(task_id, attempt)``: one lease."""
+    attempt: Attempt
 
 
 @message_type("serendib.tasks.ResultsAck")
 class ResultsAck(_Frozen):
     """The manager has stored these results (or found them stale): stop resending them."""
 
-    acks: list[AttemptKey]
+    acks: list[AttemptKey] = Field(max_length=_MANY)
 
 
 @message_type("serendib.tasks.WorkerSync")
@@ -208,9 +216,9 @@ class WorkerSync(_Frozen):
         seen: The highest ``TaskAssignments.seq`` handled from that manager.
     """
 
-    holding: list[AttemptKey]
-    epoch: str = ""
-    seen: int = Field(default=0, ge=0)
+    holding: list[AttemptKey] = Field(max_length=_MANY)
+    epoch: Token | Literal[""] = ""
+    seen: Int64 = Field(default=0, ge=0)
 
 
 class WorkerInfo(_Frozen):
@@ -222,8 +230,8 @@ class WorkerInfo(_Frozen):
         capacity: Attempts it runs at once.
     """
 
-    name: str
-    skills: dict[SkillName, Level] = Field(min_length=1)
+    name: Name
+    skills: dict[SkillName, Level] = Field(min_length=1, max_length=64)
     capacity: int = Field(default=1, ge=1, le=100_000)
 
     def level(self, skill: str) -> int:

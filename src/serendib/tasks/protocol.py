@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from serendib.limits import Int64, Name, TaskId
 from serendib.messages import default_registry, message_type
 from serendib.tasks.models import Task, TaskRecord, TaskState, WorkerInfo
 from serendib.tasks.report import Report
@@ -71,10 +72,10 @@ class StatusReply(_Message):
 class TaskQuery(_Message):
     """Ask for a page of tasks, or one task by id."""
 
-    task_id: str | None = None
+    task_id: TaskId | None = None
     state: TaskState | None = None
-    worker: str | None = None
-    after: int | None = None
+    worker: Name | None = None
+    after: Int64 | None = Field(default=None, ge=0)
     limit: int = Field(default=100, ge=1, le=10_000)
 
 
@@ -90,7 +91,7 @@ class TaskPage(_Message):
 class CancelRequest(_Message):
     """Cancel a task that is not final yet."""
 
-    task_id: str
+    task_id: TaskId
 
 
 @message_type("serendib.tasks.CancelReply")

@@ -14,10 +14,13 @@ from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, ClassVar
 
 from loguru import logger
+from pydantic import ValidationError
 from pydantic_core import to_jsonable_python
 
 from serendib.agent import Agent
 from serendib.handlers import on_message
+from serendib.limits import clip_text
+from serendib.messages import summarise
 from serendib.tasks.models import (
     DEFAULT_SKILL,
     AttemptKey,
@@ -257,16 +260,27 @@ class WorkerAgent(Agent):
                 )
                 error = f"{type(e).__name__}: {e}"
         self.completed += 1
-        return TaskResult(
-            task_id=task.id,
-            attempt=attempt,
-            worker=self.name,
-            success=error is None,
-            output=output,
-            error=error,
-            started_at=started,
-            finished_at=time.time(),
-        )
+        try:
+            return TaskResult(
+                task_id=task.id,
+                attempt=attempt,
+                worker=self.name,
+                success=error is None,
+                output=output,
+                error=None if error is None else clip_text(error),
+                started_at=started,
+                finished_at=time.time(),
+            )
+        except ValidationError as e:  # an output the manager would refuse (too deep...)
+            return TaskResult(
+                task_id=task.id,
+                attempt=attempt,
+                worker=self.name,
+                success=False,
+                error=clip_text(f"the handler's output cannot be sent: {summarise(e)}"),
+                started_at=started,
+                finished_at=time.time(),
+            )
 
     @on_message
     async def _on_ack(self, ack: ResultsAck) -> None:
