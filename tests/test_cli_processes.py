@@ -111,3 +111,53 @@ def test_admin_on_a_port_in_use_exits_naming_the_port(tmp_path: Path) -> None:
     assert done.returncode == 3
     assert f"port {port} is already in use" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+# --- bad input: exit 2, one line saying what to do, no traceback -----------------------------
+
+LAUGHS = (
+    'l0: &l0 ["lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol"]\n'
+    + "".join(f"l{n}: &l{n} [{', '.join([f'*l{n - 1}'] * 9)}]\n" for n in range(1, 9))
+    + "tasks:\n  - id: a\n    difficulty: 1\n    payload: *l8\n"
+)
+
+
+def _one_error_line(stderr: str) -> str:
+    lines = stderr.strip().splitlines()
+    assert len(lines) == 1, stderr
+    assert "Traceback" not in stderr
+    return lines[0]
+
+
+def test_submitting_a_yaml_alias_bomb_exits_2_before_connecting(tmp_path: Path) -> None:
+    bomb = tmp_path / "bomb.yaml"
+    bomb.write_text(LAUGHS)
+    nobody = free_port()  # no admin listens there: the file is refused before connecting
+
+    done = run("submit", str(bomb), "--admin", f"127.0.0.1:{nobody}", timeout=30)
+
+    assert done.returncode == 2, done.stderr
+    line = _one_error_line(done.stderr)
+    assert "bomb.yaml: line 2: YAML aliases (*name) are not allowed in task files" in line
+
+
+def test_submitting_a_file_too_large_for_one_message_exits_2_saying_split_it(
+    tmp_path: Path, processes: list[Process]
+) -> None:
+    port = free_port()
+    admin = admin_process(tmp_path, port)
+    processes.append(admin)
+    admin.wait_for("admin of workspace")
+    big = tmp_path / "big.yaml"
+    # 150 valid tasks of 9,000-character descriptions: about 1.4 MB, over the 1 MiB message.
+    big.write_text(
+        "".join(f"- id: t{i}\n  difficulty: 1\n  description: {'x' * 9000}\n" for i in range(150))
+    )
+
+    done = run("submit", str(big), "--admin", f"127.0.0.1:{port}", "--workspace", "w")
+
+    assert done.returncode == 2, done.stderr
+    line = _one_error_line(done.stderr)
+    assert "exceeds the limit of" in line
+    assert "split the input (the task file) into smaller files" in line
+    assert admin.stop(signal.SIGINT) in (0, 130)

@@ -23,6 +23,7 @@ from serendib.errors import (
     ConnectionFailed,
     DashboardError,
     DuplicateAgentName,
+    MessageTooLarge,
     SerendibError,
     StoreError,
     TaskError,
@@ -205,7 +206,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         logger.error("{}", e)
         return EXIT_UNREACHABLE
     except (DuplicateAgentName, TaskError, ValueError) as e:
-        logger.error("{}", e)
+        logger.error("{}", e)  # InvalidTaskFile among them: the file, the entry, the reason
+        return EXIT_USAGE
+    except MessageTooLarge as e:
+        # Too much input for one message (a large task file): the user's to fix, not a fault.
+        logger.error("{}: split the input (the task file) into smaller files", e)
         return EXIT_USAGE
     except SerendibError as e:
         logger.error("{}", e)
