@@ -16,14 +16,19 @@ from dataclasses import dataclass
 from loguru import logger
 
 from serendib.agent import Agent, current_message
+from serendib.errors import AgentError
 from serendib.handlers import on_message
 from serendib.messages import Envelope
-from serendib.presence import AgentDetail, Goodbye, Heartbeat, Hello, Welcome
+from serendib.presence import AgentDetail, Goodbye, Heartbeat, Hello, Probe, Welcome
 
 __all__ = ["Membership"]
 
 _LOST_REMEMBERED = 10_000
 """Agents declared lost whose goodbye is still recognised (the oldest are forgotten)."""
+_PROBE_MAX_S = 5.0
+"""Longest wait for the holder of a name to answer a probe (it gets two heartbeats, up to
+this): one that does not answer is taken for dead and replaced by the run asking for its
+name."""
 
 
 @dataclass(slots=True)
@@ -49,12 +54,14 @@ class Membership(Agent):
     lost_after: int
     _members: dict[str, _Member]
     _lost_members: dict[str, _Member]
+    _probing: set[str]
 
     def _init_membership(self, lost_after: int) -> None:
         if lost_after < 1:
             raise ValueError(f"lost_after must be >= 1, got {lost_after}")
         self.lost_after = lost_after
         self._members = {}
+        self._probing: set[str] = set()
         # Agents declared lost, until heard from again: a goodbye from one still counts.
         self._lost_members = {}
 
@@ -143,9 +150,12 @@ class Membership(Agent):
         assert request is not None
         known = self._members.get(hello.agent.name)
         if known is not None and known.detail.id != hello.agent.id:
-            await self._reply(
-                request, Welcome(admin=self.name, accepted=False, reason="name in use")
-            )
+            # Another run asks for a member's name: a restart (the member died a moment ago,
+            # as a supervisor restarting a killed process does) or a duplicate. Ask the member;
+            # if it does not answer, the new run takes its place at once.
+            self._check_holder(known)
+            reason = "name in use; checking whether the agent holding it is alive"
+            await self._reply(request, Welcome(admin=self.name, accepted=False, reason=reason))
             return
         await self._reply(request, Welcome(admin=self.name, accepted=True))
         await self._admit(hello.agent, hello.interval)
@@ -171,12 +181,40 @@ class Membership(Agent):
         """Run ``fn`` in the dispatch loop, in order with the messages being handled."""
         self._inbox.put_nowait(Envelope("", "", self.name, self.name, time.time(), _Call(fn)))
 
-    def _heard_from(self, sender: str) -> None:
+    def _heard_from(self, envelope: Envelope) -> None:
         # Any message is a sign of life, counted when it arrives, not when its turn in the
-        # inbox comes: a busy admin must not declare its busiest workers lost.
-        member = self._members.get(sender)
-        if member is not None:
-            member.last_seen = time.monotonic()
+        # inbox comes: a busy admin must not declare its busiest workers lost. Presence from
+        # another run under the same name (a restart asking for it) is not the member's.
+        member = self._members.get(envelope.sender)
+        if member is None:
+            return
+        data = envelope.data
+        if isinstance(data, (Hello, Heartbeat)) and data.agent.id != member.detail.id:
+            return
+        if isinstance(data, Goodbye) and data.id != member.detail.id:
+            return
+        member.last_seen = time.monotonic()
+
+    def _check_holder(self, member: _Member) -> None:
+        """Probe ``member`` (once at a time); replace it at once if it does not answer."""
+        name, agent_id = member.detail.name, member.detail.id
+        if name in self._probing:
+            return
+        self._probing.add(name)
+        timeout = min(max(2 * member.interval, 1.0), _PROBE_MAX_S)
+
+        async def probe() -> None:
+            try:
+                await self.request(name, Probe(id=agent_id), timeout=timeout)
+            except (AgentError, TimeoutError):
+                self._call_soon(lambda: self._replace(name, agent_id))
+            finally:
+                self._probing.discard(name)
+
+        self._spawn(probe(), f"probe-{name}")
+
+    async def _replace(self, name: str, agent_id: str) -> None:
+        await self._remove(name, agent_id, "did not answer while another run asked for its name")
 
     async def _monitor_loop(self) -> None:
         was_connected = True

@@ -24,7 +24,7 @@ from serendib.errors import (
 )
 from serendib.handlers import HandlerTable
 from serendib.messages import Envelope, RequestFailed, decode, default_registry, new_envelope
-from serendib.presence import AdminStopping
+from serendib.presence import AdminStopping, Probe
 from serendib.subjects import direct_subject
 from serendib.transports import Transport, open_transport
 
@@ -73,6 +73,9 @@ class Messaging:
         raise NotImplementedError
 
     def _admin_stopping(self, notice: AdminStopping) -> None:
+        raise NotImplementedError
+
+    def _probed(self, probe: Envelope) -> None:
         raise NotImplementedError
 
     # --- the connection ---------------------------------------------------------------------
@@ -209,21 +212,26 @@ class Messaging:
             envelope = message
         if envelope.sender == self.name and envelope.to is None:
             return
-        self._heard_from(envelope.sender)
+        self._heard_from(envelope)
         if envelope.re is not None:
             future = self._pending.get(envelope.re)
             if future is not None and not future.done():
                 future.set_result(envelope)
             return
-        if type(envelope.data) is AdminStopping:
+        kind = type(envelope.data)
+        if kind is AdminStopping:
             # Not queued: whatever the admin sent before it, the agent may want to stop now.
             self._admin_stopping(envelope.data)
+            return
+        if kind is Probe:
+            # Not queued either: a busy handler must not make a live agent look dead.
+            self._probed(envelope)
             return
         if not self._draining:
             self._inbox.put_nowait(envelope)
 
-    def _heard_from(self, sender: str) -> None:
-        """Hook: a message from ``sender`` arrived (the admin counts it as a sign of life)."""
+    def _heard_from(self, envelope: Envelope) -> None:
+        """Hook: ``envelope`` arrived from its sender (the admin counts it as a sign of life)."""
 
     # --- dispatching ---------------------------------------------------------------------------
 

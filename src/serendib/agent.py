@@ -28,6 +28,8 @@ from serendib.presence import (
     Goodbye,
     Heartbeat,
     Hello,
+    Probe,
+    ProbeReply,
     Welcome,
 )
 from serendib.subjects import broadcast_subject, direct_subject, presence_subject, validate_name
@@ -378,6 +380,13 @@ class Agent(Messaging):
         task = asyncio.create_task(self._run_admin_stopped(notice.admin))
         self._hooks.add(task)
         task.add_done_callback(self._hooks.discard)
+
+    def _probed(self, probe: Envelope) -> None:
+        """Answer the admin's liveness probe if it names this run of the agent."""
+        data = probe.data
+        if not isinstance(data, Probe) or data.id != self.detail.id or not self._can_send():
+            return
+        self._spawn(self._reply(probe, ProbeReply(id=self.detail.id)), "probe-reply")
 
     async def _run_admin_stopped(self, admin: str) -> None:
         try:

@@ -184,6 +184,12 @@ async def run_until_signalled(main: Coroutine[Any, Any, int], stop: Callable[[],
         code = await task
     except asyncio.CancelledError:
         return EXIT_INTERRUPTED
+    except SerendibError as e:
+        if not signalled:
+            raise
+        # Stopped while starting (joining, connecting): the failure is the stop's doing.
+        logger.debug("interrupted while starting: {}", e)
+        return EXIT_INTERRUPTED
     finally:
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(sig)

@@ -20,6 +20,8 @@ __all__ = [
     "Goodbye",
     "Heartbeat",
     "Hello",
+    "Probe",
+    "ProbeReply",
     "Welcome",
 ]
 
@@ -105,3 +107,22 @@ class AdminStopping(BaseModel):
 
     model_config = ConfigDict(frozen=True)
     admin: Name
+
+
+@message_type("serendib.Probe")
+class Probe(BaseModel):
+    """The admin asks whether the agent run ``id`` is still alive (another asked for its name).
+
+    Every agent listening on the name's subject receives it; only the run it names answers.
+    """
+
+    model_config = ConfigDict(frozen=True)
+    id: Token
+
+
+@message_type("serendib.ProbeReply")
+class ProbeReply(BaseModel):
+    """The answer of the agent run a :class:`Probe` names: it is alive."""
+
+    model_config = ConfigDict(frozen=True)
+    id: Token

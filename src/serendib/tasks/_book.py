@@ -39,20 +39,40 @@ class TaskBook(WorkerRoster):
 
     # --- entry points -------------------------------------------------------------------------
 
-    def resume(self, records: list[TaskRecord], open_attempts: dict[str, AttemptRecord]) -> None:
-        """Take over the unfinished tasks of a previous run: in-flight attempts are abandoned."""
+    def resume(
+        self,
+        records: list[TaskRecord],
+        open_attempts: dict[str, AttemptRecord],
+        grace_s: float,
+    ) -> None:
+        """Take over the unfinished tasks of a previous run.
+
+        An attempt in flight stays its worker's for ``grace_s``: workers outlive a manager
+        restart and tell the new one what they hold (their sync, sent when they join), so
+        their results, including those finished while the manager was down, still count.
+        One its worker does not claim in time, or says it does not hold, is abandoned (LOST)
+        and requeued.
+        """
         now = time.time()
+        resumed = 0
         for record in records:
             entry = Entry.of(record)
-            in_flight = entry.state is not TaskState.PENDING
-            if in_flight:
-                attempt = open_attempts.get(record.id)
-                if attempt is not None:
-                    lease = Lease.of(attempt)
-                    lease.end(AttemptOutcome.LOST, now, "manager restarted")
-                    self._ledger.attempt(lease)
+            if entry.state is TaskState.PENDING:
+                self._queue(entry, stage=False)
+                continue
+            attempt = open_attempts.get(record.id)
+            if attempt is None or attempt.attempt != entry.attempt:
                 entry.requeue("manager restarted; attempt abandoned", now)
-            self._queue(entry, stage=in_flight)
+                self._queue(entry, stage=True)
+                continue
+            lease = Lease.of(attempt)
+            lease.resumed = True
+            self._records[entry.id] = entry
+            self._attempts[entry.id] = lease
+            self._by_worker.setdefault(lease.worker, set()).add(entry.id)
+            resumed += 1
+        if resumed:
+            self._await_claims(grace_s)
         self.pump()
 
     def submitted(self, tasks: list[Task], at: float) -> None:

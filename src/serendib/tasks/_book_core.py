@@ -67,6 +67,7 @@ class BookCore:
         self._timers: dict[str, asyncio.TimerHandle] = {}
         self._suspects: dict[str, asyncio.TimerHandle] = {}
         self._escalate: set[str] = set()
+        self._claims: asyncio.TimerHandle | None = None
         self.events = EventBus(owner)
         self.stats = ManagerStats()
 
@@ -83,6 +84,9 @@ class BookCore:
 
     def close(self) -> None:
         """Cancel every timer."""
+        if self._claims is not None:
+            self._claims.cancel()
+            self._claims = None
         for timer in (*self._timers.values(), *self._suspects.values()):
             timer.cancel()
         self._timers.clear()
@@ -265,6 +269,32 @@ class BookCore:
         else:
             entry.requeue(f"timed out on {attempt.worker}; retrying", now, error)
             self._requeue(entry, escalate_above=self._level_of(attempt.worker, entry.task))
+        self.pump()
+
+    def _await_claims(self, grace_s: float) -> None:
+        """After ``grace_s``, abandon the resumed attempts no worker has claimed."""
+
+        async def abandon() -> None:
+            self._claims = None
+            self._abandon_unclaimed(f"not claimed by its worker within {grace_s:g}s")
+
+        loop = asyncio.get_running_loop()
+        self._claims = loop.call_later(grace_s, lambda: self._call_soon(abandon))
+
+    def _abandon_unclaimed(self, why: str, worker: str | None = None) -> None:
+        """Requeue the resumed attempts still unclaimed (of ``worker`` only, if given)."""
+        now = time.time()
+        names = [worker] if worker is not None else list(self._by_worker)
+        for name in names:
+            for task_id in sorted(self._by_worker.get(name, ())):
+                lease = self._attempts.get(task_id)
+                entry = self._records.get(task_id)
+                if lease is None or entry is None or not lease.resumed:
+                    continue
+                self._end_attempt(lease, AttemptOutcome.LOST, now, f"manager restarted; {why}")
+                self.stats.requeued_lost += 1
+                entry.requeue(f"manager restarted; {why}; requeued", now)
+                self._requeue(entry)
         self.pump()
 
     def _level_of(self, worker: str, task: Task) -> int:

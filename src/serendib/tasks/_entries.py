@@ -165,6 +165,7 @@ class Lease:
         "finished_at",
         "outcome",
         "reason",
+        "resumed",
         "sent_at",
         "seq",
         "stale_results",
@@ -197,6 +198,9 @@ class Lease:
         # sent yet), and when it was sent.
         self.seq = 0
         self.sent_at = 0.0
+        # Not stored either: held since before the manager restarted, and not yet claimed by
+        # its worker (see TaskBook.resume).
+        self.resumed = False
 
     @classmethod
     def of(cls, record: AttemptRecord) -> Lease:

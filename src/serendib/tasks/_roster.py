@@ -111,11 +111,18 @@ class WorkerRoster(BookCore):
         """
         now = time.time()
         attempts = self._attempts
-        missing = [
-            task_id
-            for task_id in self._by_worker.get(worker, ())
-            if (lease := attempts.get(task_id)) is None or (task_id, lease.attempt) not in holding
-        ]
+        missing = []
+        unclaimed = False
+        for task_id in self._by_worker.get(worker, ()):
+            lease = attempts.get(task_id)
+            if lease is not None and (task_id, lease.attempt) in holding:
+                lease.resumed = False  # claimed: held since before a manager restart
+            elif lease is not None and lease.resumed:
+                unclaimed = True
+            else:
+                missing.append(task_id)
+        if unclaimed:
+            self._abandon_unclaimed(f"{worker} does not hold it", worker)
         for task_id in sorted(missing):  # usually none: a worker holds what it was given
             attempt = self._attempts.get(task_id)
             entry = self._records.get(task_id)

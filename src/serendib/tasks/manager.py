@@ -19,7 +19,7 @@ from typing import Any
 from loguru import logger
 
 from serendib.admin import Admin
-from serendib.agent import current_message
+from serendib.agent import NETWORK_HEARTBEAT_S, current_message
 from serendib.errors import TaskNotFound
 from serendib.handlers import on_message
 from serendib.presence import AgentDetail
@@ -74,6 +74,10 @@ class TaskManager(Admin):
             agent lost (``2 * lost_after`` of the worker's heartbeats); 0 requeues at once. A
             worker that says goodbye, or comes back under a new identity (restarted),
             has its attempts requeued at once.
+        resume_grace_s: After a restart, how long an attempt that was in flight stays its
+            worker's, waiting for the worker to claim it (workers tell a new manager what they
+            hold as soon as it starts): its result then counts, even one finished while the
+            manager was down. Default: 6 network heartbeats (6 s).
         **options: Passed on to :class:`~serendib.Admin`.
     """
 
@@ -88,12 +92,20 @@ class TaskManager(Admin):
         stop_when_done: bool = False,
         attempt_unqualified: bool = False,
         lost_grace_s: float | None = None,
+        resume_grace_s: float | None = None,
         **options: Any,
     ) -> None:
         super().__init__(name, port, workspace_id=workspace_id, **options)
         if lost_grace_s is not None and lost_grace_s < 0:
             raise ValueError(f"lost_grace_s must be >= 0, got {lost_grace_s}")
+        if resume_grace_s is not None and resume_grace_s < 0:
+            raise ValueError(f"resume_grace_s must be >= 0, got {resume_grace_s}")
         self.lost_grace_s = lost_grace_s
+        self.resume_grace_s = (
+            resume_grace_s
+            if resume_grace_s is not None
+            else 2 * self.lost_after * NETWORK_HEARTBEAT_S
+        )
         self._incarnations: dict[str, str] = {}
         self.store = open_store(store) if store is None or isinstance(store, str) else store
         self.scheduler = Scheduler(attempt_unqualified=attempt_unqualified)
@@ -145,16 +157,38 @@ class TaskManager(Admin):
 
     # --- lifecycle ----------------------------------------------------------------------------
 
-    async def on_start(self) -> None:
-        """Open the store, resume unfinished tasks, and submit the initial ones."""
+    async def start(self) -> None:
+        """Open the store and take over its unfinished tasks, then start the admin.
+
+        The store is open and its tasks are in memory before the manager subscribes, so the
+        first result a worker sends after a restart finds the attempt it belongs to.
+
+        Raises:
+            StoreError: The store cannot be opened or read.
+            BrokerStartError: The embedded NATS server could not start.
+            ConnectionFailed: The transport could not connect.
+        """
         await self.store.open()
-        records = await self.store.unfinished()
-        if records:
-            open_attempts = {a.task_id: a for a in await self.store.open_attempts()}
-            self.book.resume(records, open_attempts)
-            logger.info(
-                "{}: resumed {} unfinished tasks from {}", self.name, len(records), self.store.url
-            )
+        try:
+            records = await self.store.unfinished()
+            if records:
+                open_attempts = {a.task_id: a for a in await self.store.open_attempts()}
+                self.book.resume(records, open_attempts, self.resume_grace_s)
+                logger.info(
+                    "{}: resumed {} unfinished tasks from {}",
+                    self.name,
+                    len(records),
+                    self.store.url,
+                )
+            await super().start()
+        except BaseException:
+            self.book.close()
+            await self._ledger.drain()
+            await self.store.close()
+            raise
+
+    async def on_start(self) -> None:
+        """Submit the initial tasks."""
         if self._initial:
             await self.submit(self._initial)
             self._initial = []

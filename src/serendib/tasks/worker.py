@@ -17,10 +17,11 @@ from loguru import logger
 from pydantic import ValidationError
 from pydantic_core import to_jsonable_python
 
-from serendib.agent import Agent
+from serendib.agent import Agent, AgentStatus
 from serendib.handlers import on_message
 from serendib.limits import clip_text
 from serendib.messages import summarise
+from serendib.presence import AdminStarted
 from serendib.tasks.models import (
     DEFAULT_SKILL,
     AttemptKey,
@@ -289,7 +290,20 @@ class WorkerAgent(Agent):
 
     async def _join(self) -> None:
         await super()._join()
+        await self._sync()  # a manager that just restarted learns at once what this one holds
         self._spawn(self._sync_loop(), "sync")
+
+    @on_message
+    async def _on_manager_started(self, data: AdminStarted) -> None:
+        if self.status is AgentStatus.RUNNING and self.admin_name in (None, data.admin):
+            await self._sync()
+
+    async def _sync(self) -> None:
+        holding = [*self._running, *self._unacked]
+        try:
+            await self._to_manager(WorkerSync(holding=holding, epoch=self._epoch, seen=self._seen))
+        except Exception as e:  # the connection is down: the sync loop tries again
+            logger.debug("{}: sync not sent: {}", self.name, e)
 
     async def _sync_loop(self) -> None:
         """Resend unacknowledged results and tell the manager what this worker holds.
@@ -304,11 +318,9 @@ class WorkerAgent(Agent):
             try:
                 if due:
                     await self._to_manager(due[0] if len(due) == 1 else TaskResults(results=due))
-                holding = [*self._running, *self._unacked]
-                sync = WorkerSync(holding=holding, epoch=self._epoch, seen=self._seen)
-                await self._to_manager(sync)
             except Exception as e:  # the connection is down: try again next period
-                logger.debug("{}: sync not sent: {}", self.name, e)
+                logger.debug("{}: results not resent: {}", self.name, e)
+            await self._sync()
 
     def _queue_result(self, result: TaskResult) -> None:
         key = (result.task_id, result.attempt)
