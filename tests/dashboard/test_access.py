@@ -126,3 +126,27 @@ async def test_with_a_token_the_running_dashboard_needs_it_everywhere(tmp_path: 
     assert with_query.status_code == 200
     assert len(workers.json()) == 3
     assert submitted.json()["accepted"] == ["a"]
+
+
+@pytest.mark.parametrize(
+    ("policy", "method", "path", "status"),
+    [
+        (AccessPolicy("203.0.113.5", token="s3cret"), "GET", "/api/workers", 401),
+        (AccessPolicy("203.0.113.5", token="s3cret"), "GET", "/", 401),
+        (AccessPolicy("203.0.113.5"), "POST", "/api/tasks/a/cancel", 403),
+        (AccessPolicy("127.0.0.1"), "GET", "/api/workers", 421),
+    ],
+)
+async def test_denials_carry_the_security_headers(
+    tmp_path: Path, policy: AccessPolicy, method: str, path: str, status: int
+) -> None:
+    manager = TaskManager("manager", store=str(tmp_path / "tasks.db"))
+    transport = httpx.ASGITransport(app=create_app(Dashboard(manager), policy))
+    async with httpx.AsyncClient(transport=transport, base_url="http://203.0.113.5") as client:
+        denied = await client.request(method, path)
+
+    assert denied.status_code == status
+    assert denied.headers["x-content-type-options"] == "nosniff"
+    assert denied.headers["content-security-policy"] == "default-src 'none'; frame-ancestors 'none'"
+    assert denied.headers["referrer-policy"] == "no-referrer"
+    assert denied.json()["error"]

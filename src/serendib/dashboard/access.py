@@ -7,6 +7,9 @@ local users, while one on any other address serves reads only: submitting and ca
 always need a token there. Mutating calls from another web origin are refused whatever the
 token, and a loopback dashboard answers only to loopback host names, so a web page the user
 visits can neither post to it nor reach it through DNS rebinding.
+
+Every response, a denial included, carries :data:`SECURITY_HEADERS` (a response setting its
+own ``Content-Security-Policy``, the page, keeps it): see :class:`SecurityHeadersMiddleware`.
 """
 
 from __future__ import annotations
@@ -18,9 +21,26 @@ from dataclasses import dataclass
 from urllib.parse import parse_qsl, urlsplit
 
 from starlette.responses import JSONResponse
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-__all__ = ["AccessPolicy", "Denial", "AccessMiddleware", "is_loopback"]
+__all__ = [
+    "SECURITY_HEADERS",
+    "AccessMiddleware",
+    "AccessPolicy",
+    "Denial",
+    "SecurityHeadersMiddleware",
+    "is_loopback",
+]
+
+SECURITY_HEADERS = {
+    # A browser must not guess a type: a JSON error echoing input is never run as HTML.
+    "X-Content-Type-Options": "nosniff",
+    # The API's answers are data: nothing in them may load, run or be framed.
+    "Content-Security-Policy": "default-src 'none'; frame-ancestors 'none'",
+    # The page's address may hold ?token=: it must not leak to anywhere a link leads.
+    "Referrer-Policy": "no-referrer",
+}
+"""Headers on every dashboard response that has not set them itself."""
 
 _SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 _LOOPBACK_NAMES = frozenset({"localhost", "localhost.localdomain", "ip6-localhost"})
@@ -151,3 +171,33 @@ class AccessMiddleware:
         extra = {"WWW-Authenticate": "Bearer"} if denial.status == 401 else None
         response = JSONResponse({"error": denial.reason}, denial.status, headers=extra)
         await response(scope, receive, send)
+
+
+class SecurityHeadersMiddleware:
+    """ASGI middleware adding each of ``headers`` to every HTTP response that lacks it.
+
+    Outermost, so that denials and errors get them as well as pages, files and the API.
+    """
+
+    def __init__(self, app: ASGIApp, headers: Mapping[str, str] = SECURITY_HEADERS) -> None:
+        self.app = app
+        self._headers = [
+            (name.lower().encode("latin-1"), value.encode("latin-1"))
+            for name, value in headers.items()
+        ]
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Pass the request on, adding the headers to the response's start."""
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def send_with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = list(message.get("headers", []))
+                present = {name.lower() for name, _ in headers}
+                headers += [h for h in self._headers if h[0] not in present]
+                message = {**message, "headers": headers}
+            await send(message)
+
+        await self.app(scope, receive, send_with_headers)

@@ -11,7 +11,7 @@ from starlette.responses import FileResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from serendib.dashboard.access import AccessMiddleware, AccessPolicy
+from serendib.dashboard.access import AccessMiddleware, AccessPolicy, SecurityHeadersMiddleware
 from serendib.dashboard.api import api_routes, exception_handlers
 from serendib.dashboard.core import Dashboard
 
@@ -25,12 +25,15 @@ _PAGE_HEADERS = {
         "default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; "
         "connect-src 'self'; frame-ancestors 'none'"
     ),
-    "X-Content-Type-Options": "nosniff",
 }
 
 
 def create_app(dashboard: Dashboard, policy: AccessPolicy) -> Starlette:
     """The ASGI application serving ``dashboard`` under ``policy``.
+
+    Every response carries the security headers of
+    :class:`~serendib.dashboard.access.SecurityHeadersMiddleware`; the page keeps its own
+    ``Content-Security-Policy`` (its scripts and styles load from the dashboard itself).
 
     Args:
         dashboard: What to show (start and stop it around the app's life).
@@ -47,6 +50,10 @@ def create_app(dashboard: Dashboard, policy: AccessPolicy) -> Starlette:
     ]
     return Starlette(
         routes=routes,
-        middleware=[Middleware(AccessMiddleware, policy=policy)],
+        # First is outermost: denials from the access check get the security headers too.
+        middleware=[
+            Middleware(SecurityHeadersMiddleware),
+            Middleware(AccessMiddleware, policy=policy),
+        ],
         exception_handlers=exception_handlers(),
     )
