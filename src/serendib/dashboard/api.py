@@ -1,8 +1,9 @@
 """The JSON HTTP API under ``/api/``, the event stream and ``/metrics``, as Starlette routes.
 
 Each endpoint parses its input into a pydantic model, calls :class:`Dashboard`, and returns
-the model as JSON. Input problems are 4xx with the reason (400 not JSON, 413 too large,
-422 invalid, 404 unknown task); a store that cannot be read or a stopped manager is 503.
+the model as JSON. Input problems are 4xx with the reason (400 not JSON or nested deeper than
+:data:`MAX_BODY_DEPTH`, 413 too large, 422 invalid, 404 unknown task), found before anything
+reaches the store; a store that cannot be read or a stopped manager is 503.
 """
 
 from __future__ import annotations
@@ -20,12 +21,15 @@ from starlette.routing import BaseRoute, Route
 from serendib.dashboard.core import Dashboard
 from serendib.dashboard.metrics import CONTENT_TYPE
 from serendib.dashboard.openapi import openapi_document
-from serendib.dashboard.schemas import ErrorBody, SubmitBody, TaskFilter
+from serendib.dashboard.schemas import ErrorBody, SubmitBody, TaskFilter, TaskPath
 from serendib.errors import AgentNotRunning, StoreError, TaskNotFound
+from serendib.limits import check_json_depth
 
-__all__ = ["MAX_BODY_BYTES", "api_routes", "exception_handlers"]
+__all__ = ["MAX_BODY_BYTES", "MAX_BODY_DEPTH", "api_routes", "exception_handlers"]
 
 MAX_BODY_BYTES = 8 * 1024 * 1024
+MAX_BODY_DEPTH = 64
+"""Nesting of a JSON body's lists and objects (a submission needs about 35: a payload 32)."""
 _KEEPALIVE_S = 15.0
 _SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 
@@ -67,10 +71,23 @@ async def _body(request: Request) -> object:
     raw = b"".join(chunks)
     if not raw.strip():
         raise HTTPException(400, "the body is empty: expected JSON")
+    too_deep = f"the body nests deeper than {MAX_BODY_DEPTH} levels"
     try:
-        return json.loads(raw)
+        body = json.loads(raw)
     except (ValueError, UnicodeDecodeError) as e:
         raise HTTPException(400, f"the body is not valid JSON: {e}") from None
+    except RecursionError:  # the parser's own bound, far deeper than ours
+        raise HTTPException(400, too_deep) from None
+    try:
+        # Checked once here (without recursion), so no validator or encoder meets it.
+        return check_json_depth(body, MAX_BODY_DEPTH)
+    except ValueError:
+        raise HTTPException(400, too_deep) from None
+
+
+def _task_id(request: Request) -> str:
+    """The path's task id, validated: one that no task can have is 422, not a store query."""
+    return TaskPath.model_validate({"task_id": request.path_params["task_id"]}).task_id
 
 
 def api_routes(dashboard: Dashboard) -> list[BaseRoute]:
@@ -92,10 +109,10 @@ def api_routes(dashboard: Dashboard) -> list[BaseRoute]:
         return _json(await dashboard.submit(body))
 
     async def one_task(request: Request) -> Response:
-        return _json(await dashboard.task(request.path_params["task_id"]))
+        return _json(await dashboard.task(_task_id(request)))
 
     async def cancel(request: Request) -> Response:
-        return _json(await dashboard.cancel(request.path_params["task_id"]))
+        return _json(await dashboard.cancel(_task_id(request)))
 
     async def openapi(request: Request) -> Response:
         return JSONResponse(openapi_document())

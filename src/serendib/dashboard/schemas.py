@@ -6,10 +6,12 @@ reason, and the OpenAPI description is generated from the same classes the API r
 
 from __future__ import annotations
 
-from typing import Any, Literal
+import re
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
+from serendib.limits import TaskId
 from serendib.tasks.models import AttemptOutcome, Task, TaskState
 
 __all__ = [
@@ -25,6 +27,7 @@ __all__ = [
     "TaskDetail",
     "TaskFilter",
     "TaskPageView",
+    "TaskPath",
     "TaskRow",
     "Throughput",
     "WorkerView",
@@ -34,11 +37,35 @@ MAX_PAGE = 1_000
 MAX_SUBMIT = 10_000
 
 
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
 class _Model(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
 
+def _no_control(value: str) -> str:
+    # Nothing stored holds one, and PostgreSQL refuses a NUL outright (an error, not a miss):
+    # refused here, the reason is the client's to read, not the store's.
+    if _CONTROL.search(value):
+        raise ValueError("must not contain control characters (such as NUL)")
+    return value
+
+
 # --- requests ---------------------------------------------------------------------------------
+
+FilterText = Annotated[str, Field(min_length=1, max_length=200), AfterValidator(_no_control)]
+"""Text a query filters on: bounded, printable."""
+
+
+class TaskPath(_Model):
+    """The ``{task_id}`` of ``/api/tasks/{task_id}`` and ``/api/tasks/{task_id}/cancel``.
+
+    Attributes:
+        task_id: A task id as tasks have them: 1 to 200 characters, no control characters.
+    """
+
+    task_id: TaskId
 
 
 class TaskFilter(_Model):
@@ -52,7 +79,7 @@ class TaskFilter(_Model):
     """
 
     state: TaskState | None = None
-    worker: str | None = Field(default=None, min_length=1, max_length=200)
+    worker: FilterText | None = None
     after: int | None = Field(default=None, ge=0, le=2**63 - 1)
     limit: int = Field(default=50, ge=1, le=MAX_PAGE)
 
