@@ -248,3 +248,11 @@ class DashboardError(SerendibError, ValueError):
         self.port = port
         self.reason = reason
         super().__init__(f"cannot serve the dashboard on {host}:{port}: {reason}")
+
+
+class RecordRefused(StoreError):
+    """The task store refused a record for its content (a value the database cannot hold).
+
+    Unlike an unavailable store, retrying the same record fails again; other writes of the
+    same transaction are stored.
+    """

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import json
+import math
 import os
 import signal
 import sqlite3
@@ -17,8 +19,10 @@ from urllib.parse import urlsplit, urlunsplit
 
 import pytest
 
-from serendib.errors import StoreError
+from serendib.errors import RecordRefused, StoreError
 from serendib.tasks._entries import Entry
+from serendib.tasks._sqlite_store import SqliteBackend
+from serendib.tasks._store_backend import Backend
 from serendib.tasks._store_base import SqlTaskStore
 from serendib.tasks._store_sql import (
     TASK_COLUMNS,
@@ -26,6 +30,8 @@ from serendib.tasks._store_sql import (
     PendingWrite,
     Statements,
     plan_batch,
+    quarantine_row,
+    safe_text,
     task_row,
 )
 from serendib.tasks.models import AttemptOutcome, AttemptRecord, Task, TaskRecord, TaskState
@@ -688,3 +694,222 @@ async def test_counts_follow_every_state_change_and_survive_reopening(store_url:
         assert {k: v for k, v in (await reopened.counts()).items() if v} == expected
     finally:
         await reopened.close()
+
+
+# --- refused records and the quarantine ---------------------------------------------------------
+
+
+def _is_postgres(store: TaskStore) -> bool:
+    return store.url.startswith(("postgresql://", "postgres://"))
+
+
+def _backend(store: TaskStore) -> Backend:
+    return cast(SqlTaskStore, store)._backend
+
+
+async def test_update_stores_all_but_the_refused_records_and_quarantines_them(
+    store: TaskStore,
+) -> None:
+    records = [task(n) for n in range(1_100)]  # several multi-row statements
+    await store.add(records)
+    assigned = [r.assigned("w", "fit", 2.0) for r in records]
+    updates = [update_of(r) for r in assigned]
+    rows = [attempt_row(attempt(r)) for r in assigned]
+    # An int beyond 64 bits (beyond 4300 digits, even: it has no repr) fails on both
+    # databases; PostgreSQL text cannot hold NUL; SQLite integers stop at 2**63 - 1.
+    updates[3] = updates[3]._replace(attempt=10**5000, error="x\x00\ud800" + "y" * 10_000)
+    stale = [(records[0].id, 1), (records[1].id, 10**30)]
+    if _is_postgres(store):
+        rows[700] = rows[700]._replace(worker="w\x00rm")
+        # An attempt number beyond every attempt is merely not found; NUL in an id is refused.
+        stale[1] = (records[1].id + "\x00", 1)
+    else:
+        rows[700] = rows[700]._replace(attempt=2**63)
+    before = await store.quarantine_count()
+
+    rejected, added = await asyncio.gather(
+        store.update(updates, rows, stale), store.add([task(5_000)])
+    )
+
+    assert [(r.kind, r.position) for r in rejected] == [("task", 3), ("attempt", 700), ("stale", 1)]
+    assert added == [task(5_000)]  # a write batched with the refused ones is not affected
+    stored = await store.all_records()
+    assert stored[3] == records[3]  # the refused change is not stored...
+    assert stored[:3] + stored[4:1_100] == assigned[:3] + assigned[4:]  # ...every other is
+    attempts = await store.all_attempts()
+    assert len(attempts) == 1_099
+    assert rows[700].task_id not in {a.task_id for a in attempts}
+    assert next(a for a in attempts if a.task_id == records[0].id).stale_results == 1
+
+    assert await store.quarantine_count() == before + 3
+    quarantined = await store.quarantined()
+    assert [(q.kind, q.task_id) for q in quarantined] == [
+        ("task", records[3].id),
+        ("attempt", records[700].id),
+        ("stale", safe_text(stale[1][0])),
+    ]
+    assert [q.seq for q in quarantined] == sorted(q.seq for q in quarantined)
+    task_q, attempt_q, stale_q = quarantined
+    assert task_q.attempt is None
+    assert stale_q.attempt == str(stale[1][1])
+    for q, r in zip(quarantined, rejected, strict=True):
+        assert r.error
+        assert r.error in q.error
+    content = json.loads(task_q.record)
+    assert content["id"] == records[3].id
+    assert content["state"] == "assigned"
+    assert content["attempt"] == "<int of 16610 bits too large to show>"
+    assert content["error"].startswith("x\x00\ud800yyy")
+    assert "more characters" in content["error"]
+    assert "\x00" not in task_q.record  # escaped: JSON text is ASCII
+    attempt_content = json.loads(attempt_q.record)
+    assert attempt_content["worker"] == rows[700].worker
+    if not _is_postgres(store):
+        assert attempt_content["attempt"] == str(2**63)  # beyond 64 bits: its repr
+    assert attempt_q.attempt == str(rows[700].attempt)
+    assert await store.quarantined(limit=1) == quarantined[:1]
+
+    # Later writes go through; the refused records can be written once they are right.
+    assert await store.update([update_of(assigned[3])], [attempt_row(attempt(assigned[3]))]) == []
+    assert await store.get(records[3].id) == assigned[3]
+
+
+async def test_an_add_with_a_refused_record_fails_alone(store: TaskStore) -> None:
+    bad = task(1).model_copy(update={"attempt": 10**30})
+    assigned = task(2).assigned("w", "fit", 2.0)
+    await store.add([task(2)])
+
+    results = await asyncio.gather(
+        store.add([task(0)]),
+        store.add([task(3), bad]),
+        store.update([update_of(assigned)]),
+        return_exceptions=True,
+    )
+
+    assert results[0] == [task(0)]
+    assert isinstance(results[1], RecordRefused)
+    assert store.url in str(results[1])
+    assert results[2] == []
+    assert ids(await store.all_records()) == ["t00002", "t00000"]
+    assert await store.get("t00002") == assigned
+    assert await store.quarantined() == []  # an add fails its caller: nothing to quarantine
+
+
+async def test_an_unavailable_store_fails_the_update_and_quarantines_nothing(
+    store: TaskStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    backend = _backend(store)
+    outage: Exception
+    if _is_postgres(store):
+        import psycopg
+
+        outage = psycopg.OperationalError("server closed the connection unexpectedly")
+    else:
+        outage = sqlite3.OperationalError("database is locked")
+    update = backend._update
+
+    def locked(rows: Sequence[TaskUpdate]) -> None:
+        raise outage
+
+    await store.add([task(0)])
+    monkeypatch.setattr(backend, "_update", locked)
+    assigned = task(0).assigned("w", "fit", 2.0)
+
+    with pytest.raises(StoreError, match=str(outage)):
+        await store.update([update_of(assigned)], [attempt_row(attempt(assigned))])
+
+    monkeypatch.setattr(backend, "_update", update)
+    assert await store.all_records() == [task(0)]
+    assert await store.all_attempts() == []
+    assert await store.quarantine_count() == 0
+    assert await store.update([update_of(assigned)]) == []
+    assert await store.get("t00000") == assigned
+
+
+async def test_the_quarantine_survives_reopening_and_is_added_to_older_stores(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "tasks.db"
+    async with open_store(str(path)) as store:
+        await store.add([task(0)])
+    with sqlite3.connect(path) as conn:  # a store made before the quarantine table existed
+        conn.execute("DROP TABLE serendib_quarantine")
+    conn.close()
+
+    async with open_store(str(path)) as store:
+        refused = update_of(task(0).assigned("w", "fit", 2.0))._replace(attempt=2**64)
+        assert [r.kind for r in await store.update([refused])] == ["task"]
+    async with open_store(str(path)) as store:
+        (quarantined,) = await store.quarantined()
+        assert (quarantined.kind, quarantined.task_id) == ("task", "t00000")
+        assert "too large" in quarantined.error
+        assert await store.all_records() == [task(0)]
+
+
+def test_sqlite_tells_refused_records_from_an_unavailable_database() -> None:
+    backend = SqliteBackend(None)
+    refused = [
+        OverflowError("Python int too large to convert to SQLite INTEGER"),
+        UnicodeEncodeError("utf-8", "\ud800", 0, 1, "surrogates not allowed"),
+        TypeError("odd"),
+        sqlite3.IntegrityError("NOT NULL constraint failed"),
+        sqlite3.ProgrammingError("Error binding parameter 1: type 'object' is not supported"),
+    ]
+    unavailable = [
+        sqlite3.OperationalError("database is locked"),
+        sqlite3.OperationalError("disk I/O error"),
+        sqlite3.DatabaseError("database disk image is malformed"),
+        sqlite3.ProgrammingError("Cannot operate on a closed database."),
+        StoreError("the task store is not open"),
+        OSError("no space left"),
+    ]
+    assert [backend.is_data_error(e) for e in refused] == [True] * len(refused)
+    assert [backend.is_data_error(e) for e in unavailable] == [False] * len(unavailable)
+
+
+def test_postgres_tells_refused_records_from_an_unavailable_database() -> None:
+    psycopg = pytest.importorskip("psycopg")
+    from psycopg import errors
+
+    from serendib.tasks._postgres_store import PostgresBackend
+
+    backend = PostgresBackend("postgresql://db/tasks", "postgresql://db/tasks", None)
+    refused = [
+        psycopg.DataError("PostgreSQL text fields cannot contain NUL (0x00) bytes"),
+        errors.NumericValueOutOfRange("integer out of range"),
+        errors.NotNullViolation("null value"),
+        psycopg.ProgrammingError("cannot adapt type 'object'"),
+        ValueError("Exceeds the limit (4300 digits) for integer string conversion"),
+    ]
+    unavailable = [
+        psycopg.OperationalError("connection lost"),
+        errors.AdminShutdown("terminating connection"),
+        errors.UndefinedTable("relation does not exist"),
+        psycopg.InterfaceError("the connection is closed"),
+        StoreError("the task store is not open"),
+    ]
+    assert [backend.is_data_error(e) for e in refused] == [True] * len(refused)
+    assert [backend.is_data_error(e) for e in unavailable] == [False] * len(unavailable)
+
+
+def test_a_quarantine_row_holds_anything_as_text() -> None:
+    huge = 10**5000
+    row = quarantine_row(
+        "attempt",
+        ("t\x00", huge, "w" * 5_000, "r", "running", math.inf, None, math.nan, "e", True, 0),
+        OverflowError("Python int too large to convert to SQLite INTEGER"),
+        12.5,
+    )
+    at, kind, task_id, attempt_text, error, record = row
+    assert (at, kind, task_id) == (12.5, "attempt", "t\\x00")
+    assert attempt_text == "<int of 16610 bits too large to show>"
+    assert error == "OverflowError: Python int too large to convert to SQLite INTEGER"
+    assert record.isascii()
+    content = json.loads(record)
+    assert content["task_id"] == "t\x00"
+    assert content["assigned_at"] == "inf"
+    assert content["finished_at"] == "nan"
+    assert content["worker"].startswith("w" * 4_096 + "... (904 more characters)")
+    assert content["escalated"] is True
+    assert safe_text("a" * 2_000, 10) == "aaaaaaaaaa... (1990 more characters)"
+    assert safe_text("\ud800\x00") == "\\ud800\\x00"

@@ -75,6 +75,15 @@ def _schema(prefix: str) -> list[str]:
         )""",
         f"CREATE INDEX IF NOT EXISTS serendib_attempts_running ON {prefix}serendib_attempts "
         "(task_id, attempt) WHERE outcome = 'running'",
+        f"""CREATE TABLE IF NOT EXISTS {prefix}serendib_quarantine (
+            seq bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+            quarantined_at double precision NOT NULL,
+            kind text NOT NULL,
+            task_id text NOT NULL,
+            attempt text,
+            error text NOT NULL,
+            record text NOT NULL
+        )""",
         f"CREATE TABLE IF NOT EXISTS {prefix}serendib_counts "
         "(state text PRIMARY KEY, n bigint NOT NULL)",
         f"""CREATE OR REPLACE FUNCTION {prefix}serendib_count_states() RETURNS trigger
@@ -103,6 +112,21 @@ class PostgresBackend(Backend):
 
     driver_errors = (psycopg.Error,)
 
+    def is_data_error(self, error: BaseException) -> bool:
+        """Whether PostgreSQL or psycopg refused a record for its content.
+
+        Refused: a ``DataError`` (NUL in text, found by psycopg before sending; a number out
+        of its column's range), an ``IntegrityError`` (a constraint), a value psycopg cannot
+        adapt (a ``ProgrammingError`` without an SQLSTATE: it never reached the server), text
+        that is not UTF-8. Unavailable: an ``OperationalError`` (connection lost, server
+        shutting down), any other server error.
+        """
+        if isinstance(error, psycopg.DataError | psycopg.IntegrityError):
+            return True
+        if isinstance(error, psycopg.ProgrammingError):
+            return error.sqlstate is None
+        return super().is_data_error(error)
+
     def __init__(self, conninfo: str, url: str, schema: str | None) -> None:
         prefix = f'"{schema}".' if schema else ""
         super().__init__(
@@ -113,6 +137,7 @@ class PostgresBackend(Backend):
                 attempts=f"{prefix}serendib_attempts",
                 meta=f"{prefix}serendib_meta",
                 counts=f"{prefix}serendib_counts",
+                quarantine=f"{prefix}serendib_quarantine",
                 json_param="{}::json",
                 json_text="{}::text",
             )
@@ -191,6 +216,9 @@ class PostgresBackend(Backend):
     def _executemany(self, sql: str, rows: Sequence[Row]) -> None:
         with self._writing().cursor() as cursor:
             cursor.executemany(sql, rows)
+
+    def _execute(self, sql: str) -> None:
+        self._writing().execute(sql)
 
     def _write_fetch(self, sql: str, params: Sequence[Any]) -> list[Row]:
         return self._writing().execute(sql, params).fetchall()

@@ -69,6 +69,15 @@ _SCHEMA = (
     ) WITHOUT ROWID""",
     "CREATE INDEX IF NOT EXISTS serendib_attempts_running "
     "ON serendib_attempts (task_id, attempt) WHERE outcome = 'running'",
+    """CREATE TABLE IF NOT EXISTS serendib_quarantine (
+        seq INTEGER PRIMARY KEY,
+        quarantined_at REAL NOT NULL,
+        kind TEXT NOT NULL,
+        task_id TEXT NOT NULL,
+        attempt TEXT,
+        error TEXT NOT NULL,
+        record TEXT NOT NULL
+    )""",
     "CREATE TABLE IF NOT EXISTS serendib_counts "
     "(state TEXT PRIMARY KEY, n INTEGER NOT NULL) WITHOUT ROWID",
     """CREATE TRIGGER IF NOT EXISTS serendib_tasks_counted AFTER INSERT ON serendib_tasks
@@ -90,6 +99,19 @@ class SqliteBackend(Backend):
     """A SQLite file, or a private in-memory database (one connection then)."""
 
     driver_errors = (sqlite3.Error,)
+    _REFUSED = (sqlite3.IntegrityError, sqlite3.DataError, sqlite3.InterfaceError)
+
+    def is_data_error(self, error: BaseException) -> bool:
+        """Whether SQLite refused a record for its content, not for being unavailable.
+
+        Refused: a constraint or a value it cannot bind (an integer beyond 64 bits is an
+        ``OverflowError``, a type it does not know a ``ProgrammingError``). Unavailable: an
+        ``OperationalError`` (locked, disk I/O, disk full), a corrupt file, a closed
+        connection.
+        """
+        if isinstance(error, sqlite3.ProgrammingError):
+            return "closed" not in str(error)  # "Cannot operate on a closed database."
+        return isinstance(error, self._REFUSED) or super().is_data_error(error)
 
     def __init__(self, path: Path | None, synchronous: str = "normal") -> None:
         super().__init__(
@@ -191,6 +213,9 @@ class SqliteBackend(Backend):
 
     def _executemany(self, sql: str, rows: Sequence[Row]) -> None:
         self._writing().executemany(sql, rows)
+
+    def _execute(self, sql: str) -> None:
+        self._writing().execute(sql)
 
     def _write_fetch(self, sql: str, params: Sequence[Any]) -> list[Row]:
         return self._writing().execute(sql, params).fetchall()

@@ -3,31 +3,53 @@
 A :class:`Backend` connects and runs SQL; the asynchronous group-commit store around it is
 :class:`serendib.tasks._store_base.SqlTaskStore`. Subclasses: SQLite
 (:mod:`serendib.tasks._sqlite_store`) and PostgreSQL (:mod:`serendib.tasks._postgres_store`).
+
+Failures are of two kinds, told apart by :meth:`Backend.is_data_error` (each backend knows its
+driver's errors): the database *refusing a record* for its content (an integer beyond 64
+bits, NUL in PostgreSQL text, text that is not UTF-8, a value of a type it cannot bind), which
+fails again however often it is retried; and the database being *unavailable* (locked, disk
+or connection lost, closed), which may pass. A batch is first written as it is, so a batch
+that succeeds costs nothing extra. If a record is refused, the batch is written again in one
+transaction, each write in a savepoint: an ``add`` or ``save`` with a refused record fails
+alone (:class:`~serendib.errors.RecordRefused`), an ``update`` is bisected until the refused
+records are isolated; they are quarantined (``serendib_quarantine``) and the rest is stored.
+An unavailable database fails the whole batch, as before.
 """
 
 from __future__ import annotations
 
+import time
 from abc import ABC, abstractmethod
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, suppress
-from typing import Any
+from functools import partial
+from typing import Any, TypeVar
 
-from serendib.errors import StoreError
+from serendib.errors import RecordRefused, SerendibError, StoreError
 from serendib.tasks._store_sql import (
     SCHEMA_VERSION,
     Dialect,
     PendingWrite,
+    Plan,
     Row,
     Statements,
+    Written,
     attempt_from_row,
+    error_text,
     plan_batch,
+    quarantine_row,
+    quarantined_from_row,
     record_from_row,
 )
 from serendib.tasks.models import AttemptRecord, TaskRecord, TaskState
-from serendib.tasks.store import TaskUpdate
+from serendib.tasks.store import QuarantinedRecord, Rejected, TaskUpdate
+
+_Item = tuple[str, int, Any]
+"""A record of a split write: its kind ("task", "attempt", "stale"), index and row."""
 
 __all__ = ["Backend"]
 
+T = TypeVar("T")
 _IN_CHUNK = 500
 """Ids per ``IN (...)`` query."""
 
@@ -85,6 +107,26 @@ class Backend(ABC):
         """Run one statement once per row, on the writer."""
 
     @abstractmethod
+    def _execute(self, sql: str) -> None:
+        """Run one statement without parameters or results, on the writer."""
+
+    def is_data_error(self, error: BaseException) -> bool:
+        """Whether ``error`` is the database refusing a record for its content.
+
+        Such an error is tied to the rows written and recurs however often they are written
+        again; anything else (the database locked, its disk or connection lost, the store
+        closed) is an outage, which may pass. Backends add their driver's errors.
+
+        Args:
+            error: What writing raised.
+        """
+        # Binding: an int beyond the driver's range, text that is not UTF-8, an odd type.
+        # Serendib's own errors (a closed store) are never the data's fault.
+        return isinstance(error, OverflowError | ValueError | TypeError) and not isinstance(
+            error, SerendibError
+        )
+
+    @abstractmethod
     def _write_fetch(self, sql: str, params: Sequence[Any]) -> list[Row]: ...
 
     @abstractmethod
@@ -127,27 +169,134 @@ class Backend(ABC):
         with self._failing_as("opening"):
             self._connect_reader()
 
-    def write(self, writes: Sequence[PendingWrite]) -> list[list[int]]:
-        """Apply a batch in one transaction; per write, the indexes of the rows it inserted."""
-        with self._failing_as(f"writing {sum(w.size for w in writes)} rows to"):
-            self._begin()
-            try:
-                existing = self._existing([row[0] for w in writes if w.add for row in w.task_rows])
-                plan = plan_batch(writes, existing)
-                if plan.tasks:
-                    self._upsert("tasks", plan.tasks)
-                if plan.updates:
-                    self._update(plan.updates)
-                if plan.attempts:
-                    self._upsert("attempts", plan.attempts)
-                if plan.stale:
-                    self._executemany(self.sql.count_stale, plan.stale)
-                self._commit()
-            except BaseException:
-                with suppress(*self.driver_errors):
-                    self._rollback()
-                raise
+    def write(self, writes: Sequence[PendingWrite]) -> list[Written]:
+        """Apply a batch in one transaction; per write, what it inserted or had refused.
+
+        Raises:
+            StoreError: The database is unavailable: nothing of the batch is stored.
+        """
+        what = f"writing {sum(w.size for w in writes)} rows to"
+        try:
+            inserted = self._in_transaction(lambda: self._apply_batch(writes))
+        except Exception as e:
+            if not self.is_data_error(e):
+                raise self._failure(what, e) from e
+        else:
+            return [Written(rows) for rows in inserted]
+        # Rare: a record was refused. Write the batch again, isolating what is refused.
+        try:
+            return self._in_transaction(lambda: self._apply_apart(writes))
+        except Exception as e:
+            raise self._failure(what, e) from e
+
+    def _failure(self, what: str, error: Exception) -> Exception:
+        if isinstance(error, self.driver_errors):
+            return StoreError(f"{what} the task store at {self.url} failed: {error}", url=self.url)
+        return error
+
+    def _in_transaction(self, apply: Callable[[], T]) -> T:
+        self._begin()
+        try:
+            result = apply()
+            self._commit()
+        except BaseException:
+            with suppress(*self.driver_errors):
+                self._rollback()
+            raise
+        return result
+
+    def _apply_batch(self, writes: Sequence[PendingWrite]) -> list[list[int]]:
+        existing = self._existing([row[0] for w in writes if w.add for row in w.task_rows])
+        plan = plan_batch(writes, existing)
+        self._apply(plan)
         return plan.inserted
+
+    def _apply(self, plan: Plan) -> None:
+        if plan.tasks:
+            self._upsert("tasks", plan.tasks)
+        if plan.updates:
+            self._update(plan.updates)
+        if plan.attempts:
+            self._upsert("attempts", plan.attempts)
+        if plan.stale:
+            self._executemany(self.sql.count_stale, plan.stale)
+
+    def _apply_apart(self, writes: Sequence[PendingWrite]) -> list[Written]:
+        # In call order, each write on its own (so "existing" is what earlier ones left), in
+        # a savepoint so that a refused one leaves nothing behind.
+        done: list[Written] = []
+        quarantine: list[Row] = []
+        for write in writes:
+            if write.split:
+                done.append(Written([], self._apply_split(write, quarantine)))
+                continue
+            try:
+                inserted = self._saving_point(partial(self._apply_batch, [write]))[0]
+            except Exception as e:
+                if not self.is_data_error(e):
+                    raise
+                refused = RecordRefused(
+                    f"the task store at {self.url} refused a record: {error_text(e)}", url=self.url
+                )
+                done.append(Written([], error=refused))
+            else:
+                done.append(Written(inserted))
+        if quarantine:
+            self._executemany(self.sql.quarantine, quarantine)
+        return done
+
+    def _saving_point(self, apply: Callable[[], T]) -> T:
+        self._execute(self.sql.savepoint)
+        try:
+            result = apply()
+        except BaseException:
+            self._execute(self.sql.to_savepoint)
+            self._execute(self.sql.release_savepoint)
+            raise
+        self._execute(self.sql.release_savepoint)
+        return result
+
+    def _apply_split(self, write: PendingWrite, quarantine: list[Row]) -> tuple[Rejected, ...]:
+        # The write's records in the order a plan applies them (tasks, attempts, then stale
+        # counts, which must follow their attempts): bisected in contiguous halves, in order.
+        items: list[_Item] = [("task", i, row) for i, row in enumerate(write.task_updates)]
+        items += [("attempt", i, row) for i, row in enumerate(write.attempt_rows)]
+        items += [("stale", i, key) for i, key in enumerate(write.stale)]
+        rejected: list[Rejected] = []
+        self._bisect(items, 0, len(items), rejected, quarantine)
+        return tuple(rejected)
+
+    def _bisect(
+        self,
+        items: list[_Item],
+        start: int,
+        end: int,
+        rejected: list[Rejected],
+        quarantine: list[Row],
+    ) -> None:
+        if start >= end:
+            return
+        part = items[start:end]
+        write = PendingWrite(
+            False,
+            (),
+            [row for kind, _, row in part if kind == "attempt"],
+            [row for kind, _, row in part if kind == "task"],
+            [row for kind, _, row in part if kind == "stale"],
+        )
+        try:
+            self._saving_point(lambda: self._apply(plan_batch([write], set())))
+        except Exception as e:
+            if not self.is_data_error(e):
+                raise
+            if end - start == 1:
+                kind, index, row = items[start]
+                rejected.append(Rejected(kind, index, error_text(e)))
+                quarantine.append(quarantine_row(kind, row, e, time.time()))
+                return
+            middle = (start + end) // 2
+            self._bisect(items, start, middle, rejected, quarantine)
+            self._bisect(items, middle, end, rejected, quarantine)
 
     def _existing(self, ids: list[str]) -> set[str]:
         unique = list(dict.fromkeys(ids))
@@ -180,3 +329,18 @@ class Backend(ABC):
             for state, count in rows:
                 counts[TaskState(state)] = count
         return counts
+
+    def read_quarantined(self, limit: int | None) -> list[QuarantinedRecord]:
+        """Quarantined records, oldest first (at most ``limit``)."""
+        with self._failing_as("reading quarantined records from"):
+            if limit is None:
+                rows = self._read_fetch(self.sql.quarantined, ())
+            else:
+                rows = self._read_fetch(self.sql.quarantined_some, (limit,))
+        return [quarantined_from_row(row) for row in rows]
+
+    def read_quarantine_count(self) -> int:
+        """How many records are quarantined."""
+        with self._failing_as("counting quarantined records in"):
+            rows = self._read_fetch(self.sql.quarantine_count, ())
+        return int(rows[0][0])

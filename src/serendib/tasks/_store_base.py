@@ -9,8 +9,12 @@ before their data is committed. While one transaction runs, the next batch queue
 batches grow with load and no timer adds latency when the store is idle. Within a batch the
 last write of a task (or attempt) wins, and an ``add`` skips ids that are already stored or
 written earlier in the batch, so a task's submission order is the order of its first write.
-If a transaction fails, every call in it fails with :class:`StoreError` and nothing of it is
-stored; the writer carries on with the next batch. A cancelled call may still be stored.
+If the database is unavailable, every call in the transaction fails with :class:`StoreError`
+and nothing of it is stored; the writer carries on with the next batch. If it refuses a
+record for its content, only that record's call is affected (see
+:mod:`serendib.tasks._store_backend`): an ``add`` or ``save`` fails alone with
+:class:`~serendib.errors.RecordRefused`, an ``update`` stores the rest and returns the
+refused records, quarantined. A cancelled call may still be stored.
 
 Reads run on a second connection in a second thread, so they never wait behind a write; each
 sees every write acknowledged before it started. Backends (:class:`Backend`) only connect
@@ -30,9 +34,9 @@ from typing import Any, Self, TypeVar
 
 from serendib.errors import StoreError
 from serendib.tasks._store_backend import Backend
-from serendib.tasks._store_sql import PendingWrite, task_row
+from serendib.tasks._store_sql import PendingWrite, Written, task_row
 from serendib.tasks.models import AttemptKey, AttemptRecord, TaskRecord, TaskState
-from serendib.tasks.store import AttemptRow, TaskUpdate, attempt_row
+from serendib.tasks.store import AttemptRow, QuarantinedRecord, Rejected, TaskUpdate, attempt_row
 
 _MAX_BATCH_ROWS = 50_000
 T = TypeVar("T")
@@ -48,7 +52,7 @@ class _Status(Enum):
     CLOSED = "closed"
 
 
-_Queued = tuple[PendingWrite, "asyncio.Future[list[int]]"]
+_Queued = tuple[PendingWrite, "asyncio.Future[Written]"]
 
 
 class SqlTaskStore:
@@ -140,8 +144,8 @@ class SqlTaskStore:
         self._check_open("add")
         if not records:
             return []
-        inserted = await self._submit(PendingWrite(True, [task_row(r) for r in records], []))
-        return [records[index] for index in inserted]
+        written = await self._submit(PendingWrite(True, [task_row(r) for r in records], []))
+        return [records[index] for index in written.inserted]
 
     async def save(
         self, records: Sequence[TaskRecord] = (), attempts: Sequence[AttemptRecord] = ()
@@ -157,11 +161,16 @@ class SqlTaskStore:
         tasks: Sequence[TaskUpdate] = (),
         attempts: Sequence[AttemptRow] = (),
         stale: Sequence[AttemptKey] = (),
-    ) -> None:
-        """Change tasks' state in place, write attempts, count stale results; durable on return."""
+    ) -> list[Rejected]:
+        """Change tasks' state in place, write attempts, count stale results; durable on return.
+
+        Returns the records the database refused (quarantined), usually none.
+        """
         self._check_open("update")
-        if tasks or attempts or stale:
-            await self._submit(PendingWrite(False, (), attempts, tasks, stale))
+        if not (tasks or attempts or stale):
+            return []
+        written = await self._submit(PendingWrite(False, (), attempts, tasks, stale, split=True))
+        return list(written.rejected)
 
     async def get(self, task_id: str) -> TaskRecord | None:
         """The stored record of task ``task_id``, or None."""
@@ -219,6 +228,16 @@ class SqlTaskStore:
         sql = self._backend.sql.all_attempts
         return await self._read(self._backend.read_attempts, sql, ())
 
+    async def quarantined(self, limit: int | None = None) -> list[QuarantinedRecord]:
+        """Records ``update`` refused, oldest first (at most ``limit`` when given)."""
+        if limit is not None and limit < 1:
+            raise ValueError(f"limit must be at least 1, not {limit}")
+        return await self._read(self._backend.read_quarantined, limit)
+
+    async def quarantine_count(self) -> int:
+        """How many records ``update`` has refused and quarantined."""
+        return await self._read(self._backend.read_quarantine_count)
+
     def _check_open(self, operation: str) -> None:
         if self._status is not _Status.OPEN:
             raise StoreError(
@@ -231,8 +250,8 @@ class SqlTaskStore:
         self._check_open("read")
         return await asyncio.get_running_loop().run_in_executor(self._read_pool, function, *args)
 
-    async def _submit(self, write: PendingWrite) -> list[int]:
-        future: asyncio.Future[list[int]] = asyncio.get_running_loop().create_future()
+    async def _submit(self, write: PendingWrite) -> Written:
+        future: asyncio.Future[Written] = asyncio.get_running_loop().create_future()
         self._queue.append((write, future))
         self._wake.set()
         return await future
@@ -249,16 +268,20 @@ class SqlTaskStore:
             batch = self._take_batch()
             writes = [write for write, _ in batch]
             try:
-                inserted = await loop.run_in_executor(self._write_pool, self._backend.write, writes)
+                done = await loop.run_in_executor(self._write_pool, self._backend.write, writes)
             except Exception as e:
                 for _, future in batch:
                     if not future.done():
                         future.set_exception(_own_copy(e))
                 continue
             self._transactions += 1
-            for (_, future), rows in zip(batch, inserted, strict=True):
-                if not future.done():
-                    future.set_result(rows)
+            for (_, future), written in zip(batch, done, strict=True):
+                if future.done():
+                    continue
+                if written.error is not None:
+                    future.set_exception(written.error)
+                else:
+                    future.set_result(written)
 
     def _take_batch(self) -> list[_Queued]:
         batch = [self._queue.popleft()]

@@ -13,21 +13,26 @@ Schema (the same in SQLite and PostgreSQL, tables prefixed ``serendib_``):
 - ``serendib_attempts``: one row per ``(task_id, attempt)`` (the primary key), with a partial
   index on the RUNNING ones for ``open_attempts``.
 - ``serendib_meta``: ``schema_version``; opening a store of another version fails clearly.
+- ``serendib_quarantine``: records an ``update`` could not store because the database refused
+  their content (see :func:`quarantine_row`): all text, escaped and truncated, so that the
+  table itself can hold anything. Added without a new schema version (``CREATE TABLE IF NOT
+  EXISTS``): an older Serendib opening the store simply ignores it.
 """
 
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from itertools import chain
-from typing import Any
+from typing import Any, NamedTuple
 
 import pydantic_core
 
 from serendib.errors import StoreError
 from serendib.tasks.models import AttemptKey, AttemptRecord, Task, TaskRecord, TaskState
-from serendib.tasks.store import TaskUpdate
+from serendib.tasks.store import QuarantinedRecord, Rejected, TaskUpdate
 
 SCHEMA_VERSION = "1"
 Row = tuple[Any, ...]
@@ -80,6 +85,12 @@ _JSON_COLUMNS = frozenset({"task", "output"})
 # Where each field of a TaskUpdate goes in a row of TASK_COLUMNS.
 _UPDATE_AT = tuple(TASK_COLUMNS.index(c) for c in UPDATE_COLUMNS)
 _ROWS_PER_STATEMENT = 512
+QUARANTINE_COLUMNS = ("quarantined_at", "kind", "task_id", "attempt", "error", "record")
+_KEY_LIMIT = 1_000
+"""Characters kept of a quarantined record's task id, attempt and error."""
+_VALUE_LIMIT = 4_096
+"""Characters kept of each string in a quarantined record's JSON."""
+_INT64 = range(-(2**63), 2**63)
 _UNFINISHED = ", ".join(f"'{state.value}'" for state in TaskState if not state.is_final)
 
 
@@ -135,15 +146,105 @@ def attempt_from_row(row: Row) -> AttemptRecord:
     return AttemptRecord.model_validate(dict(zip(ATTEMPT_COLUMNS, row, strict=True)))
 
 
+def safe_text(value: object, limit: int = _KEY_LIMIT) -> str:
+    """``value`` (its ``repr`` if it is not a string) as text any database column can hold.
+
+    At most ``limit`` characters are kept (the rest is counted), NUL (refused by PostgreSQL
+    text) becomes ``\\x00`` and lone surrogates (refused by UTF-8) become ``\\udXXX``.
+    """
+    text = _truncated(value if isinstance(value, str) else _repr(value), limit)
+    return text.encode("utf-8", "backslashreplace").decode("utf-8").replace("\x00", "\\x00")
+
+
+def _truncated(text: str, limit: int) -> str:
+    return (
+        text if len(text) <= limit else f"{text[:limit]}... ({len(text) - limit} more characters)"
+    )
+
+
+def error_text(error: BaseException) -> str:
+    """``error`` as its type and message, as text any database column can hold."""
+    return safe_text(f"{type(error).__name__}: {error}")
+
+
+def _repr(value: object) -> str:
+    try:
+        return repr(value)
+    except ValueError:  # an int of more than 4300 digits (sys.get_int_max_str_digits)
+        size = f" of {value.bit_length()} bits" if isinstance(value, int) else ""
+        return f"<{type(value).__name__}{size} too large to show>"
+
+
+def _json_safe(value: object) -> object:
+    # What json.dumps renders exactly, and every column can hold; anything else as its repr.
+    if value is None or isinstance(value, bool):
+        return value
+    if isinstance(value, int):
+        return value if value in _INT64 else _repr(value)
+    if isinstance(value, float):
+        return value if math.isfinite(value) else _repr(value)
+    if isinstance(value, str):
+        return _truncated(value, _VALUE_LIMIT)  # JSON escapes NUL and surrogates
+    if isinstance(value, list | tuple):
+        return [_json_safe(item) for item in value[:64]]
+    return safe_text(value, _VALUE_LIMIT)
+
+
+def quarantine_row(kind: str, record: object, error: BaseException, at: float) -> Row:
+    """The ``serendib_quarantine`` row (in :data:`QUARANTINE_COLUMNS` order) of a refused record.
+
+    Args:
+        kind: ``"task"`` (a :class:`TaskUpdate`), ``"attempt"`` (an attempt row, in
+            :data:`ATTEMPT_COLUMNS` order) or ``"stale"`` (an :data:`AttemptKey`).
+        record: The refused record.
+        error: Why it was refused.
+        at: When (Unix time).
+    """
+    if kind == "task" and isinstance(record, tuple) and len(record) == len(UPDATE_COLUMNS):
+        fields: dict[str, object] = dict(zip(UPDATE_COLUMNS, record, strict=True))
+        task_id, attempt = record[0], None
+    elif kind == "attempt" and isinstance(record, tuple) and len(record) == len(ATTEMPT_COLUMNS):
+        fields = dict(zip(ATTEMPT_COLUMNS, record, strict=True))
+        task_id, attempt = record[0], record[1]
+    elif isinstance(record, tuple) and len(record) == 2:
+        fields = {"task_id": record[0], "attempt": record[1]}
+        task_id, attempt = record
+    else:  # not the shape it should be: keep what it was
+        fields = {"record": record}
+        task_id, attempt = "", None
+    # ensure_ascii: the JSON text is ASCII, so NUL and surrogates travel as \u escapes.
+    text = json.dumps({name: _json_safe(v) for name, v in fields.items()}, ensure_ascii=True)
+    return (
+        at,
+        kind,
+        safe_text(task_id),
+        None if attempt is None else safe_text(attempt),
+        error_text(error),
+        text,
+    )
+
+
+def quarantined_from_row(row: Row) -> QuarantinedRecord:
+    """The quarantined record of a row read with :attr:`Statements.quarantined`."""
+    seq, at, kind, task_id, attempt, error, record = row
+    return QuarantinedRecord(int(seq), float(at), kind, task_id, attempt, error, record)
+
+
 @dataclass(slots=True)
 class PendingWrite:
-    """One ``add``, ``save`` or ``update`` call, encoded, waiting for the writer."""
+    """One ``add``, ``save`` or ``update`` call, encoded, waiting for the writer.
+
+    ``split``: its records may be stored apart (an ``update``): if the database refuses some,
+    the others are stored and the refused ones quarantined; otherwise a refused record fails
+    the whole call (``add``, ``save``).
+    """
 
     add: bool
     task_rows: Sequence[Row]
     attempt_rows: Sequence[Row]
     task_updates: Sequence[TaskUpdate] = ()
     stale: Sequence[AttemptKey] = ()
+    split: bool = False
 
     @property
     def size(self) -> int:
@@ -151,6 +252,20 @@ class PendingWrite:
         return (
             len(self.task_rows) + len(self.attempt_rows) + len(self.task_updates) + len(self.stale)
         )
+
+
+class Written(NamedTuple):
+    """What the writer did with one :class:`PendingWrite` of a committed batch.
+
+    Attributes:
+        inserted: The indexes of the task rows it inserted (an ``add``).
+        rejected: Its records refused and quarantined (a ``split`` write).
+        error: Set when the whole write was refused (nothing of it is stored).
+    """
+
+    inserted: list[int]
+    rejected: tuple[Rejected, ...] = ()
+    error: StoreError | None = None
 
 
 @dataclass(slots=True)
@@ -229,6 +344,7 @@ class Dialect:
     counts: str
     json_param: str = "{}"
     json_text: str = "{}"
+    quarantine: str = "serendib_quarantine"
 
 
 class Statements:
@@ -293,6 +409,19 @@ class Statements:
         self.open_attempts = f"{attempts} WHERE outcome = 'running' ORDER BY task_id, attempt"
         self.all_attempts = f"{attempts} ORDER BY task_id, attempt"
         self.schema_version = f"SELECT value FROM {d.meta} WHERE key = 'schema_version'"
+        self.quarantine = (
+            f"INSERT INTO {d.quarantine} ({', '.join(QUARANTINE_COLUMNS)}) "
+            f"VALUES ({', '.join(p for _ in QUARANTINE_COLUMNS)})"
+        )
+        self.quarantined = (
+            f"SELECT seq, {', '.join(QUARANTINE_COLUMNS)} FROM {d.quarantine} ORDER BY seq"
+        )
+        self.quarantined_some = f"{self.quarantined} LIMIT {p}"
+        self.quarantine_count = f"SELECT count(*) FROM {d.quarantine}"
+        # Isolating refused records: one savepoint at a time, so one name is enough.
+        self.savepoint = "SAVEPOINT serendib_split"
+        self.to_savepoint = "ROLLBACK TO SAVEPOINT serendib_split"
+        self.release_savepoint = "RELEASE SAVEPOINT serendib_split"
         self._tasks_select = tasks
         self._dialect = d
 

@@ -21,6 +21,8 @@ from serendib.tasks.models import AttemptKey, AttemptRecord, TaskRecord, TaskSta
 __all__ = [
     "DEFAULT_STORE_FILE",
     "AttemptRow",
+    "QuarantinedRecord",
+    "Rejected",
     "TaskStore",
     "TaskUpdate",
     "attempt_row",
@@ -73,6 +75,47 @@ class AttemptRow(NamedTuple):
     error: str | None
     escalated: bool
     stale_results: int
+
+
+class Rejected(NamedTuple):
+    """One record of an :meth:`TaskStore.update` call that the store refused and quarantined.
+
+    Attributes:
+        kind: Which argument it was in: ``"task"`` (``tasks``), ``"attempt"`` (``attempts``)
+            or ``"stale"`` (``stale``).
+        position: Its index in that argument.
+        error: Why the database or its driver refused it (e.g. an integer beyond 64 bits).
+    """
+
+    kind: str
+    position: int
+    error: str
+
+
+class QuarantinedRecord(NamedTuple):
+    """A record the store refused to save, kept as text so that it is not lost unseen.
+
+    Attributes:
+        seq: Order of quarantining (increasing).
+        quarantined_at: When (Unix time).
+        kind: ``"task"`` (a task's new state), ``"attempt"`` (an attempt row) or ``"stale"``
+            (a stale result to count on an attempt).
+        task_id: The task it is about (escaped and truncated if it was not storable text).
+        attempt: The attempt number as text (it may not fit an integer: that can be why it
+            is here); None for a task's state.
+        error: Why it was refused.
+        record: The record's fields as a JSON object; values JSON cannot hold exactly (an
+            integer beyond 64 bits, a non-finite float, another type) are their ``repr``,
+            long strings are truncated.
+    """
+
+    seq: int
+    quarantined_at: float
+    kind: str
+    task_id: str
+    attempt: str | None
+    error: str
+    record: str
 
 
 def attempt_row(record: AttemptRecord) -> AttemptRow:
@@ -150,6 +193,8 @@ class TaskStore(Protocol):
             The records actually inserted, in input order.
 
         Raises:
+            RecordRefused: The database refused a record's content (nothing of this call is
+                stored; other calls are not affected).
             StoreError: The write failed, or a record cannot be encoded as JSON.
         """
         ...
@@ -166,6 +211,8 @@ class TaskStore(Protocol):
             attempts: Full attempt records.
 
         Raises:
+            RecordRefused: The database refused a record's content (nothing of this call is
+                stored; other calls are not affected).
             StoreError: The write failed, or a record cannot be encoded as JSON.
         """
         ...
@@ -175,12 +222,19 @@ class TaskStore(Protocol):
         tasks: Sequence[TaskUpdate] = (),
         attempts: Sequence[AttemptRow] = (),
         stale: Sequence[AttemptKey] = (),
-    ) -> None:
+    ) -> list[Rejected]:
         """Change stored tasks' state, and insert or replace attempts: the manager's fast path.
 
         Like :meth:`save`, applied in call order, but a task is changed in place (its spec is
         not written again) and nothing is validated: the caller builds the rows from records
         it holds. An update of a task id that is not stored changes nothing.
+
+        The records of one call are stored independently: a record the database refuses for
+        its content (an integer beyond 64 bits, NUL in PostgreSQL text, text that is not
+        UTF-8, a value of the wrong type) does not stop the others. It is *quarantined*: kept
+        as text in the store (see :meth:`quarantined`), in the same transaction as the rest,
+        and returned. A call of which nothing is refused costs no more than before: records
+        are isolated (by bisecting the batch) only once a batch has failed.
 
         Args:
             tasks: The new state of tasks.
@@ -188,8 +242,13 @@ class TaskStore(Protocol):
             stale: Attempts that received one more stale result each (counted in their
                 ``stale_results`` after ``attempts`` are written; unknown ones are ignored).
 
+        Returns:
+            The refused (and quarantined) records, by argument and position; empty when every
+            record is stored.
+
         Raises:
-            StoreError: The write failed.
+            StoreError: The store is unavailable (closed, locked, disk or connection lost):
+                nothing of the call is stored, and the same call may be retried.
         """
         ...
 
@@ -245,6 +304,14 @@ class TaskStore(Protocol):
 
     async def all_attempts(self) -> list[AttemptRecord]:
         """Every attempt, by task id and attempt number."""
+        ...
+
+    async def quarantined(self, limit: int | None = None) -> list[QuarantinedRecord]:
+        """Records :meth:`update` refused, oldest first (at most ``limit`` when given)."""
+        ...
+
+    async def quarantine_count(self) -> int:
+        """How many records :meth:`update` has refused and quarantined, ever."""
         ...
 
 
