@@ -175,9 +175,10 @@ async def offline_report(store_url: str) -> Report:
     await store.open()
     try:
         records, attempts = await store.all_records(), await store.all_attempts()
+        quarantined = await store.quarantined()
     finally:
         await store.close()
-    return build_report(records, attempts)
+    return build_report(records, attempts, quarantined=quarantined)
 
 
 def print_report(report: Report, as_json: bool) -> None:

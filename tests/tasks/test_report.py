@@ -11,12 +11,14 @@ from hypothesis import strategies as st
 
 from serendib.tasks.models import AttemptOutcome, AttemptRecord, Task, TaskRecord, TaskState
 from serendib.tasks.report import (
+    QuarantineRow,
     Report,
     UnassignedRow,
     build_report,
     percentile,
     render_report,
 )
+from serendib.tasks.store import QuarantinedRecord
 
 T0 = 1_000.0
 
@@ -404,3 +406,59 @@ def test_rendered_report_lists_at_most_max_unassigned_tasks() -> None:
     assert "t09" in text
     assert "t10" not in text
     assert "... and 15 more" in text
+
+
+# --- records the store refused --------------------------------------------------------------
+
+
+def refused(
+    seq: int, kind: str, task_id: str, attempt: str | None, error: str
+) -> QuarantinedRecord:
+    return QuarantinedRecord(seq, T0 + seq, kind, task_id, attempt, error, '{"id": "x"}')
+
+
+def test_quarantined_records_are_counted_and_listed_oldest_first() -> None:
+    quarantine = [
+        refused(2, "attempt", "t2", str(10**30), "OverflowError: Python int too large"),
+        refused(1, "task", "t1", None, "DataError: PostgreSQL text fields cannot contain NUL"),
+    ]
+
+    report = build_report(*mixed_run(), quarantined=iter(quarantine))
+
+    assert report.quarantined == 2
+    assert report.quarantine == [
+        QuarantineRow(
+            task_id="t1",
+            kind="task",
+            attempt=None,
+            error="DataError: PostgreSQL text fields cannot contain NUL",
+            quarantined_at=T0 + 1,
+        ),
+        QuarantineRow(
+            task_id="t2",
+            kind="attempt",
+            attempt=str(10**30),
+            error="OverflowError: Python int too large",
+            quarantined_at=T0 + 2,
+        ),
+    ]
+    assert Report.model_validate_json(report.model_dump_json()) == report
+    assert build_report(*mixed_run()).quarantined == 0
+
+
+def test_rendered_report_lists_quarantined_records_and_only_when_there_are_some() -> None:
+    quarantine = [
+        refused(n, "attempt", f"q{n:02}\x1b[31m", str(10**30), f"OverflowError {n}")
+        for n in range(25)
+    ]
+
+    text = render_report(build_report([], [], quarantined=quarantine), width=200)
+
+    assert "Quarantined: 25 records the store refused to save" in text
+    assert f"attempt {10**30}" in text
+    assert "q00\\x1b[31m" in text  # a hostile id is shown, not obeyed
+    assert "\x1b" not in text
+    assert "OverflowError 19" in text
+    assert "q20" not in text
+    assert "... and 5 more" in text
+    assert "Quarantined" not in render_report(build_report(*seed_run()))

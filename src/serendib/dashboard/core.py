@@ -67,12 +67,14 @@ class Dashboard:
                 drops=lambda: manager.drops.counts,
                 workers=lambda: len(manager.workers),
                 suspects=lambda: len(manager.suspects),
+                quarantined=lambda: self._quarantined,
             )
         )
         self.updates = Broadcast()
         self.started_at = time.time()
         self.tasks_version = 0
         self._counts: dict[TaskState, int] = dict.fromkeys(TaskState, 0)
+        self._quarantined = 0
         self._counts_stale = True
         self._counts_due = 0.0
         self._committed = -1
@@ -131,12 +133,15 @@ class Dashboard:
         return dict(self._counts)
 
     async def counts(self) -> dict[TaskState, int]:
-        """Stored tasks per state, read now.
+        """Stored tasks per state, read now (and the count of quarantined records with them).
 
         Raises:
             StoreError: The store cannot be read (closed, or failing).
         """
-        counts = await self.manager.store.counts()
+        store = self.manager.store
+        counts = await store.counts()
+        # Read with the counts (at the same pace): a small table, normally empty.
+        self._quarantined = await store.quarantine_count()
         self._counts = dict(counts)
         return counts
 
@@ -243,6 +248,7 @@ class Dashboard:
             dropped=dict(self.manager.drops.counts),
             throughput=self.feed.throughput.snapshot(time.time()),
             uptime_s=max(time.time() - self.started_at, 0.0),
+            quarantined=self._quarantined,
         )
 
     async def _update(self) -> bytes:

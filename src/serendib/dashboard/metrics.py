@@ -42,6 +42,7 @@ class ManagerFacts:
         drops: Returns the dropped bad messages by reason.
         workers: Returns the number of connected workers (suspect ones included).
         suspects: Returns the number of suspect workers (silent lately, given no new work).
+        quarantined: Returns the number of records the store refused and quarantined.
     """
 
     def __init__(
@@ -51,11 +52,13 @@ class ManagerFacts:
         drops: Callable[[], Mapping[str, int]],
         workers: Callable[[], int],
         suspects: Callable[[], int] = lambda: 0,
+        quarantined: Callable[[], int] = lambda: 0,
     ) -> None:
         self.stats = stats
         self.drops = drops
         self.workers = workers
         self.suspects = suspects
+        self.quarantined = quarantined
         self.counts: Mapping[TaskState, int] = {}
 
     def collect(self) -> Iterable[Metric]:
@@ -86,6 +89,11 @@ class ManagerFacts:
             "serendib_workers_suspect",
             "Connected workers silent lately: given no new work, their attempts kept",
             value=self.suspects(),
+        )
+        yield GaugeMetricFamily(
+            "serendib_quarantined_records",
+            "Records the task store refused to save, kept in its quarantine table",
+            value=self.quarantined(),
         )
         tasks = GaugeMetricFamily("serendib_tasks", "Stored tasks by state", labels=["state"])
         for state in TaskState:

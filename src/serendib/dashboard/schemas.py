@@ -273,6 +273,7 @@ class StatsView(_Model):
         dropped: Bad messages dropped by the manager, by reason.
         throughput: Tasks ended per second, recently.
         uptime_s: Seconds since the dashboard started.
+        quarantined: Records the store refused to save (quarantined in it; see the report).
     """
 
     workspace: str
@@ -286,6 +287,7 @@ class StatsView(_Model):
     dropped: dict[str, int]
     throughput: Throughput
     uptime_s: float
+    quarantined: int = 0
 
 
 class SubmitResult(_Model):

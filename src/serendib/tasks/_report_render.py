@@ -13,7 +13,14 @@ from rich.table import Table
 from rich.text import Text
 
 if TYPE_CHECKING:
-    from serendib.tasks.report import DifficultyRow, DurationStats, Report, UnassignedRow, WorkerRow
+    from serendib.tasks.report import (
+        DifficultyRow,
+        DurationStats,
+        QuarantineRow,
+        Report,
+        UnassignedRow,
+        WorkerRow,
+    )
 
 __all__ = ["render_report"]
 
@@ -105,16 +112,41 @@ def _unassigned_table(rows: list[UnassignedRow], limit: int) -> Table:
     return table
 
 
-def render_report(report: Report, *, width: int = 100, max_unassigned: int = 20) -> str:
+def _printable(text: str) -> str:
+    # Quarantined records are the ones that may be hostile: no control codes to the terminal.
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+
+
+def _quarantine_table(rows: list[QuarantineRow], limit: int) -> Table:
+    table = Table(title="Quarantined (the store refused these changes)", title_justify="left")
+    table.add_column("Task")
+    table.add_column("What")
+    table.add_column("Error")
+    for row in rows[:limit]:
+        what = row.kind if row.attempt is None else f"{row.kind} {row.attempt}"
+        table.add_row(
+            Text(_printable(row.task_id)), Text(_printable(what)), Text(_printable(row.error))
+        )
+    return table
+
+
+def render_report(
+    report: Report, *, width: int = 100, max_unassigned: int = 20, max_quarantined: int = 20
+) -> str:
     """The report as plain-text tables for a terminal.
 
     The headline comes first, then the per-worker and per-difficulty tables, a line on attempts,
-    latency lines, and the tasks that never found a worker with their reasons (only if any).
+    latency lines, the tasks that never found a worker with their reasons (only if any), and
+    the records the store refused to save (only if any).
 
     Args:
         report: The report.
         width: Columns to fit into.
         max_unassigned: At most this many never-assigned tasks are listed; the rest are counted.
+        max_quarantined: At most this many quarantined records are listed; the rest are
+            counted.
 
     Returns:
         The text, without colour or escape codes.
@@ -155,6 +187,17 @@ def render_report(report: Report, *, width: int = 100, max_unassigned: int = 20)
         out()
         out(_unassigned_table(report.never_assigned, max_unassigned))
         hidden = len(report.never_assigned) - max_unassigned
+        if hidden > 0:
+            out(f"... and {hidden} more", markup=False)
+    if report.quarantined:
+        out()
+        out(
+            f"Quarantined: {_plural(report.quarantined, 'record')} the store refused to save "
+            "(the manager went on; the store missed these changes)",
+            markup=False,
+        )
+        out(_quarantine_table(report.quarantine, max_quarantined))
+        hidden = report.quarantined - min(len(report.quarantine), max_quarantined)
         if hidden > 0:
             out(f"... and {hidden} more", markup=False)
     return "\n".join(line.rstrip() for line in buffer.getvalue().splitlines()) + "\n"

@@ -218,10 +218,10 @@ class TaskManager(Admin):
 
     async def report(self) -> Report:
         """The report of every task in the store."""
-        records, attempts = await asyncio.gather(
-            self.store.all_records(), self.store.all_attempts()
+        records, attempts, quarantined = await asyncio.gather(
+            self.store.all_records(), self.store.all_attempts(), self.store.quarantined()
         )
-        return build_report(records, attempts)
+        return build_report(records, attempts, quarantined=quarantined)
 
     # --- submitting and cancelling -------------------------------------------------------------
 

@@ -1,4 +1,5 @@
-"""The run's report: success rate, per-worker and per-difficulty tallies, attempts and latency.
+"""The run's report: success rate, per-worker and per-difficulty tallies, attempts and latency,
+and the records the store refused (quarantined).
 
 Pure: it reads task and attempt records and returns a frozen model (``--json``) or a table
 rendered to a string (:func:`render_report`, from ``_report_render``); no I/O, no event loop.
@@ -15,12 +16,14 @@ from pydantic import BaseModel, ConfigDict
 
 from serendib.tasks._report_render import render_report
 from serendib.tasks.models import AttemptOutcome, AttemptRecord, TaskRecord, TaskState
+from serendib.tasks.store import QuarantinedRecord
 
 __all__ = [
     "AttemptStats",
     "DifficultyRow",
     "DurationStats",
     "LatencyStats",
+    "QuarantineRow",
     "Report",
     "UnassignedRow",
     "WorkerRow",
@@ -147,6 +150,25 @@ class UnassignedRow(_Row):
     reason: str
 
 
+class QuarantineRow(_Row):
+    """A record the store refused to save: the store missed that change.
+
+    Attributes:
+        task_id: The task it is about.
+        kind: ``task`` (a state change), ``attempt`` (an attempt) or ``stale`` (a stale result).
+        attempt: The attempt number as stored (text: it may not fit an integer); None for a
+            state change.
+        error: Why the store refused it.
+        quarantined_at: When (Unix time).
+    """
+
+    task_id: str
+    kind: str
+    attempt: str | None
+    error: str
+    quarantined_at: float
+
+
 class Report(_Row):
     """Everything the report says, as one frozen model (``model_dump_json()`` for ``--json``).
 
@@ -165,6 +187,9 @@ class Report(_Row):
         attempts: Counts over all attempts.
         latency: End-to-end and run-time distributions.
         never_assigned: Tasks with no attempt that failed or still wait, sorted by id.
+        quarantined: Records the store refused to save (see
+            :meth:`~serendib.tasks.store.TaskStore.quarantined`).
+        quarantine: Those records, oldest first.
     """
 
     total: int
@@ -179,6 +204,8 @@ class Report(_Row):
     attempts: AttemptStats
     latency: LatencyStats
     never_assigned: list[UnassignedRow]
+    quarantined: int = 0
+    quarantine: list[QuarantineRow] = []
 
 
 def percentile(values: Sequence[float], q: float) -> float | None:
@@ -257,7 +284,12 @@ def _unassigned_row(record: TaskRecord) -> UnassignedRow:
     )
 
 
-def build_report(records: Iterable[TaskRecord], attempts: Iterable[AttemptRecord]) -> Report:
+def build_report(
+    records: Iterable[TaskRecord],
+    attempts: Iterable[AttemptRecord],
+    *,
+    quarantined: Iterable[QuarantinedRecord] = (),
+) -> Report:
     """Summarise a run from its stored task and attempt records.
 
     Each input is read once; the cost is linear in their sizes plus sorting the durations.
@@ -265,6 +297,7 @@ def build_report(records: Iterable[TaskRecord], attempts: Iterable[AttemptRecord
     Args:
         records: Every task's record (in any order).
         attempts: Every attempt's record (in any order).
+        quarantined: The records the store refused (in any order; listed oldest first).
 
     Returns:
         The report.
@@ -317,6 +350,16 @@ def build_report(records: Iterable[TaskRecord], attempts: Iterable[AttemptRecord
             worker.run_total += seconds
             worker.run_count += 1
 
+    quarantine = [
+        QuarantineRow(
+            task_id=q.task_id,
+            kind=q.kind,
+            attempt=q.attempt,
+            error=q.error,
+            quarantined_at=q.quarantined_at,
+        )
+        for q in sorted(quarantined, key=lambda q: q.seq)
+    ]
     succeeded, failed = by_state[TaskState.SUCCEEDED], by_state[TaskState.FAILED]
     unassigned.sort(key=lambda row: row.id)
     return Report(
@@ -360,4 +403,6 @@ def build_report(records: Iterable[TaskRecord], attempts: Iterable[AttemptRecord
         ),
         latency=LatencyStats(end_to_end=_durations(end_to_end), run=_durations(run)),
         never_assigned=unassigned,
+        quarantined=len(quarantine),
+        quarantine=quarantine,
     )

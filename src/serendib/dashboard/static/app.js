@@ -100,7 +100,9 @@
   function renderStats(stats) {
     $("where").textContent =
       "workspace " + stats.workspace + " · manager " + stats.manager +
-      (stats.running ? "" : " (stopped)") + " · " + stats.store;
+      (stats.running ? "" : " (stopped)") + " · " + stats.store +
+      // Records the store refused to save: rare, and worth a look in the report.
+      (stats.quarantined ? " · " + stats.quarantined.toLocaleString() + " quarantined (see the report)" : "");
     $("count-total").textContent = stats.total.toLocaleString();
     for (const state of STATES) {
       const card = document.querySelector('.card[data-state="' + state + '"] .value');
