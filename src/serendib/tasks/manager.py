@@ -24,7 +24,7 @@ from serendib.errors import TaskNotFound
 from serendib.handlers import on_message
 from serendib.presence import AgentDetail
 from serendib.tasks._book import TaskBook
-from serendib.tasks._ledger import Ledger
+from serendib.tasks._ledger import DRAIN_TIMEOUT_S, Ledger
 from serendib.tasks.events import Listener, ManagerStats
 from serendib.tasks.models import (
     Task,
@@ -196,7 +196,9 @@ class TaskManager(Admin):
 
     async def _finish(self, drain_timeout: float | None) -> None:
         self.book.close()
-        await self._ledger.drain()
+        # Bounded even when handlers may take all the time they need (None) or none (0): a
+        # store that is down must not keep the admin from stopping.
+        await self._ledger.drain(drain_timeout or DRAIN_TIMEOUT_S)
         if self.stop_when_done:
             self.last_report = await self.report()
 
