@@ -256,3 +256,18 @@ class RecordRefused(StoreError):
     Unlike an unavailable store, retrying the same record fails again; other writes of the
     same transaction are stored.
     """
+
+
+class InvalidSubject(TransportError, ValueError):
+    """A subject the NATS server would refuse (and close the connection over); never sent.
+
+    Attributes:
+        subject: The subject, as given.
+        reason: What is wrong with it.
+    """
+
+    def __init__(self, subject: str, reason: str) -> None:
+        self.subject = subject
+        self.reason = reason
+        shown = repr(subject[:60]) + ("..." if len(subject) > 60 else "")
+        super().__init__(f"invalid subject {shown}: {reason}")
