@@ -1,20 +1,30 @@
 """The NATS transport against a real nats-server: errors that say where, credentials,
-reconnection, and foreign clients that publish junk on Serendib's subjects."""
+reconnection (also of a connection the server closed for good), subjects and sizes the server
+would refuse, and foreign clients that publish junk on Serendib's subjects."""
 
 from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Iterator
 
 import nats
 import pytest
+from loguru import logger
 
 from serendib import AdminUnreachable, Agent, ConnectionFailed, Envelope
+from serendib.errors import InvalidSubject, MessageTooLarge, TransportError
 from serendib.subjects import broadcast_subject, direct_subject, presence_subject
 from serendib.transports.embedded import EmbeddedBroker
 from serendib.transports.framing import split_frames
-from serendib.transports.nats import NatsOptions, NatsTransport, redact
+from serendib.transports.nats import (
+    MAX_SUBJECT_CHARS,
+    ConnectionState,
+    NatsOptions,
+    NatsTransport,
+    check_subject,
+    redact,
+)
 from tests.helpers import Ping, Pong, Recorder, WatchingAdmin, get, until
 from tests.processes import free_port
 
@@ -48,6 +58,54 @@ def test_redact_hides_tokens_and_passwords_in_urls(url: str, shown: str) -> None
 
 def test_options_without_tls_files_mean_plain_tcp() -> None:
     assert NatsOptions(token="t").tls_context() is None
+
+
+LONGEST_NAME = "n" * 128
+
+BAD_SUBJECTS = {
+    "over-4096": "x" * 5000,
+    "over-the-limit": "x" * (MAX_SUBJECT_CHARS + 1),
+    "space": "serendib.ws.to.a b",
+    "tab": "serendib.ws.to.a\tb",
+    "crlf": "serendib.ws.all\r\nPUB x 1",
+    "nul": "serendib.ws.to.a\x00b",
+    "control": "serendib.ws.to.a\x1bb",
+    "del": "serendib.ws.to.a\x7fb",
+    "non-ascii": "serendib.ws.to.\u00e9",
+    "empty": "",
+    "empty-token": "serendib..all",
+    "leading-dot": ".serendib.ws.all",
+    "trailing-dot": "serendib.ws.all.",
+}
+
+
+def test_our_own_longest_subjects_are_valid() -> None:
+    for subject in (
+        direct_subject(LONGEST_NAME, LONGEST_NAME),
+        broadcast_subject(LONGEST_NAME),
+        presence_subject(LONGEST_NAME),
+    ):
+        assert check_subject(subject) == subject
+    assert check_subject("serendib.ws.to.*", wildcards=True) == "serendib.ws.to.*"
+    assert check_subject("serendib.ws.>", wildcards=True) == "serendib.ws.>"
+
+
+@pytest.mark.parametrize("subject", BAD_SUBJECTS.values(), ids=BAD_SUBJECTS.keys())
+def test_subjects_the_server_would_refuse_are_invalid(subject: str) -> None:
+    for wildcards in (False, True):
+        with pytest.raises(InvalidSubject) as info:
+            check_subject(subject, wildcards=wildcards)
+        assert info.value.subject == subject
+        assert len(str(info.value)) < 200  # an attacker's subject is not echoed whole
+
+
+@pytest.mark.parametrize("subject", ["serendib.*", "serendib.>", "a.b*", "a.>.b", ">.a", "a.>x"])
+def test_wildcards_are_only_for_subscribing_and_only_where_nats_allows_them(subject: str) -> None:
+    with pytest.raises(InvalidSubject):
+        check_subject(subject)
+    if subject not in ("serendib.*", "serendib.>"):
+        with pytest.raises(InvalidSubject, match="wildcard"):
+            check_subject(subject, wildcards=True)
 
 
 # --- connecting ---------------------------------------------------------------------------------
@@ -280,3 +338,201 @@ async def test_junk_from_a_foreign_client_is_dropped_and_agents_keep_working(
         assert await admin.request("bob", Ping(n=7)) == Pong(n=7)
         assert [a.name for a in admin.agents] == ["bob"]
         assert bob.status.value == "running"
+
+
+# --- a connection closed for good -------------------------------------------------------------
+
+
+@pytest.fixture
+def warnings_logged() -> Iterator[list[str]]:
+    """Every WARNING (and above) logged during the test."""
+    lines: list[str] = []
+    sink = logger.add(lambda m: lines.append(str(m)), level="WARNING", format="{message}")
+    yield lines
+    logger.remove(sink)
+
+
+class Killable(NatsTransport):
+    """A transport a test can make the server close for good.
+
+    Our own publish refuses such a subject now, so the test goes round it through nats-py's
+    client: this is what a 4,100-character sender name did to every agent replying to it.
+    """
+
+    async def send_protocol_violation(self) -> None:
+        """Make the server answer -ERR and hang up (nats-py then closes the client for good)."""
+        await self._client.publish("x" * 5000, b"")
+
+
+def collector() -> tuple[list[bytes], Callable[[Envelope | bytes], None]]:
+    got: list[bytes] = []
+
+    def receive(data: Envelope | bytes) -> None:
+        assert isinstance(data, bytes)
+        got.append(data)
+
+    return got, receive
+
+
+async def test_a_connection_the_server_closes_for_good_is_re_established_loudly(
+    nats_server: EmbeddedBroker, workspace: str, warnings_logged: list[str]
+) -> None:
+    states: list[ConnectionState] = []
+    victim = Killable(nats_server.url, on_state=states.append)
+    other = NatsTransport(nats_server.url)
+    to_victim, to_other = direct_subject(workspace, "victim"), direct_subject(workspace, "other")
+    victim_got, victim_receive = collector()
+    other_got, other_receive = collector()
+    await victim.connect()
+    await other.connect()
+    try:
+        subscription = await victim.subscribe(to_victim, victim_receive)
+        await other.subscribe(to_other, other_receive)
+        await victim.flush()
+        await other.flush()
+        assert victim.state is ConnectionState.CONNECTED
+
+        await victim.send_protocol_violation()
+        await until(lambda: victim.state is ConnectionState.REESTABLISHING, what="the closure")
+        assert not victim.is_connected
+        # Published while the connection is down: held, then sent in order once it is up.
+        await victim.publish(to_other, b"held-1")
+        await victim.publish(to_other, b"held-2")
+        await until(lambda: victim.is_connected, what="the connection re-established")
+
+        assert victim.reestablished == 1
+        assert victim.state is ConnectionState.CONNECTED
+        assert states == [
+            ConnectionState.CONNECTED,
+            ConnectionState.REESTABLISHING,
+            ConnectionState.CONNECTED,
+        ]
+        assert any(
+            "closed for good" in line and "maximum control line" in line.lower()
+            for line in warnings_logged
+        ), warnings_logged
+        # The subscription made before the closure gets messages published after it...
+        await other.publish(to_victim, b"after")
+        await until(lambda: victim_got == [b"after"], what="the message to the victim")
+        # ...and what the victim publishes reaches others, after what it held.
+        await victim.publish(to_other, b"from-victim")
+        await until(
+            lambda: other_got == [b"held-1", b"held-2", b"from-victim"], what="the victim's"
+        )
+        # The old subscription object still works: unsubscribing stops deliveries.
+        await subscription.unsubscribe()
+        await victim.flush()
+        await other.publish(to_victim, b"too late")
+        await other.publish(to_other, b"marker")
+        await other.flush()
+        await until(lambda: other_got[-1:] == [b"marker"], what="the marker")
+        await victim.flush()
+        assert victim_got == [b"after"]
+    finally:
+        await victim.close()
+        await other.close()
+    assert states[-1] is ConnectionState.CLOSED  # the callback saw the close too
+
+
+async def test_re_establishing_retries_until_the_server_is_back(
+    private_broker: EmbeddedBroker, workspace: str, warnings_logged: list[str]
+) -> None:
+    def on_state(state: ConnectionState) -> None:
+        # The server goes away the moment the connection is closed for good, so the first
+        # attempts to re-establish it fail.
+        if state is ConnectionState.REESTABLISHING:
+            private_broker.kill()
+
+    victim = Killable(private_broker.url, FAST, on_state=on_state)
+    got, receive = collector()
+    subject = broadcast_subject(workspace)
+    await victim.connect()
+    try:
+        await victim.subscribe(subject, receive)
+        await victim.send_protocol_violation()
+        await until(
+            lambda: any("re-establishing failed" in line for line in warnings_logged),
+            what="a failed attempt",
+        )
+        assert victim.state is ConnectionState.REESTABLISHING
+        assert not victim.is_connected
+        await private_broker.start()
+        await until(lambda: victim.is_connected, what="the connection re-established")
+        assert victim.reestablished == 1
+        await victim.publish(subject, b"back")  # to itself: it is subscribed
+        await until(lambda: got == [b"back"], what="the message")
+    finally:
+        await victim.close()
+
+
+async def test_closing_while_re_establishing_stops_trying(
+    private_broker: EmbeddedBroker, warnings_logged: list[str]
+) -> None:
+    def on_state(state: ConnectionState) -> None:
+        if state is ConnectionState.REESTABLISHING:
+            private_broker.kill()
+
+    victim = Killable(private_broker.url, FAST, on_state=on_state)
+    await victim.connect()
+    await victim.send_protocol_violation()
+    await until(lambda: victim.state is ConnectionState.REESTABLISHING, what="the closure")
+    await victim.publish("serendib.ws.all", b"never sent")
+    await asyncio.wait_for(victim.close(), 5)
+    assert victim.state is ConnectionState.CLOSED
+    assert victim.reestablished == 0
+    with pytest.raises(TransportError, match="closed"):
+        await victim.publish("serendib.ws.all", b"x")
+
+
+# --- nothing the server would refuse is sent --------------------------------------------------
+
+
+async def test_a_bad_subject_raises_and_the_connection_stays_up(
+    nats_server: EmbeddedBroker, workspace: str
+) -> None:
+    transport = NatsTransport(nats_server.url)
+    got, receive = collector()
+    subject = broadcast_subject(workspace)
+    await transport.connect()
+    try:
+        await transport.subscribe(subject, receive)
+        for name, bad in BAD_SUBJECTS.items():
+            with pytest.raises(TransportError) as info:
+                await transport.publish(bad, b"x")
+            assert isinstance(info.value, InvalidSubject), name
+            with pytest.raises(InvalidSubject):
+                await transport.subscribe(bad, receive)
+        for wildcard in ("serendib.*", f"{subject}.>"):
+            with pytest.raises(InvalidSubject, match="wildcard"):
+                await transport.publish(wildcard, b"x")
+        await transport.flush()
+        assert transport.is_connected
+        await transport.publish(subject, b"still up")
+        await until(lambda: got == [b"still up"], what="the message after the bad subjects")
+        assert transport.reestablished == 0
+    finally:
+        await transport.close()
+
+
+async def test_a_payload_over_the_servers_limit_raises_and_the_connection_stays_up(
+    nats_server: EmbeddedBroker, workspace: str
+) -> None:
+    # We would take 4 MiB; the server takes 1 MiB, and an oversize PUB is -ERR and hang up.
+    transport = NatsTransport(nats_server.url, max_message_bytes=4 * 1024 * 1024)
+    got, receive = collector()
+    subject = broadcast_subject(workspace)
+    await transport.connect()
+    try:
+        await transport.subscribe(subject, receive)
+        limit = transport._client.max_payload
+        with pytest.raises(MessageTooLarge) as info:
+            await transport.publish(subject, b"x" * (limit + 1))
+        assert info.value.limit == limit
+        await transport.publish(subject, b"y" * limit)  # exactly the limit is fine
+        await transport.publish(subject, b"after")
+        await until(lambda: len(got) == 2, what="the messages within the limit")
+        assert got == [b"y" * limit, b"after"]
+        assert transport.is_connected
+        assert transport.reestablished == 0
+    finally:
+        await transport.close()
