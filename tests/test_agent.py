@@ -269,8 +269,8 @@ async def test_bad_input_is_dropped_and_counted_and_the_agent_keeps_working(
     async with Recorder("bob", workspace, hub_url, max_message_bytes=200_000) as bob:
         intruder = open_transport(hub_url)
         await intruder.connect()
-        await intruder.publish(direct_subject(workspace, "bob"), raw)
-        await intruder.publish(broadcast_subject(workspace), raw)
+        await intruder.publish(direct_subject(workspace, "bob", "a"), raw)
+        await intruder.publish(broadcast_subject(workspace, "a"), raw)
         await intruder.close()
         await until(lambda: bob.drops.total == 2, what="both bad messages dropped")
         await admin.send("bob", Ping(n=1))

@@ -164,10 +164,17 @@ def run_admin(args: argparse.Namespace) -> int:
     return asyncio.run(_serve(manager, dashboard=_dashboard(manager, args)))
 
 
+def identity_path(workspace: str, name: str) -> Path:
+    """Where ``serendib worker`` keeps a worker's identity by default."""
+    state = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+    return Path(state) / "serendib" / workspace / f"{name}.nk"
+
+
 def run_worker(args: argparse.Namespace) -> int:
     """``serendib worker``: join an admin and run the tasks it assigns."""
     handlers = dict(load_handler(spec) for spec in args.handler)
     host, port = args.admin
+    identity = None if args.nats else (args.identity or identity_path(args.workspace, args.name))
     worker = WorkerAgent(
         args.name,
         skills=args.skill,
@@ -181,6 +188,7 @@ def run_worker(args: argparse.Namespace) -> int:
         token=args.token,
         heartbeat_interval=args.heartbeat,
         nats_options=nats_options(args),
+        identity=identity,
     )
 
     def joined() -> None:

@@ -20,6 +20,7 @@ from serendib.errors import AgentError
 from serendib.handlers import on_message
 from serendib.messages import Envelope
 from serendib.presence import AgentDetail, Goodbye, Heartbeat, Hello, Probe, Welcome
+from serendib.subjects import presence_pattern
 
 __all__ = ["Membership"]
 
@@ -100,7 +101,7 @@ class Membership(Agent):
         await self.on_agent_disconnected(agent)
 
     def _subjects(self) -> list[str]:
-        return [*super()._subjects(), self._subject_presence]
+        return [*super()._subjects(), presence_pattern(self.workspace_id)]
 
     def silence_limit(self, name: str) -> float | None:
         """Seconds of silence after which agent ``name`` is (or was) declared lost."""
@@ -118,7 +119,7 @@ class Membership(Agent):
             return True
         self._members[detail.name] = _Member(detail, time.monotonic(), interval)
         logger.debug("{}: agent {} ({}) connected", self.name, detail.name, detail.role)
-        await self.on_agent_connected(self._subject_presence, detail)
+        await self.on_agent_connected(presence_pattern(self.workspace_id), detail)
         return True
 
     async def _remove(self, name: str, agent_id: str, why: str, lost: bool = False) -> None:
@@ -143,6 +144,7 @@ class Membership(Agent):
             await self.on_agent_lost(member.detail)
         else:
             await self.on_agent_disconnected(member.detail)
+            self._left(member.detail)
 
     @on_message
     async def _on_hello(self, hello: Hello) -> None:
@@ -201,20 +203,35 @@ class Membership(Agent):
         if name in self._probing:
             return
         self._probing.add(name)
-        timeout = min(max(2 * member.interval, 1.0), _PROBE_MAX_S)
 
         async def probe() -> None:
             try:
-                await self.request(name, Probe(id=agent_id), timeout=timeout)
-            except (AgentError, TimeoutError):
-                self._call_soon(lambda: self._replace(name, agent_id))
+                if not await self._holder_alive(member):
+                    self._call_soon(lambda: self._replace(name, agent_id))
             finally:
                 self._probing.discard(name)
 
         self._spawn(probe(), f"probe-{name}")
 
-    async def _replace(self, name: str, agent_id: str) -> None:
-        await self._remove(name, agent_id, "did not answer while another run asked for its name")
+    async def _holder_alive(self, member: _Member) -> bool:
+        """Whether ``member`` answers a probe (within two heartbeats, at most 5 s)."""
+        timeout = min(max(2 * member.interval, 1.0), _PROBE_MAX_S)
+        try:
+            await self.request(member.detail.name, Probe(id=member.detail.id), timeout=timeout)
+        except (AgentError, TimeoutError):
+            return False
+        return True
+
+    def _left(self, agent: AgentDetail) -> None:
+        """Hook: ``agent`` said goodbye (after ``on_agent_disconnected``)."""
+
+    async def _replace(
+        self,
+        name: str,
+        agent_id: str,
+        why: str = "did not answer while another run asked for its name",
+    ) -> None:
+        await self._remove(name, agent_id, why)
 
     async def _monitor_loop(self) -> None:
         was_connected = True

@@ -25,7 +25,7 @@ from serendib.errors import (
 from serendib.handlers import HandlerTable
 from serendib.messages import Envelope, RequestFailed, decode, default_registry, new_envelope
 from serendib.presence import AdminStopping, Probe
-from serendib.subjects import direct_subject
+from serendib.subjects import direct_subject, sender_of
 from serendib.transports import Transport, open_transport
 
 if TYPE_CHECKING:
@@ -67,7 +67,10 @@ class Messaging:
     _inbox: asyncio.Queue[Envelope]
     _draining: bool
     _subject_all: str
-    _pending: dict[str, asyncio.Future[Envelope]]
+    _signed_options: NatsOptions | None
+    _pending: dict[str, tuple[asyncio.Future[Envelope], str | None]]
+    admin_name: str | None
+    _admin_pinned: bool
 
     def _can_send(self) -> bool:
         raise NotImplementedError
@@ -107,6 +110,8 @@ class Messaging:
         if not isinstance(spec, str):
             return spec
         name = f"{self.workspace_id}/{self.name}"
+        if self._signed_options is not None:  # an identity from the admin's server
+            return open_transport(spec, name=name, options=self._signed_options)
         return open_transport(spec, token=self.token, name=name, options=self.nats_options)
 
     # --- sending ------------------------------------------------------------------------------
@@ -140,7 +145,7 @@ class Messaging:
             NotAMessageType: ``message`` is not a model or dataclass instance.
         """
         self._require_running("send")
-        await self._publish(direct_subject(self.workspace_id, to), message, to)
+        await self._publish(direct_subject(self.workspace_id, to, self.name), message, to)
 
     async def request(self, to: str, message: object, timeout: float = 5.0) -> Any:
         """Send ``message`` to ``to`` and wait for its handler's return value.
@@ -154,7 +159,8 @@ class Messaging:
             RemoteError: The remote handler raised.
         """
         self._require_running("request")
-        return await self._request_on(direct_subject(self.workspace_id, to), to, message, timeout)
+        subject = direct_subject(self.workspace_id, to, self.name)
+        return await self._request_on(subject, to, message, timeout)
 
     # Tutorial (Ceylon) spelling of broadcast.
     broadcast_data = broadcast
@@ -166,7 +172,10 @@ class Messaging:
         envelope = new_envelope(message, self.name, to, rq=True)
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Envelope] = loop.create_future()
-        self._pending[envelope.id] = future
+        # Only the recipient may answer; a request to no one in particular (joining) only the
+        # admin, once the agent knows which one is its own (registration told it).
+        expected = to if to is not None else (self.admin_name if self._admin_pinned else None)
+        self._pending[envelope.id] = (future, expected)
         # A timer failing the future, not asyncio.wait_for: that wraps the wait in another
         # task and costs a third of a request's time.
         timer = loop.call_later(timeout, _expire, future)
@@ -186,23 +195,29 @@ class Messaging:
         if self._transport is None:
             return
         envelope = new_envelope(message, self.name, request.sender, re=request.id)
-        await self._transport.publish(direct_subject(self.workspace_id, request.sender), envelope)
+        subject = direct_subject(self.workspace_id, request.sender, self.name)
+        await self._transport.publish(subject, envelope)
 
     def _fail_pending(self, operation: str) -> None:
         """End every request still waiting for a reply (the agent is stopping)."""
-        for future in self._pending.values():
+        for future, _ in self._pending.values():
             if not future.done():
                 future.set_exception(AgentNotRunning(self.name, operation))
         self._pending.clear()
 
     # --- receiving ----------------------------------------------------------------------------
 
-    def _receive(self, message: Envelope | bytes) -> None:
-        """Transport callback: decode, route replies, queue everything else. Never blocks."""
+    def _receive(self, subject: str, message: Envelope | bytes) -> None:
+        """Transport callback: decode, route replies, queue everything else. Never blocks.
+
+        A message counts as its sender's only if it arrived on a subject naming that sender
+        (the one subject a server with per-agent permissions lets the sender publish on).
+        """
         if isinstance(message, bytes):
             try:
                 envelope = decode(message, default_registry, self.max_message_bytes)
             except MessageError as e:
+                e.sender = sender_of(subject)  # who sent it, whatever it claims
                 self.drops.record(e, message)
                 return
             except Exception as e:  # e.g. RecursionError from absurdly nested JSON
@@ -210,13 +225,22 @@ class Messaging:
                 return
         else:
             envelope = message
+        if envelope.sender != sender_of(subject):
+            error = DecodeError(f"claims to come from {envelope.sender}")
+            error.sender = sender_of(subject)
+            self.drops.record(error, message if isinstance(message, bytes) else None)
+            return
         if envelope.sender == self.name and envelope.to is None:
             return
         self._heard_from(envelope)
         if envelope.re is not None:
-            future = self._pending.get(envelope.re)
-            if future is not None and not future.done():
-                future.set_result(envelope)
+            pending = self._pending.get(envelope.re)
+            if (
+                pending is not None
+                and not pending[0].done()
+                and pending[1] in (None, envelope.sender)
+            ):
+                pending[0].set_result(envelope)
             return
         kind = type(envelope.data)
         if kind is AdminStopping:

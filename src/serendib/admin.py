@@ -13,16 +13,20 @@ from __future__ import annotations
 import asyncio
 import os
 from collections.abc import Iterable
-from typing import Any, ClassVar
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 from loguru import logger
 
 from serendib._membership import Membership
 from serendib.agent import Agent, AgentStatus, current_message
 from serendib.errors import DuplicateAgentName
-from serendib.presence import AdminStarted, AdminStopping
+from serendib.presence import AdminStarted, AdminStopping, AgentDetail
 from serendib.transports import MemoryHub, MemoryTransport, Transport
 from serendib.transports.embedded import TOKEN_ENV, EmbeddedBroker
+
+if TYPE_CHECKING:
+    from serendib.transports.identity import Registrar, RegistrationRequest
 
 __all__ = ["Admin"]
 
@@ -46,6 +50,10 @@ class Admin(Membership):
             and its agents verify it with ``nats_options=NatsOptions(tls_ca=...)``.
         tls_key: The certificate's private key.
         lost_after: Missed heartbeats after which an agent is declared lost.
+        identities_file: Where the embedded server's agent identities are kept across
+            restarts, so agents reconnect to a restarted admin as themselves (default:
+            ``$XDG_STATE_HOME/serendib/<workspace>/identities-<port>.json``; None keeps
+            them in memory, and agents must then be restarted with the admin).
         **options: Passed on to :class:`~serendib.Agent` (``nats_options`` also
             configures the embedded server's user and password).
     """
@@ -65,6 +73,7 @@ class Admin(Membership):
         tls_cert: str | None = None,
         tls_key: str | None = None,
         lost_after: int = 3,
+        identities_file: str | Path | Literal["default"] | None = "default",
         **options: Any,
     ) -> None:
         super().__init__(
@@ -81,9 +90,17 @@ class Admin(Membership):
         self._init_membership(lost_after)
         self.tls_cert = tls_cert
         self.tls_key = tls_key
+        self.identities_file: str | None = (
+            _default_identities(self.workspace_id)
+            if identities_file == "default"
+            else str(identities_file)
+            if identities_file
+            else None
+        )
         self._stop_requested: asyncio.Event | None = None
         self._workers: list[Agent] | None = None
         self._broker: EmbeddedBroker | None = None
+        self._registrar: Registrar | None = None
 
     @property
     def broker(self) -> EmbeddedBroker | None:
@@ -99,6 +116,9 @@ class Admin(Membership):
             scheme = "tls" if self.tls_cert else "nats"
             return f"{scheme}://{self.host}:{self.port}"
         return "memory://default"
+
+    def _registers(self) -> bool:
+        return False  # it runs the server (or trusts an external one) rather than joining
 
     async def _join(self) -> None:
         self._joined = True
@@ -116,15 +136,28 @@ class Admin(Membership):
         await self._start_broker()
         try:
             await super().start()
+            await self._start_registrar()
         except BaseException:
+            await self._stop_registrar()
             await self._stop_broker()
             raise
-        logger.info("{}: admin of workspace {!r} on {}", self.name, self.workspace_id, self.address)
+        identities = " (per-agent identities)" if self._registrar is not None else ""
+        logger.info(
+            "{}: admin of workspace {!r} on {}{}",
+            self.name,
+            self.workspace_id,
+            self.address,
+            identities,
+        )
 
     async def _start_broker(self) -> None:
         if self._transport_spec is not None or self.port is None or self._broker is not None:
             return
+        from serendib.transports.identity import Identity
+        from serendib.transports.nats import NatsOptions
+
         options = self.nats_options
+        identity = Identity.generate()
         broker = EmbeddedBroker(
             self.port,
             self.host,
@@ -133,6 +166,14 @@ class Admin(Membership):
             password=options.password if options else None,
             tls_cert=self.tls_cert,
             tls_key=self.tls_key,
+            workspace=self.workspace_id,
+            admin_key=identity.public_key,
+            identities_file=self.identities_file,
+        )
+        self._signed_options = NatsOptions(
+            nkey_seed=identity.seed,
+            tls_ca=options.tls_ca if options else None,
+            connect_timeout=options.connect_timeout if options else 3.0,
         )
         logger.info(
             "{}: starting an embedded NATS server on {}:{}", self.name, self.host, self.port
@@ -140,6 +181,59 @@ class Admin(Membership):
         await broker.start()
         self._broker = broker
         self.token = broker.token
+
+    async def _start_registrar(self) -> None:
+        broker, options = self._broker, self._signed_options
+        if broker is None or options is None or not broker.identities or not options.nkey_seed:
+            return
+        from serendib.transports.identity import Registrar
+
+        registrar = Registrar(
+            broker.url,
+            options.nkey_seed,
+            self.workspace_id,
+            self.name,
+            self._may_register,
+            lambda request: broker.authorize(request.name, request.key),
+            tls=options.tls_context(),
+        )
+        await registrar.start()
+        self._registrar = registrar
+
+    async def _stop_registrar(self) -> None:
+        registrar, self._registrar = self._registrar, None
+        if registrar is not None:
+            await registrar.stop()
+
+    async def _may_register(self, request: RegistrationRequest) -> str | None:
+        """Whether the run asking for an identity may have its name: None, or why not."""
+        if request.name == self.name:
+            return "that is the admin's name"
+        broker = self._broker
+        member = self._members.get(request.name)
+        if broker is not None and broker.key_of(request.name) == request.key:
+            # The same identity, restarted (a supervisor restarts what was killed): it
+            # takes its own place at once, and what the old run held goes back to the queue.
+            if member is not None:
+                agent_id = member.detail.id
+                why = "replaced by a new run of the same identity"
+                self._call_soon(lambda: self._replace(request.name, agent_id, why))
+            return None
+        if member is None:
+            return None
+        if await self._holder_alive(member):
+            return f"an agent named {request.name!r} with another identity is connected"
+        # Its holder is dead: the new run takes its place now, not after missed heartbeats.
+        agent_id = member.detail.id
+        self._call_soon(lambda: self._replace(request.name, agent_id))
+        return None
+
+    def _left(self, agent: AgentDetail) -> None:
+        # A client's identity is of no further use once it leaves (each run of the CLI is a
+        # new client); a worker's is kept for its return.
+        broker = self._broker
+        if agent.role == "client" and broker is not None and broker.identities:
+            self._spawn(broker.revoke(agent.name), f"revoke-{agent.name}")
 
     async def _stop_broker(self) -> None:
         broker, self._broker = self._broker, None
@@ -149,6 +243,7 @@ class Admin(Membership):
 
     async def _close(self, drain_timeout: float | None) -> None:
         try:
+            await self._stop_registrar()
             await super()._close(drain_timeout)
         finally:
             await self._stop_broker()
@@ -226,3 +321,9 @@ class Admin(Membership):
     def run_admin(self, inputs: bytes = b"", workers: Iterable[Agent] = ()) -> None:
         """Tutorial (Ceylon) spelling of :meth:`run`; ``inputs`` is accepted and ignored."""
         self.run(workers)
+
+
+def _default_identities(workspace: str) -> str:
+    """Where an admin keeps its server's identities: per workspace and (chosen) port."""
+    state = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+    return str(Path(state) / "serendib" / workspace / "identities-{port}.json")

@@ -9,9 +9,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
+import os
 import time
 import uuid
 from enum import Enum
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Self
 
 from loguru import logger
@@ -20,6 +23,7 @@ from serendib._droplog import DropLog
 from serendib._messaging import Messaging, current_message
 from serendib.errors import AdminUnreachable, DuplicateAgentName, RequestTimeout
 from serendib.handlers import HandlerTable, on_message
+from serendib.limits import MAX_HEARTBEAT_INTERVAL_S
 from serendib.messages import DEFAULT_MAX_MESSAGE_BYTES, Envelope
 from serendib.presence import (
     AdminStarted,
@@ -32,10 +36,18 @@ from serendib.presence import (
     ProbeReply,
     Welcome,
 )
-from serendib.subjects import broadcast_subject, direct_subject, presence_subject, validate_name
+from serendib.subjects import (
+    broadcast_pattern,
+    broadcast_subject,
+    inbox_pattern,
+    presence_subject,
+    validate_name,
+)
 from serendib.transports import MemoryTransport, Transport
+from serendib.transports.base import TOKEN_ENV
 
 if TYPE_CHECKING:
+    from serendib.transports.identity import Identity
     from serendib.transports.nats import NatsOptions
 
 __all__ = ["Agent", "AgentStatus", "current_message"]
@@ -77,6 +89,12 @@ class Agent(Messaging):
             vanish without saying goodbye and heartbeats only guard against a stuck one.
         join_timeout: Seconds to wait for the admin's welcome before giving up.
         max_message_bytes: Largest message accepted or sent.
+        identity: For an agent joining an admin's embedded server (``admin_port``): its
+            identity there, an :class:`~serendib.transports.identity.Identity` or the path
+            of a file keeping one (created if missing). The token only lets an agent ask
+            for an identity; with it, the agent can publish only under its own name. A
+            worker restarted with the same identity takes its own place at once. Default:
+            a new identity for each run.
     """
 
     role: ClassVar[str] = "agent"
@@ -101,11 +119,17 @@ class Agent(Messaging):
         heartbeat_interval: float | None = None,
         join_timeout: float = 10.0,
         max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
+        identity: Identity | str | Path | None = None,
     ) -> None:
         self.name = validate_name(name, "agent name")
         self.workspace_id = validate_name(workspace_id, "workspace")
-        if heartbeat_interval is not None and heartbeat_interval <= 0:
-            raise ValueError(f"heartbeat_interval must be > 0, got {heartbeat_interval}")
+        if heartbeat_interval is not None and not 0 < heartbeat_interval <= (
+            MAX_HEARTBEAT_INTERVAL_S
+        ):
+            raise ValueError(
+                f"heartbeat_interval must be > 0 and <= {MAX_HEARTBEAT_INTERVAL_S:g}, "
+                f"got {heartbeat_interval}"
+            )
         self.admin_port = admin_port
         self.admin_ip = admin_ip
         self._transport_spec = transport
@@ -124,11 +148,14 @@ class Agent(Messaging):
         self.max_message_bytes = max_message_bytes
         self.status = AgentStatus.CREATED
         self.admin_name: str | None = None
+        self._admin_pinned = False
+        self._identity_spec = identity
+        self._signed_options: NatsOptions | None = None
         self.drops = DropLog(name)
         self._transport: Transport | None = None
         self._subscriptions: list[Any] = []
         self._inbox: asyncio.Queue[Envelope] = asyncio.Queue()
-        self._pending: dict[str, asyncio.Future[Envelope]] = {}
+        self._pending: dict[str, tuple[asyncio.Future[Envelope], str | None]] = {}
         self._dispatcher: asyncio.Task[None] | None = None
         self._background: set[asyncio.Task[Any]] = set()
         self._hooks: set[asyncio.Task[None]] = set()
@@ -136,9 +163,8 @@ class Agent(Messaging):
         self._joined = False
         self._stopped: asyncio.Event | None = None
         self._shutdown: asyncio.Task[None] | None = None
-        self._subject_all = broadcast_subject(workspace_id)
-        self._subject_me = direct_subject(workspace_id, name)
-        self._subject_presence = presence_subject(workspace_id)
+        self._subject_all = broadcast_subject(workspace_id, name)
+        self._subject_presence = presence_subject(workspace_id, name)
 
     def __repr__(self) -> str:
         kind = type(self).__name__
@@ -178,6 +204,13 @@ class Agent(Messaging):
         self._draining = False
         self._joined = False
         self._inbox = asyncio.Queue()
+        if self._registers():
+            try:
+                await self._register()
+            except BaseException:
+                self.status = AgentStatus.STOPPED
+                self._stopped.set()
+                raise
         transport = self._make_transport()
         if self._heartbeat_given is None:
             in_process = isinstance(transport, MemoryTransport)
@@ -202,7 +235,64 @@ class Agent(Messaging):
             raise
 
     def _subjects(self) -> list[str]:
-        return [self._subject_all, self._subject_me]
+        return [broadcast_pattern(self.workspace_id), inbox_pattern(self.workspace_id, self.name)]
+
+    def _registers(self) -> bool:
+        """Whether this agent asks the server for an identity first.
+
+        It must at an admin's embedded server (``admin_port``); it tries at a NATS URL given
+        without credentials of its own (it may be an admin's server or any other).
+        """
+        spec = self._transport_spec
+        if spec is None:
+            return self.admin_port is not None
+        options = self.nats_options
+        return (
+            isinstance(spec, str)
+            and spec.startswith(("nats://", "tls://"))
+            and not (options and (options.creds_file or options.nkey_seed))
+        )
+
+    async def _register(self) -> None:
+        """Get an identity from the admin, so this agent speaks only as itself."""
+        from serendib.transports.identity import Identity, register
+        from serendib.transports.nats import NatsOptions
+
+        spec = self._identity_spec
+        identity = (
+            spec
+            if isinstance(spec, Identity)
+            else Identity.generate()
+            if spec is None
+            else Identity.load_or_create(spec)
+        )
+        options = self.nats_options or NatsOptions()
+        secret = options.password or self.token or options.token or os.environ.get(TOKEN_ENV)
+        # At an admin's port, the server is most likely the admin's own (with identities);
+        # it may also be a NATS server the admin uses: then nobody serves registrations.
+        embedded = self._transport_spec is None
+        url = self._transport_spec if isinstance(self._transport_spec, str) else None
+        admin = await register(
+            url or self._default_transport_url(),
+            self.workspace_id,
+            self.name,
+            self.detail.role,
+            identity,
+            user=options.user,
+            password=secret,
+            timeout=self.join_timeout,
+            connect_timeout=options.connect_timeout,
+            tls=options.tls_context(),
+            optional=True,
+            patience=1.0 if embedded else 0.0,
+        )
+        if admin is None:
+            return  # not an admin's server, or one without identities: connect as given
+        self.admin_name = admin
+        self._admin_pinned = True
+        self._signed_options = dataclasses.replace(
+            options, nkey_seed=identity.seed, token=None, user=None, password=None
+        )
 
     async def _join(self) -> None:
         """Announce the agent to the admin and wait for the welcome."""

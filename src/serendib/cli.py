@@ -151,6 +151,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="task handler to load (repeatable)",
     )
     worker.add_argument("--time-scale", type=float, default=1.0, help="simulate: seconds/level")
+    worker.add_argument(
+        "--identity",
+        default=None,
+        metavar="FILE",
+        help="file keeping this worker's identity on the admin's server (created if missing; "
+        "default: $XDG_STATE_HOME/serendib/WORKSPACE/NAME.nk); restarted with it, the worker "
+        "takes its own place at once",
+    )
     _connection_args(worker)
     _common_args(worker)
     worker.set_defaults(run=_cli_tasks.run_worker)

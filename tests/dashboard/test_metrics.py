@@ -97,7 +97,8 @@ async def test_metrics_of_a_running_manager(tmp_path: Path) -> None:
         await system.workers[0].stop()
         await until(lambda: len(system.manager.workers) == 2, "Junior to leave")
         intruder = MemoryTransport(system.hub)
-        await intruder.publish(direct_subject(WORKSPACE, "manager"), b"\x00not a message")
+        subject = direct_subject(WORKSPACE, "manager", "intruder")
+        await intruder.publish(subject, b"\x00not a message")
         await until(lambda: system.manager.drops.total == 1, "the bad message to be dropped")
 
         async def stored() -> bool:

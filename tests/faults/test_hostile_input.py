@@ -103,10 +103,10 @@ async def test_a_run_under_attack_counts_exactly_what_its_workers_did(
     foreign = await nats.connect(url)
     try:
         subjects = [
-            direct_subject(ws, "manager"),
-            broadcast_subject(ws),
-            presence_subject(ws),
-            direct_subject(ws, "w0"),
+            direct_subject(ws, "manager", "w0"),
+            broadcast_subject(ws, "w0"),
+            presence_subject(ws, "w0"),
+            direct_subject(ws, "w0", "mallory"),
         ]
         attacks: list[bytes] = [
             b"\x00\xff not json",
@@ -133,13 +133,16 @@ async def test_a_run_under_attack_counts_exactly_what_its_workers_did(
         for i in range(50):
             for sender in ("w0", "w1", "mallory"):
                 result = {"task_id": f"t{i}", "attempt": 7, "worker": sender, "success": True}
+                # A plain NATS server lets anyone publish under any name: see
+                # tests/transports/test_identity.py for a server that does not.
                 await foreign.publish(
-                    direct_subject(ws, "manager"),
+                    direct_subject(ws, "manager", sender),
                     forged(sender, "serendib.tasks.TaskResult", result),
                 )
             ghost = {"task_id": f"ghost{i}", "attempt": 1, "worker": "mallory", "success": True}
             await foreign.publish(
-                direct_subject(ws, "manager"), forged("mallory", "serendib.tasks.TaskResult", ghost)
+                direct_subject(ws, "manager", "mallory"),
+                forged("mallory", "serendib.tasks.TaskResult", ghost),
             )
         garbage = b'{"v":1,"type":"nope'
         for n in range(FLOOD):

@@ -18,7 +18,7 @@ import pytest
 
 from serendib.messages import Envelope
 from serendib.presence import Hello
-from serendib.subjects import presence_subject
+from serendib.subjects import presence_pattern
 from serendib.tasks.models import AttemptOutcome
 from serendib.transports import open_transport
 from serendib.transports.embedded import EmbeddedBroker
@@ -116,13 +116,13 @@ def test_a_worker_interrupted_while_joining_exits_130(
     async def joining() -> int:
         hellos: asyncio.Queue[bytes] = asyncio.Queue()
 
-        def heard(message: Envelope | bytes) -> None:
+        def heard(subject: str, message: Envelope | bytes) -> None:
             if isinstance(message, bytes):
                 hellos.put_nowait(message)
 
         spy = open_transport(nats_server.url)
         await spy.connect()
-        await spy.subscribe(presence_subject(WORKSPACE), heard)
+        await spy.subscribe(presence_pattern(WORKSPACE), heard)
         await spy.flush()
         proc = Process(
             tmp_path / "w.log",

@@ -52,6 +52,9 @@ async def test_results_of_attempts_held_across_a_manager_restart_count_once(
         assert [a.outcome for a in attempts] == [AttemptOutcome.SUCCEEDED]
     assert second.stats.requeued_lost == 0
     assert second.stale_results == 0
+    assert second.stats.by_worker == {"w": 3}  # counted once, and kept across the restart
+    third = await manager_factory()
+    assert third.stats.by_worker == {"w": 3}
 
 
 async def test_an_attempt_its_worker_does_not_hold_is_requeued_when_the_manager_restarts(

@@ -112,16 +112,16 @@ def test_mismatched_credentials_are_refused_when_the_broker_is_made() -> None:
         EmbeddedBroker(port=0, tls_cert="cert.pem")
 
 
-async def test_beyond_loopback_a_token_is_generated_logged_once_and_required(
-    logs: list[str],
+async def test_beyond_loopback_a_token_is_generated_printed_once_never_logged_and_required(
+    logs: list[str], capsys: pytest.CaptureFixture[str]
 ) -> None:
     broker = EmbeddedBroker(port=0, host="0.0.0.0")
     assert broker.token
     await broker.start()
     try:
-        announced = [line for line in logs if broker.token in line]
-        assert len(announced) == 1
-        assert f"--token {broker.token}" in announced[0]
+        assert not [line for line in logs if broker.token in line]
+        printed = capsys.readouterr().err
+        assert printed.count(f"--token {broker.token}") == 1
         for token in (None, "guess"):
             stranger = NatsTransport(broker.url, NatsOptions(token=token))
             with pytest.raises(ConnectionFailed, match="authorization"):
@@ -131,6 +131,30 @@ async def test_beyond_loopback_a_token_is_generated_logged_once_and_required(
         await member.close()
     finally:
         await broker.stop()
+
+
+def _command_line(pid: int) -> bytes:
+    return Path(f"/proc/{pid}/cmdline").read_bytes()
+
+
+def _mode(path: Path) -> int | None:
+    return path.stat().st_mode if path.exists() else None
+
+
+async def test_no_secret_is_on_the_servers_command_line() -> None:
+    broker = EmbeddedBroker(port=0, host="0.0.0.0", token="s3cret-token")
+    await broker.start()
+    try:
+        assert broker.pid is not None
+        command = _command_line(broker.pid)
+        assert b"s3cret-token" not in command
+        config = Path(command.split(b"\0")[2].decode())
+        mode = _mode(config)
+        assert mode is not None
+        assert mode & 0o077 == 0  # readable by this user only
+    finally:
+        await broker.stop()
+    assert _mode(config) is None  # not left behind
 
 
 def test_a_generated_token_can_follow_an_option_on_a_command_line() -> None:

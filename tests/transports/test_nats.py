@@ -81,9 +81,9 @@ BAD_SUBJECTS = {
 
 def test_our_own_longest_subjects_are_valid() -> None:
     for subject in (
-        direct_subject(LONGEST_NAME, LONGEST_NAME),
-        broadcast_subject(LONGEST_NAME),
-        presence_subject(LONGEST_NAME),
+        direct_subject(LONGEST_NAME, LONGEST_NAME, LONGEST_NAME),
+        broadcast_subject(LONGEST_NAME, LONGEST_NAME),
+        presence_subject(LONGEST_NAME, LONGEST_NAME),
     ):
         assert check_subject(subject) == subject
     assert check_subject("serendib.ws.to.*", wildcards=True) == "serendib.ws.to.*"
@@ -162,14 +162,14 @@ async def test_a_burst_is_framed_below_the_size_limit_and_arrives_in_order(
     receiver = NatsTransport(nats_server.url)
     got: list[bytes] = []
 
-    def receive(data: Envelope | bytes) -> None:
+    def receive(subject: str, data: Envelope | bytes) -> None:
         assert isinstance(data, bytes)
         got.append(data)
 
     await sender.connect()
     await receiver.connect()
     try:
-        subject = broadcast_subject(workspace)
+        subject = broadcast_subject(workspace, "t")
         await receiver.subscribe(subject, receive)
         await receiver.flush()
         payloads = [json.dumps({"n": n, "pad": "x" * 50}).encode() for n in range(2000)]
@@ -192,8 +192,8 @@ async def test_transport_reconnects_when_its_server_restarts(
     await sender.connect()
     await receiver.connect()
     try:
-        subject = broadcast_subject(workspace)
-        await receiver.subscribe(subject, got.put_nowait)
+        subject = broadcast_subject(workspace, "t")
+        await receiver.subscribe(subject, lambda _, message: got.put_nowait(message))
         await receiver.flush()
         await sender.publish(subject, b"before")
         assert await get(got) == b"before"
@@ -311,16 +311,16 @@ async def test_junk_from_a_foreign_client_is_dropped_and_agents_keep_working(
         foreign = await nats.connect(nats_server.url)
         try:
             for subject in (
-                broadcast_subject(workspace),
-                direct_subject(workspace, "bob"),
-                presence_subject(workspace),
-                direct_subject(workspace, "admin"),
+                broadcast_subject(workspace, "mallory"),
+                direct_subject(workspace, "bob", "mallory"),
+                presence_subject(workspace, "mallory"),
+                direct_subject(workspace, "admin", "mallory"),
             ):
                 for raw in JUNK:
                     await foreign.publish(subject, raw)
             # A good message in the same frame as junk still gets through.
             await foreign.publish(
-                direct_subject(workspace, "bob"),
+                direct_subject(workspace, "bob", "mallory"),
                 b"junk\n" + envelope("tests.helpers.Ping", {"n": 42}) + b"\n{oops",
             )
             await foreign.flush()
@@ -364,10 +364,10 @@ class Killable(NatsTransport):
         await self._client.publish("x" * 5000, b"")
 
 
-def collector() -> tuple[list[bytes], Callable[[Envelope | bytes], None]]:
+def collector() -> tuple[list[bytes], Callable[[str, Envelope | bytes], None]]:
     got: list[bytes] = []
 
-    def receive(data: Envelope | bytes) -> None:
+    def receive(subject: str, data: Envelope | bytes) -> None:
         assert isinstance(data, bytes)
         got.append(data)
 
@@ -380,7 +380,10 @@ async def test_a_connection_the_server_closes_for_good_is_re_established_loudly(
     states: list[ConnectionState] = []
     victim = Killable(nats_server.url, on_state=states.append)
     other = NatsTransport(nats_server.url)
-    to_victim, to_other = direct_subject(workspace, "victim"), direct_subject(workspace, "other")
+    to_victim, to_other = (
+        direct_subject(workspace, "victim", "t"),
+        direct_subject(workspace, "other", "t"),
+    )
     victim_got, victim_receive = collector()
     other_got, other_receive = collector()
     await victim.connect()
@@ -445,7 +448,7 @@ async def test_re_establishing_retries_until_the_server_is_back(
 
     victim = Killable(private_broker.url, FAST, on_state=on_state)
     got, receive = collector()
-    subject = broadcast_subject(workspace)
+    subject = broadcast_subject(workspace, "t")
     await victim.connect()
     try:
         await victim.subscribe(subject, receive)
@@ -492,7 +495,7 @@ async def test_a_bad_subject_raises_and_the_connection_stays_up(
 ) -> None:
     transport = NatsTransport(nats_server.url)
     got, receive = collector()
-    subject = broadcast_subject(workspace)
+    subject = broadcast_subject(workspace, "t")
     await transport.connect()
     try:
         await transport.subscribe(subject, receive)
@@ -520,7 +523,7 @@ async def test_a_payload_over_the_servers_limit_raises_and_the_connection_stays_
     # We would take 4 MiB; the server takes 1 MiB, and an oversize PUB is -ERR and hang up.
     transport = NatsTransport(nats_server.url, max_message_bytes=4 * 1024 * 1024)
     got, receive = collector()
-    subject = broadcast_subject(workspace)
+    subject = broadcast_subject(workspace, "t")
     await transport.connect()
     try:
         await transport.subscribe(subject, receive)

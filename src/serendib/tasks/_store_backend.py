@@ -339,6 +339,12 @@ class Backend(ABC):
                 rows = self._read_fetch(self.sql.quarantined_some, (limit,))
         return [quarantined_from_row(row) for row in rows]
 
+    def read_completed_by_worker(self) -> dict[str, int]:
+        """Succeeded attempts per worker."""
+        with self._failing_as("counting attempts in"):
+            rows = self._read_fetch(self.sql.completed_by_worker, ())
+        return {str(worker): int(count) for worker, count in rows}
+
     def read_quarantine_count(self) -> int:
         """How many records are quarantined."""
         with self._failing_as("counting quarantined records in"):

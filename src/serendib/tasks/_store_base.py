@@ -234,6 +234,10 @@ class SqlTaskStore:
             raise ValueError(f"limit must be at least 1, not {limit}")
         return await self._read(self._backend.read_quarantined, limit)
 
+    async def completed_by_worker(self) -> dict[str, int]:
+        """Succeeded attempts per worker name, over the whole store."""
+        return await self._read(self._backend.read_completed_by_worker)
+
     async def quarantine_count(self) -> int:
         """How many records ``update`` has refused and quarantined."""
         return await self._read(self._backend.read_quarantine_count)

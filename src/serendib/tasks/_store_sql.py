@@ -418,6 +418,9 @@ class Statements:
         )
         self.quarantined_some = f"{self.quarantined} LIMIT {p}"
         self.quarantine_count = f"SELECT count(*) FROM {d.quarantine}"
+        self.completed_by_worker = (
+            f"SELECT worker, count(*) FROM {d.attempts} WHERE outcome = 'succeeded' GROUP BY worker"
+        )
         # Isolating refused records: one savepoint at a time, so one name is enough.
         self.savepoint = "SAVEPOINT serendib_split"
         self.to_savepoint = "ROLLBACK TO SAVEPOINT serendib_split"

@@ -170,6 +170,8 @@ class TaskManager(Admin):
         """
         await self.store.open()
         try:
+            # Per-worker counts go on from where the previous run left them.
+            self.book.stats.by_worker.update(await self.store.completed_by_worker())
             records = await self.store.unfinished()
             if records:
                 open_attempts = {a.task_id: a for a in await self.store.open_attempts()}

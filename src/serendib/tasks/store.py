@@ -298,6 +298,11 @@ class TaskStore(Protocol):
         """How many tasks are in each state; every state is a key (0 when none)."""
         ...
 
+    async def completed_by_worker(self) -> dict[str, int]:
+        """Succeeded attempts per worker name, over the whole store (what a restarted manager
+        starts its per-worker counts from)."""
+        ...
+
     async def all_records(self) -> list[TaskRecord]:
         """Every task, in submission order (loads them all: for the final report)."""
         ...

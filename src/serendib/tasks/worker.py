@@ -17,7 +17,8 @@ from loguru import logger
 from pydantic import ValidationError
 from pydantic_core import to_jsonable_python
 
-from serendib.agent import Agent, AgentStatus
+from serendib.agent import Agent, AgentStatus, current_message
+from serendib.errors import MessageError
 from serendib.handlers import on_message
 from serendib.limits import clip_text
 from serendib.messages import summarise
@@ -182,10 +183,13 @@ class WorkerAgent(Agent):
 
     @on_message
     async def _on_assignment(self, assignment: TaskAssignment) -> None:
-        self._accept(assignment)
+        if self._from_manager():
+            self._accept(assignment)
 
     @on_message
     async def _on_assignments(self, batch: TaskAssignments) -> None:
+        if not self._from_manager():
+            return
         if batch.epoch != self._epoch:
             self._epoch, self._seen = batch.epoch, 0
         self._seen = max(self._seen, batch.seq)
@@ -194,12 +198,29 @@ class WorkerAgent(Agent):
 
     @on_message
     async def _on_cancel(self, cancel: TaskCancel) -> None:
+        if not self._from_manager():
+            return
         running = self._running.get((cancel.task_id, cancel.attempt))
         if running is not None:
             logger.info(
                 "{}: cancelling task {} (attempt {})", self.name, cancel.task_id, cancel.attempt
             )
             running.cancel()
+
+    def _from_manager(self) -> bool:
+        """Whether the message being handled comes from this worker's manager.
+
+        Only the manager assigns, cancels and acknowledges: anyone else in the workspace
+        saying so is ignored (the sender is the one its subject names, which a server with
+        per-agent identities lets no one forge).
+        """
+        envelope = current_message()
+        if envelope is None or self.admin_name is None or envelope.sender == self.admin_name:
+            return True
+        refused = MessageError(f"{envelope.type} comes from the manager only")
+        refused.sender = envelope.sender
+        self.drops.record(refused)  # counted and logged, rate-limited
+        return False
 
     def _accept(self, assignment: TaskAssignment) -> None:
         key = (assignment.task.id, assignment.attempt)
@@ -285,6 +306,8 @@ class WorkerAgent(Agent):
 
     @on_message
     async def _on_ack(self, ack: ResultsAck) -> None:
+        if not self._from_manager():
+            return
         for key in ack.acks:
             self._unacked.pop((key[0], key[1]), None)
 

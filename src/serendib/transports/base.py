@@ -17,8 +17,9 @@ __all__ = ["TOKEN_ENV", "Receiver", "Subscription", "Transport"]
 TOKEN_ENV = "SERENDIB_TOKEN"
 """Environment variable read for the NATS token when none is given."""
 
-Receiver = Callable[[Envelope | bytes], None]
-"""Called once per message: an :class:`Envelope` (in-process) or the raw bytes (network)."""
+Receiver = Callable[[str, Envelope | bytes], None]
+"""Called once per message with the subject it arrived on and the message: an
+:class:`Envelope` (in-process) or the raw bytes (network)."""
 
 
 @runtime_checkable
@@ -65,7 +66,10 @@ class Transport(Protocol):
         ...
 
     async def subscribe(self, subject: str, receiver: Receiver) -> Subscription:
-        """Call ``receiver`` for every message published to ``subject`` from now on."""
+        """Call ``receiver`` for every message published to ``subject`` from now on.
+
+        ``subject`` may end with the wildcard token ``*`` (any one last token).
+        """
         ...
 
     async def flush(self) -> None:

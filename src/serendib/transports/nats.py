@@ -67,8 +67,8 @@ __all__ = [
 ]
 
 MAX_SUBJECT_CHARS = 512
-"""Longest subject sent to the server. Ours are at most 269 characters
-(``serendib.<workspace>.to.<agent>``, names up to 128); the server's whole control line
+"""Longest subject sent to the server. Ours are at most 398 characters
+(``serendib.<workspace>.to.<agent>.<sender>``, names up to 128); the server's whole control line
 (``PUB <subject> <size>``) must stay under 4096 bytes or it closes the connection."""
 
 MAX_HELD_BYTES = 2 * 1024 * 1024
@@ -165,6 +165,8 @@ class NatsOptions:
         tls_key: Client key, for mutual TLS.
         connect_timeout: Seconds to wait for the first connection.
         reconnect_wait: Seconds between reconnection attempts.
+        nkey_seed: An nkey seed to authenticate with (an agent's identity on its admin's
+            embedded server, see :mod:`serendib.transports.identity`).
     """
 
     token: str | None = None
@@ -176,6 +178,7 @@ class NatsOptions:
     tls_key: str | None = None
     connect_timeout: float = 3.0
     reconnect_wait: float = 0.25
+    nkey_seed: str | None = None
 
     def tls_context(self) -> ssl.SSLContext | None:
         """The TLS context these options describe, or ``None`` for plain TCP."""
@@ -205,7 +208,7 @@ class _Client(Client):
 
     def __init__(self) -> None:
         super().__init__()
-        self.receivers: dict[int, Callable[[bytes], None]] = {}
+        self.receivers: dict[int, Callable[[bytes, bytes], None]] = {}
 
     async def _process_msg(
         self, sid: int, subject: bytes, reply: bytes, data: bytes, headers: bytes
@@ -216,7 +219,7 @@ class _Client(Client):
             return
         self.stats["in_msgs"] += 1
         self.stats["in_bytes"] += len(data)
-        receiver(data)
+        receiver(subject, data)
 
     async def _send_ping(self, future: asyncio.Future[Any] | None = None) -> None:
         # nats-py writes PING straight to the socket, ahead of the commands still waiting in
@@ -231,7 +234,7 @@ class NatsSubscription:
     """A subscription on a :class:`NatsTransport`; it survives the connection's re-establishment."""
 
     def __init__(
-        self, transport: NatsTransport, subject: str, deliver: Callable[[bytes], None]
+        self, transport: NatsTransport, subject: str, deliver: Callable[[bytes, bytes], None]
     ) -> None:
         self._transport = transport
         self._subject = subject
@@ -386,6 +389,9 @@ class NatsTransport:
             kwargs["password"] = options.password
         if options.creds_file:
             kwargs["user_credentials"] = options.creds_file
+        if options.nkey_seed:  # an identity: it replaces any token
+            kwargs.pop("token", None)
+            kwargs["nkeys_seed_str"] = options.nkey_seed
         tls = options.tls_context()
         if tls is not None:
             kwargs["tls"] = tls
@@ -440,7 +446,9 @@ class NatsTransport:
     async def _on_error(self, client: _Client, error: Exception) -> None:
         # While the server is away the same error comes back at every attempt: log it once.
         text = str(error)
-        level = "TRACE" if text == self._last_logged else "DEBUG"
+        # A refused publish or subscribe (per-agent permissions) is a mistake worth seeing.
+        refused = "permissions violation" in text.lower()
+        level = "TRACE" if text == self._last_logged else "WARNING" if refused else "DEBUG"
         self._last_logged = text
         logger.log(level, "NATS {}: {}", self.address, error)
         if client is self._dialing:
@@ -649,10 +657,11 @@ class NatsTransport:
             raise TransportError(f"{self.address}: subscribe on a closed transport")
         check_subject(subject, wildcards=True)
 
-        def deliver(data: bytes) -> None:
+        def deliver(subject: bytes, data: bytes) -> None:
+            arrived = subject.decode()
             for frame in split_frames(data):
                 try:
-                    receiver(frame)
+                    receiver(arrived, frame)
                 except Exception as e:  # the read loop must survive whatever a receiver does
                     logger.opt(exception=e).error("NATS {}: receiver failed", self.address)
 
