@@ -33,11 +33,13 @@ class Process:
     """A ``serendib`` command (or another ``command``) running in the background, logging to
     a file."""
 
-    def __init__(self, log: Path, *args: str, command: list[str] = SERENDIB) -> None:
+    def __init__(
+        self, log: Path, *args: str, command: list[str] = SERENDIB, cwd: Path | None = None
+    ) -> None:
         self.log = log
         self._file = log.open("w")
         self.proc = subprocess.Popen(
-            [*command, *args], stdout=self._file, stderr=subprocess.STDOUT, env=ENV
+            [*command, *args], stdout=self._file, stderr=subprocess.STDOUT, env=ENV, cwd=cwd
         )
 
     def wait_for(self, text: str, deadline_s: float = 30) -> None:
@@ -62,8 +64,15 @@ class Process:
             self._file.close()
 
 
-def run(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
-    """Run a ``serendib`` command to completion."""
+CONSOLE = [str(Path(sys.executable).parent / "serendib")]
+"""The ``serendib`` console script, as a user runs it (``SERENDIB`` is ``python -m``, which
+puts the working directory on the import path where the script does not)."""
+
+
+def run(
+    *args: str, timeout: float = 60, cwd: Path | None = None, command: list[str] = SERENDIB
+) -> subprocess.CompletedProcess[str]:
+    """Run a ``serendib`` command to completion (in ``cwd``, if given)."""
     return subprocess.run(
-        [*SERENDIB, *args], capture_output=True, text=True, timeout=timeout, env=ENV
+        [*command, *args], capture_output=True, text=True, timeout=timeout, env=ENV, cwd=cwd
     )

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import sys
 import uuid
 from collections.abc import Callable
 from typing import Any
@@ -77,8 +78,14 @@ async def ask(args: argparse.Namespace, message: object) -> Any:
         await client.stop()
 
 
+_UNWRAPPED = 10_000
+"""Columns of the console off a terminal: a table piped to a file or a program is not
+wrapped at 80 columns, one word per line."""
+
+
 def _console() -> Console:
-    return Console(highlight=False, soft_wrap=True)
+    width = None if sys.stdout.isatty() else _UNWRAPPED
+    return Console(highlight=False, soft_wrap=True, width=width)
 
 
 def run_submit(args: argparse.Namespace) -> int:

@@ -7,6 +7,7 @@ import asyncio
 import importlib
 import os
 import random
+import sys
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -106,6 +107,10 @@ def load_handler(spec: str) -> tuple[str, TaskHandler]:
     module_name, _, function = target.partition(":")
     if not module_name or not function:
         raise ValueError(f"--handler {spec!r}: expected [KIND=]MODULE:FUNCTION")
+    # Modules of the working directory import as they would in a script run there (as
+    # `celery -A` does): the console script's own path does not include it.
+    if os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
     try:
         handler = getattr(importlib.import_module(module_name), function)
     except (ImportError, AttributeError) as e:

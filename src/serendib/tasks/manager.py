@@ -225,7 +225,9 @@ class TaskManager(Admin):
         records, attempts, quarantined = await asyncio.gather(
             self.store.all_records(), self.store.all_attempts(), self.store.quarantined()
         )
-        return build_report(records, attempts, quarantined=quarantined)
+        # A pending task's stored reason is its last one; the scheduler knows the current.
+        current = [self.book.waiting_reason(r) for r in records]
+        return build_report(current, attempts, quarantined=quarantined)
 
     # --- submitting and cancelling -------------------------------------------------------------
 
@@ -385,7 +387,8 @@ class TaskManager(Admin):
         records, cursor = await self.store.query(
             state=query.state, worker=query.worker, after=query.after, limit=query.limit
         )
-        return TaskPage(records=records, next_cursor=cursor)
+        page = [self.book.waiting_reason(r) for r in records]  # why each pending one waits
+        return TaskPage(records=page, next_cursor=cursor)
 
     @on_message
     async def _on_report(self, request: ReportRequest) -> Report:
