@@ -17,6 +17,8 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any, TypeVar
 
+from serendib.tasks.report import percentile as report_percentile
+
 T = TypeVar("T")
 
 __all__ = [
@@ -53,12 +55,10 @@ class Table:
 
 
 def percentile(values: Sequence[float], q: float) -> float:
-    """Nearest-rank percentile of ``values`` (``q`` in 0..100); NaN for no values."""
-    if not values:
-        return math.nan
-    ordered = sorted(values)
-    rank = max(1, math.ceil(q / 100 * len(ordered)))
-    return ordered[min(rank, len(ordered)) - 1]
+    """Nearest-rank percentile of ``values`` (``q`` in 0..100), as the report computes it;
+    NaN for no values, so a table cell stays a number."""
+    value = report_percentile(values, q)
+    return math.nan if value is None else value
 
 
 def rss_bytes() -> int | None:

@@ -7,9 +7,10 @@ import asyncio
 import pytest
 
 from serendib.dashboard.live import Broadcast, LiveFeed, ThroughputSeries
-from serendib.dashboard.views import attempt_views, success_rate, task_detail, task_row
+from serendib.dashboard.views import attempt_views, task_detail, task_row
 from serendib.tasks.events import EventKind, TaskEvent
 from serendib.tasks.models import AttemptOutcome, AttemptRecord, Task, TaskRecord, WorkerInfo
+from serendib.tasks.report import success_rate
 
 T0 = 1_700_000_000.0
 

@@ -29,11 +29,12 @@ from serendib.dashboard.schemas import (
     TaskPageView,
     WorkerView,
 )
-from serendib.dashboard.views import success_rate, task_detail, task_row, worker_views
+from serendib.dashboard.views import task_detail, task_row, worker_views
 from serendib.errors import AgentNotRunning, StoreError, TaskNotFound
 from serendib.tasks.events import EventKind, TaskEvent
 from serendib.tasks.manager import TaskManager
 from serendib.tasks.models import TaskRecord, TaskState
+from serendib.tasks.report import success_rate
 
 __all__ = ["Dashboard"]
 

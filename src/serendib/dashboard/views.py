@@ -7,21 +7,15 @@ from typing import Literal
 
 from serendib.dashboard.schemas import AttemptView, TaskDetail, TaskRow, WorkerView
 from serendib.tasks.models import AttemptOutcome, AttemptRecord, TaskRecord, TaskState, WorkerInfo
+from serendib.tasks.report import success_rate
 
 __all__ = [
     "WorkerTally",
     "attempt_views",
-    "success_rate",
     "task_detail",
     "task_row",
     "worker_views",
 ]
-
-
-def success_rate(succeeded: int, failed: int) -> float | None:
-    """``succeeded / (succeeded + failed)``, or None when nothing has ended."""
-    ended = succeeded + failed
-    return succeeded / ended if ended else None
 
 
 def task_row(record: TaskRecord, waiting_reason: str | None = None) -> TaskRow:

@@ -30,6 +30,7 @@ __all__ = [
     "build_report",
     "percentile",
     "render_report",
+    "success_rate",
 ]
 
 _UNFINISHED = frozenset({TaskState.PENDING, TaskState.ASSIGNED, TaskState.RUNNING})
@@ -238,7 +239,12 @@ def _nearest_rank(ordered: Sequence[float], q: float) -> float | None:
     return ordered[rank - 1]
 
 
-def _rate(succeeded: int, failed: int) -> float | None:
+def success_rate(succeeded: int, failed: int) -> float | None:
+    """The seed's headline, ``succeeded / (succeeded + failed)``; None when neither happened.
+
+    Cancelled and unfinished work has no verdict, so it is not counted either way. The
+    report, the dashboard and the metrics all use this one definition.
+    """
     decided = succeeded + failed
     return succeeded / decided if decided else None
 
@@ -369,7 +375,7 @@ def build_report(
         failed=failed,
         cancelled=by_state[TaskState.CANCELLED],
         unfinished=sum(by_state[state] for state in _UNFINISHED),
-        success_rate=_rate(succeeded, failed),
+        success_rate=success_rate(succeeded, failed),
         per_worker=[
             WorkerRow(
                 name=name,
@@ -378,7 +384,7 @@ def build_report(
                 failed=w.failed,
                 lost=w.lost,
                 mean_run_s=w.run_total / w.run_count if w.run_count else None,
-                success_rate=_rate(w.succeeded, w.failed),
+                success_rate=success_rate(w.succeeded, w.failed),
             )
             for name, w in sorted(workers.items())
         ],
@@ -388,7 +394,7 @@ def build_report(
                 tasks=d.count,
                 succeeded=d.succeeded,
                 failed=d.failed,
-                success_rate=_rate(d.succeeded, d.failed),
+                success_rate=success_rate(d.succeeded, d.failed),
             )
             for difficulty, d in sorted(difficulties.items())
         ],

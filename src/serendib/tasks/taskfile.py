@@ -19,6 +19,7 @@ from yaml.error import MarkedYAMLError
 from yaml.nodes import Node
 
 from serendib.errors import InvalidTaskFile
+from serendib.messages import summarise
 from serendib.tasks.models import Task
 
 __all__ = ["MAX_TASK_FILE_BYTES", "MAX_TASK_FILE_DEPTH", "load_task_file", "parse_tasks"]
@@ -70,14 +71,6 @@ def _yaml_reason(error: yaml.YAMLError) -> str:
     mark = error.problem_mark or error.context_mark
     where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark is not None else ""
     return " ".join(what.split()) + where
-
-
-def _reason(error: ValidationError) -> str:
-    parts = []
-    for item in error.errors()[:3]:
-        where = ".".join(str(p) for p in item["loc"]) or "task"
-        parts.append(f"{where}: {item['msg']}")
-    return "; ".join(parts)
 
 
 def _lines_of_items(text: str) -> list[int]:
@@ -154,7 +147,7 @@ def parse_tasks(text: str, source: str = "<tasks>") -> list[Task]:
         try:
             task = Task.model_validate(entry)
         except ValidationError as e:
-            raise InvalidTaskFile(source, where, _reason(e)) from None
+            raise InvalidTaskFile(source, where, summarise(e, limit=3, what="task")) from None
         if task.id in seen:
             raise InvalidTaskFile(source, where, f"id {task.id!r} repeats entry {seen[task.id]}")
         seen[task.id] = index
