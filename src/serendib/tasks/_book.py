@@ -23,6 +23,7 @@ from serendib.tasks.models import (
     TaskResult,
     TaskState,
 )
+from serendib.tasks.retries import after_failure
 
 __all__ = ["TaskBook"]
 
@@ -156,13 +157,14 @@ class TaskBook(WorkerRoster):
             return
         error = result.error or "failed"
         self._end_attempt(attempt, AttemptOutcome.FAILED, now, error, started)
-        if entry.attempt >= entry.task.max_attempts:
-            entry.fail(f"{error} (after {entry.attempt} attempts)", now)
+        verdict = after_failure(entry.attempt, entry.task.max_attempts, result.worker, error)
+        if not verdict.again:
+            entry.fail(verdict.error, now)
             self._finalise(entry, attempt)
             return
         failed_level = self._level_of(result.worker, entry.task)
         self.stats.retries += 1
-        entry.requeue(f"retrying after failure on {result.worker}: {error}", now, error)
+        entry.requeue(verdict.reason, now, error)
         self._requeue(entry, escalate_above=failed_level)
 
     def _stale(self, result: TaskResult, sender: str, running: Lease | None) -> None:

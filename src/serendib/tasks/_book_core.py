@@ -29,6 +29,7 @@ from serendib.tasks.models import (
     TaskState,
     WorkerInfo,
 )
+from serendib.tasks.retries import after_timeout, retry_level
 from serendib.tasks.scheduling import Scheduler
 
 __all__ = ["BookCore", "CallSoon"]
@@ -105,12 +106,9 @@ class BookCore:
 
     def _requeue(self, entry: Entry, escalate_above: int | None = None) -> None:
         task = entry.task
-        level = task.difficulty
-        if (
-            escalate_above is not None
-            and self.scheduler.max_level(task.required_skill) > escalate_above
-        ):
-            level = max(level, escalate_above + 1)
+        best = self.scheduler.max_level(task.required_skill)
+        level, escalated = retry_level(task.difficulty, escalate_above, best)
+        if escalated:
             self._escalate.add(entry.id)
         self.scheduler.add_task(entry.id, task.required_skill, level, task.priority)
         self._ledger.record(entry)
@@ -258,17 +256,19 @@ class BookCore:
         if attempt is None or entry is None or attempt.attempt != attempt_no:
             return
         now = time.time()
-        timeout = entry.task.timeout_s or 0
-        error = f"no result within {timeout:g}s on {attempt.worker}"
-        self._end_attempt(attempt, AttemptOutcome.TIMED_OUT, now, error)
+        task = entry.task
+        verdict = after_timeout(
+            entry.attempt, task.max_attempts, attempt.worker, task.timeout_s or 0
+        )
+        self._end_attempt(attempt, AttemptOutcome.TIMED_OUT, now, verdict.error)
         self._ledger.post(attempt.worker, TaskCancel(task_id=task_id, attempt=attempt_no))
         self.stats.timeouts += 1
-        if entry.attempt >= entry.task.max_attempts:
-            entry.fail(error, now)
+        if not verdict.again:
+            entry.fail(verdict.error, now)
             self._finalise(entry)
         else:
-            entry.requeue(f"timed out on {attempt.worker}; retrying", now, error)
-            self._requeue(entry, escalate_above=self._level_of(attempt.worker, entry.task))
+            entry.requeue(verdict.reason, now, verdict.error)
+            self._requeue(entry, escalate_above=self._level_of(attempt.worker, task))
         self.pump()
 
     def _await_claims(self, grace_s: float) -> None:
