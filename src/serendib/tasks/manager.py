@@ -1,7 +1,7 @@
 """The task manager: an admin that assigns tasks to workers by skill and sees them through.
 
 State lives in the store; the manager keeps the unfinished tasks in memory (its
-:class:`~serendib.tasks._book.TaskBook`) and works in small steps, all in its dispatch loop:
+:class:`~serendib.tasks.engine.book.TaskBook`) and works in small steps, all in its dispatch loop:
 a step updates memory and *stages* the records it changed and the messages it wants to send.
 The ledger saves each staged batch in one store transaction and only then sends the messages,
 so nothing is acted on before it is stored, and handling never waits on the disk. Each
@@ -23,8 +23,8 @@ from serendib.agent import NETWORK_HEARTBEAT_S, current_message
 from serendib.errors import TaskNotFound
 from serendib.handlers import on_message
 from serendib.presence import AgentDetail
-from serendib.tasks._book import TaskBook
 from serendib.tasks._ledger import DRAIN_TIMEOUT_S, Ledger
+from serendib.tasks.engine.book import TaskBook
 from serendib.tasks.events import Listener, ManagerStats
 from serendib.tasks.models import (
     Task,

@@ -1,0 +1,580 @@
+"""The manager's book: unfinished tasks, attempts in flight, and every transition between.
+
+The book is the manager's state machine. It holds the unfinished tasks and their running
+attempts as mutable working copies (:mod:`serendib.tasks._entries`), and is made of parts it
+owns: the :class:`~serendib.tasks.scheduling.Scheduler` that chooses workers, the
+:class:`~serendib.tasks.engine.roster.Roster` of connected and suspect workers, the
+:class:`~serendib.tasks._ledger.Ledger` that saves each change before the messages acting on
+it leave, the retry policy (:mod:`serendib.tasks.retries`), timers, events and counters.
+Entry points: submissions, resumed tasks, results, cancels, progress, and workers joining,
+falling silent, leaving and reporting what they hold. Every step stages its changes in the
+ledger and tells listeners; none does I/O, and all run in the manager's dispatch loop, so no
+step ever races another.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+from loguru import logger
+
+from serendib.tasks._entries import Entry, Lease
+from serendib.tasks._ledger import Ledger
+from serendib.tasks.engine.roster import CallSoon, Roster
+from serendib.tasks.events import EventBus, EventKind, ManagerStats
+from serendib.tasks.models import (
+    AttemptOutcome,
+    AttemptRecord,
+    Task,
+    TaskCancel,
+    TaskProgress,
+    TaskRecord,
+    TaskResult,
+    TaskState,
+    WorkerInfo,
+)
+from serendib.tasks.retries import after_failure, after_timeout, retry_level
+from serendib.tasks.scheduling import Scheduler
+
+__all__ = ["TaskBook"]
+
+TIMEOUT_GRACE_S = 1.0
+_FINAL_EVENTS = {
+    TaskState.SUCCEEDED: EventKind.SUCCEEDED,
+    TaskState.FAILED: EventKind.FAILED,
+    TaskState.CANCELLED: EventKind.CANCELLED,
+}
+
+
+class TaskBook:
+    """Unfinished tasks, running attempts and connected workers, and every transition.
+
+    Args:
+        scheduler: Chooses workers.
+        ledger: Saves changes, then sends messages.
+        call_soon: Runs a coroutine function in the owner's dispatch loop (for timers).
+        owner: Name for log lines.
+    """
+
+    def __init__(
+        self, scheduler: Scheduler, ledger: Ledger, call_soon: CallSoon, owner: str
+    ) -> None:
+        self.scheduler = scheduler
+        self._ledger = ledger
+        self._call_soon = call_soon
+        self.name = owner
+        self._records: dict[str, Entry] = {}
+        self._attempts: dict[str, Lease] = {}
+        self._by_worker: dict[str, set[str]] = {}
+        self.roster = Roster(call_soon)
+        self._timers: dict[str, asyncio.TimerHandle] = {}
+        self._escalate: set[str] = set()
+        self._claims: asyncio.TimerHandle | None = None
+        self.events = EventBus(owner)
+        self.stats = ManagerStats()
+
+    def __contains__(self, task_id: str) -> bool:
+        return task_id in self._records
+
+    def __len__(self) -> int:
+        return len(self._records)
+
+    def get(self, task_id: str) -> TaskRecord | None:
+        """The record of an unfinished task, as it is in memory."""
+        entry = self._records.get(task_id)
+        return entry.record() if entry is not None else None
+
+    def close(self) -> None:
+        """Cancel every timer."""
+        if self._claims is not None:
+            self._claims.cancel()
+            self._claims = None
+        for timer in self._timers.values():
+            timer.cancel()
+        self._timers.clear()
+        self.roster.close()
+
+    # --- the steps ----------------------------------------------------------------------------
+
+    def _queue(self, entry: Entry, stage: bool) -> None:
+        self._records[entry.id] = entry
+        task = entry.task
+        self.scheduler.add_task(entry.id, task.required_skill, task.difficulty, task.priority)
+        if task.wait_timeout_s is not None and entry.attempt == 0:
+            self._arm(entry.id, task.wait_timeout_s, self._wait_expired, entry.id)
+        if stage:
+            self._ledger.record(entry)
+
+    def _requeue(self, entry: Entry, escalate_above: int | None = None) -> None:
+        task = entry.task
+        best = self.scheduler.max_level(task.required_skill)
+        level, escalated = retry_level(task.difficulty, escalate_above, best)
+        if escalated:
+            self._escalate.add(entry.id)
+        self.scheduler.add_task(entry.id, task.required_skill, level, task.priority)
+        self._ledger.record(entry)
+        if self.events:
+            self.events.emit(
+                EventKind.REQUEUED,
+                task_id=entry.id,
+                worker=entry.worker,
+                attempt=entry.attempt,
+                reason=entry.reason,
+            )
+
+    def _end_attempt(
+        self,
+        attempt: Lease,
+        outcome: AttemptOutcome,
+        now: float,
+        error: str | None,
+        started: float | None = None,
+    ) -> None:
+        task_id = attempt.task_id
+        self._attempts.pop(task_id, None)
+        running = self._by_worker.get(attempt.worker)
+        if running is not None:
+            running.discard(task_id)
+        if self._timers:
+            timer = self._timers.pop(task_id, None)
+            if timer is not None:
+                timer.cancel()
+        if attempt.worker in self.roster:
+            self.scheduler.release(attempt.worker)
+        attempt.end(outcome, now, error, started)
+        self._ledger.attempt(attempt)
+        if self.events:
+            self.events.emit(
+                EventKind.ATTEMPT_ENDED,
+                task_id=task_id,
+                worker=attempt.worker,
+                attempt=attempt.attempt,
+                reason=error or "",
+                run_s=max(now - attempt.assigned_at, 0.0),
+                outcome=outcome.value,
+            )
+
+    def _finalise(self, entry: Entry, attempt: Lease | None = None) -> None:
+        self._records.pop(entry.id, None)
+        if self._escalate:
+            self._escalate.discard(entry.id)
+        if self._timers:
+            timer = self._timers.pop(entry.id, None)
+            if timer is not None:
+                timer.cancel()
+        state = entry.state
+        stats = self.stats
+        if state is TaskState.SUCCEEDED:
+            stats.succeeded += 1
+        elif state is TaskState.FAILED:
+            stats.failed += 1
+        else:
+            stats.cancelled += 1
+        self._ledger.record(entry)
+        if self.events:
+            run_s = entry.updated_at - attempt.assigned_at if attempt is not None else None
+            self.events.emit(
+                _FINAL_EVENTS[state],
+                task_id=entry.id,
+                worker=entry.worker,
+                attempt=entry.attempt,
+                reason=entry.error or "",
+                run_s=run_s,
+            )
+
+    def pump(self) -> None:
+        """Make every assignment possible now, and stage it."""
+        assignments = self.scheduler.assign()
+        if not assignments:
+            return
+        now = time.time()
+        records, leases, by_worker = self._records, self._attempts, self._by_worker
+        post, stage, stage_attempt = self._ledger.post, self._ledger.record, self._ledger.attempt
+        events, stats, escalate = self.events, self.stats, self._escalate
+        for choice in assignments:
+            task_id, worker, reason = choice.task_id, choice.worker, choice.reason
+            entry = records[task_id]
+            waiting_since = entry.updated_at
+            entry.assign(worker, reason, now)
+            escalated = task_id in escalate
+            if escalated:
+                escalate.discard(task_id)
+                stats.escalations += 1
+            attempt = Lease(task_id, entry.attempt, worker, reason, now, escalated)
+            leases[task_id] = attempt
+            running = by_worker.get(worker)
+            if running is None:
+                running = by_worker[worker] = set()
+            running.add(task_id)
+            stage(entry)
+            stage_attempt(attempt)
+            task = entry.task
+            post(worker, attempt.assignment(task), attempt)
+            stats.assignments += 1
+            if events:
+                events.emit(
+                    EventKind.ASSIGNED,
+                    task_id=task_id,
+                    worker=worker,
+                    attempt=entry.attempt,
+                    reason=reason,
+                    escalated=escalated,
+                    wait_s=max(now - waiting_since, 0.0),
+                )
+            if task.timeout_s is not None:
+                self._arm(
+                    task_id,
+                    task.timeout_s + TIMEOUT_GRACE_S,
+                    self._attempt_expired,
+                    task_id,
+                    entry.attempt,
+                )
+
+    def _arm(self, task_id: str, delay: float, fn: Any, *args: Any) -> None:
+        old = self._timers.pop(task_id, None)
+        if old is not None:
+            old.cancel()
+        loop = asyncio.get_running_loop()
+        self._timers[task_id] = loop.call_later(delay, lambda: self._call_soon(lambda: fn(*args)))
+
+    async def _wait_expired(self, task_id: str) -> None:
+        entry = self._records.get(task_id)
+        if entry is None or entry.state is not TaskState.PENDING or entry.attempt:
+            return
+        self._timers.pop(task_id, None)
+        task = entry.task
+        if self.scheduler.max_level(task.required_skill) >= task.difficulty:
+            return  # a skilled worker is connected, only busy: the task will get its turn
+        reason = self.scheduler.waiting_reason(task_id) or "no eligible worker"
+        self.scheduler.remove_task(task_id)
+        wait = task.wait_timeout_s or 0
+        entry.fail(f"no worker could take it within {wait:g}s ({reason})", time.time())
+        self._finalise(entry)
+
+    async def _attempt_expired(self, task_id: str, attempt_no: int) -> None:
+        attempt = self._attempts.get(task_id)
+        entry = self._records.get(task_id)
+        if attempt is None or entry is None or attempt.attempt != attempt_no:
+            return
+        now = time.time()
+        task = entry.task
+        verdict = after_timeout(
+            entry.attempt, task.max_attempts, attempt.worker, task.timeout_s or 0
+        )
+        self._end_attempt(attempt, AttemptOutcome.TIMED_OUT, now, verdict.error)
+        self._ledger.post(attempt.worker, TaskCancel(task_id=task_id, attempt=attempt_no))
+        self.stats.timeouts += 1
+        if not verdict.again:
+            entry.fail(verdict.error, now)
+            self._finalise(entry)
+        else:
+            entry.requeue(verdict.reason, now, verdict.error)
+            self._requeue(entry, escalate_above=self._level_of(attempt.worker, task))
+        self.pump()
+
+    def _await_claims(self, grace_s: float) -> None:
+        """After ``grace_s``, abandon the resumed attempts no worker has claimed."""
+
+        async def abandon() -> None:
+            self._claims = None
+            self._abandon_unclaimed(f"not claimed by its worker within {grace_s:g}s")
+
+        loop = asyncio.get_running_loop()
+        self._claims = loop.call_later(grace_s, lambda: self._call_soon(abandon))
+
+    def _abandon_unclaimed(self, why: str, worker: str | None = None) -> None:
+        """Requeue the resumed attempts still unclaimed (of ``worker`` only, if given)."""
+        now = time.time()
+        names = [worker] if worker is not None else list(self._by_worker)
+        for name in names:
+            for task_id in sorted(self._by_worker.get(name, ())):
+                lease = self._attempts.get(task_id)
+                entry = self._records.get(task_id)
+                if lease is None or entry is None or not lease.resumed:
+                    continue
+                self._end_attempt(lease, AttemptOutcome.LOST, now, f"manager restarted; {why}")
+                self.stats.requeued_lost += 1
+                entry.requeue(f"manager restarted; {why}; requeued", now)
+                self._requeue(entry)
+        self.pump()
+
+    def _level_of(self, worker: str, task: Task) -> int:
+        return self.roster.level(worker, task)
+
+    # --- workers -----------------------------------------------------------------------------
+
+    def load(self, worker: str) -> int:
+        """Attempts ``worker`` holds now (connected or suspect)."""
+        return len(self._by_worker.get(worker, ()))
+
+    @property
+    def workers(self) -> dict[str, WorkerInfo]:
+        """The connected workers by name, suspects included."""
+        return self.roster.workers
+
+    @property
+    def suspects(self) -> list[str]:
+        """Workers that fell silent and whose attempts are kept for them a while."""
+        return self.roster.suspects
+
+    def worker_joined(self, info: WorkerInfo) -> None:
+        """A worker can take work (again, if it was suspect: its attempts are still its own)."""
+        if self.roster.join(info):
+            logger.info(
+                "{}: worker {} is back; it keeps its {} attempts",
+                self.name,
+                info.name,
+                len(self._by_worker.get(info.name, ())),
+            )
+        running = self._by_worker.setdefault(info.name, set())
+        self.scheduler.add_worker(info.name, info.skills, info.capacity, load=len(running))
+        self.events.emit(EventKind.WORKER_JOINED, worker=info.name)
+        self.pump()
+
+    def worker_lost(self, name: str, grace_s: float) -> None:
+        """A worker fell silent: it gets no new work, and its attempts go back to the queue
+        only if it is still silent ``grace_s`` seconds from now (it may only be overloaded)."""
+        if name not in self.roster or self.roster.is_suspect(name):
+            return
+        if grace_s <= 0:
+            self.worker_left(name)
+            return
+        self.scheduler.remove_worker(name)
+        logger.warning(
+            "{}: worker {} fell silent: no new work for it; its {} attempts go back to the queue "
+            "if it is still silent in {:g}s",
+            self.name,
+            name,
+            len(self._by_worker.get(name, ())),
+            grace_s,
+        )
+
+        async def give_up() -> None:
+            self.worker_left(name, cancel=True)
+
+        self.roster.suspect(name, grace_s, give_up)
+
+    def worker_left(self, name: str, cancel: bool = False) -> None:
+        """A worker left or was lost for good: its attempts go back to the queue.
+
+        ``cancel``: it may still be running them (silent, not known dead): tell it to stop.
+        """
+        if self.roster.leave(name) is None:
+            return
+        self.scheduler.remove_worker(name)
+        self.stats.workers_lost += 1
+        self.events.emit(EventKind.WORKER_LEFT, worker=name)
+        now = time.time()
+        for task_id in sorted(self._by_worker.pop(name, set())):
+            attempt = self._attempts.get(task_id)
+            entry = self._records.get(task_id)
+            if attempt is None or entry is None:
+                continue
+            self._end_attempt(attempt, AttemptOutcome.LOST, now, f"worker {name} lost")
+            if cancel:
+                self._ledger.post(name, TaskCancel(task_id=task_id, attempt=attempt.attempt))
+            self.stats.requeued_lost += 1
+            entry.requeue(f"worker {name} left; requeued", now)
+            self._requeue(entry)
+        self.pump()
+
+    def reconcile(
+        self, worker: str, holding: set[tuple[str, int]], seen: int, grace_s: float
+    ) -> None:
+        """Compare what ``worker`` holds with what it was given.
+
+        An attempt it does not hold although it has handled the message that carried it
+        (``seen``: the last assignment message it handled, -1 if unknown) was lost: it goes
+        back to the queue. One whose message it has not handled yet may be waiting in a busy
+        worker's inbox, or lost on the way with nothing after it: after ``grace_s`` it is
+        sent again (a worker ignores an assignment it already has).
+        """
+        now = time.time()
+        attempts = self._attempts
+        missing = []
+        unclaimed = False
+        for task_id in self._by_worker.get(worker, ()):
+            lease = attempts.get(task_id)
+            if lease is not None and (task_id, lease.attempt) in holding:
+                lease.resumed = False  # claimed: held since before a manager restart
+            elif lease is not None and lease.resumed:
+                unclaimed = True
+            else:
+                missing.append(task_id)
+        if unclaimed:
+            self._abandon_unclaimed(f"{worker} does not hold it", worker)
+        for task_id in sorted(missing):  # usually none: a worker holds what it was given
+            attempt = self._attempts.get(task_id)
+            entry = self._records.get(task_id)
+            if attempt is None or entry is None:
+                continue
+            if not attempt.seq or now - attempt.sent_at < grace_s:
+                continue  # not sent yet, or sent too recently to judge
+            if attempt.seq <= seen:
+                reason = f"assignment to {worker} lost in transit"
+                self._end_attempt(attempt, AttemptOutcome.LOST, now, reason)
+                self.stats.requeued_lost += 1
+                entry.requeue(f"{reason}; requeued", now)
+                self._requeue(entry)
+                continue
+            attempt.seq = 0  # judged again once the new message is out
+            self.stats.assignments_resent += 1
+            self._ledger.post(
+                worker,
+                attempt.assignment(entry.task),
+                attempt,
+            )
+        self.pump()
+
+    # --- entry points -------------------------------------------------------------------------
+
+    def resume(
+        self,
+        records: list[TaskRecord],
+        open_attempts: dict[str, AttemptRecord],
+        grace_s: float,
+    ) -> None:
+        """Take over the unfinished tasks of a previous run.
+
+        An attempt in flight stays its worker's for ``grace_s``: workers outlive a manager
+        restart and tell the new one what they hold (their sync, sent when they join), so
+        their results, including those finished while the manager was down, still count.
+        One its worker does not claim in time, or says it does not hold, is abandoned (LOST)
+        and requeued.
+        """
+        now = time.time()
+        resumed = 0
+        for record in records:
+            entry = Entry.of(record)
+            if entry.state is TaskState.PENDING:
+                self._queue(entry, stage=False)
+                continue
+            attempt = open_attempts.get(record.id)
+            if attempt is None or attempt.attempt != entry.attempt:
+                entry.requeue("manager restarted; attempt abandoned", now)
+                self._queue(entry, stage=True)
+                continue
+            lease = Lease.of(attempt)
+            lease.resumed = True
+            self._records[entry.id] = entry
+            self._attempts[entry.id] = lease
+            self._by_worker.setdefault(lease.worker, set()).add(entry.id)
+            resumed += 1
+        if resumed:
+            self._await_claims(grace_s)
+        self.pump()
+
+    def submitted(self, tasks: list[Task], at: float) -> None:
+        """Queue tasks just stored for the first time (PENDING, submitted ``at``)."""
+        events = self.events
+        for task in tasks:
+            self._queue(Entry(task, at), stage=False)
+            if events:
+                events.emit(EventKind.SUBMITTED, task_id=task.id)
+        self.stats.submitted += len(tasks)
+        self.pump()
+
+    def cancel(self, task_id: str) -> TaskRecord | None:
+        """Cancel an unfinished task; ``None`` if it is not unfinished."""
+        entry = self._records.get(task_id)
+        if entry is None:
+            return None
+        now = time.time()
+        attempt = self._attempts.get(task_id)
+        if attempt is not None and entry.state in (TaskState.ASSIGNED, TaskState.RUNNING):
+            self._end_attempt(attempt, AttemptOutcome.CANCELLED, now, "cancelled")
+            self._ledger.post(attempt.worker, TaskCancel(task_id=task_id, attempt=attempt.attempt))
+        else:
+            self.scheduler.remove_task(task_id)
+        entry.cancel(now)
+        self._finalise(entry)
+        self.pump()
+        return entry.record()
+
+    def progress(self, progress: TaskProgress, sender: str) -> None:
+        """A leaseholder reports progress: the task is RUNNING, and says how far."""
+        entry = self._records.get(progress.task_id)
+        attempt = self._attempts.get(progress.task_id)
+        if (
+            entry is None
+            or attempt is None
+            or attempt.attempt != progress.attempt
+            or attempt.worker != sender
+        ):
+            return
+        if entry.state is TaskState.ASSIGNED:
+            entry.run(time.time())
+        note = f"running on {attempt.worker}: {progress.fraction:.0%} {progress.note}"
+        entry.reason = note.rstrip()
+        self._ledger.record(entry)
+
+    def waiting_reason(self, record: TaskRecord) -> TaskRecord:
+        """A pending record with the scheduler's current reason for waiting."""
+        if record.state is not TaskState.PENDING:
+            return record
+        return record.waiting(self.scheduler.waiting_reason(record.id) or record.reason)
+
+    def take_result(self, result: TaskResult, sender: str) -> None:
+        """Count a result if it is the current lease's, from its holder; else it is stale.
+
+        Either way the sender gets an acknowledgement (after the change is saved), so it
+        stops resending the result.
+        """
+        task_id = result.task_id
+        if sender:
+            self._ledger.ack(sender, (task_id, result.attempt))
+        entry = self._records.get(task_id)
+        attempt = self._attempts.get(task_id)
+        if (
+            entry is None
+            or attempt is None
+            or attempt.attempt != result.attempt
+            or attempt.worker != result.worker
+            or sender != result.worker
+        ):
+            self._stale(result, sender, attempt)
+            return
+        now = time.time()
+        started = result.started_at or None
+        if result.success:
+            self._end_attempt(attempt, AttemptOutcome.SUCCEEDED, now, None, started)
+            entry.succeed(result.output, now)
+            self._finalise(entry, attempt)
+            by_worker = self.stats.by_worker
+            by_worker[result.worker] = by_worker.get(result.worker, 0) + 1
+            return
+        error = result.error or "failed"
+        self._end_attempt(attempt, AttemptOutcome.FAILED, now, error, started)
+        verdict = after_failure(entry.attempt, entry.task.max_attempts, result.worker, error)
+        if not verdict.again:
+            entry.fail(verdict.error, now)
+            self._finalise(entry, attempt)
+            return
+        failed_level = self._level_of(result.worker, entry.task)
+        self.stats.retries += 1
+        entry.requeue(verdict.reason, now, error)
+        self._requeue(entry, escalate_above=failed_level)
+
+    def _stale(self, result: TaskResult, sender: str, running: Lease | None) -> None:
+        self.stats.stale_results += 1
+        if running is not None and running.attempt == result.attempt:
+            running.stale_results += 1
+            self._ledger.attempt(running)  # stored before the sender is acknowledged
+        else:
+            self._ledger.stale((result.task_id, result.attempt))
+        if self.events:
+            self.events.emit(
+                EventKind.STALE_RESULT,
+                task_id=result.task_id,
+                worker=sender,
+                attempt=result.attempt,
+            )
+        logger.info(
+            "{}: stale result ignored: task {} attempt {} from {}",
+            self.name,
+            result.task_id,
+            result.attempt,
+            sender,
+        )
