@@ -3,12 +3,18 @@
 An agent belongs to one workspace. Messages it receives go through one inbox and are
 handled one at a time, in arrival order, so messages from one sender are handled in the
 order they were sent and a handler never races another handler of the same agent.
+
+The transport's receive callback runs on its read loop, so it only decodes, checks that
+the sender is the one the subject names, routes replies to the requests waiting for them,
+and queues everything else; one dispatcher task takes the inbox in order and runs the
+handlers.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import dataclasses
 import os
 import time
@@ -20,11 +26,25 @@ from typing import TYPE_CHECKING, Any, ClassVar, Self
 from loguru import logger
 
 from serendib._droplog import DropLog
-from serendib._messaging import Messaging, current_message
-from serendib.errors import AdminUnreachable, DuplicateAgentName, RequestTimeout
+from serendib.errors import (
+    AdminUnreachable,
+    AgentNotRunning,
+    DecodeError,
+    DuplicateAgentName,
+    MessageError,
+    RemoteError,
+    RequestTimeout,
+)
 from serendib.handlers import HandlerTable, on_message
 from serendib.limits import MAX_HEARTBEAT_INTERVAL_S
-from serendib.messages import DEFAULT_MAX_MESSAGE_BYTES, Envelope
+from serendib.messages import (
+    DEFAULT_MAX_MESSAGE_BYTES,
+    Envelope,
+    RequestFailed,
+    decode,
+    default_registry,
+    new_envelope,
+)
 from serendib.presence import (
     AdminStarted,
     AdminStopping,
@@ -39,11 +59,13 @@ from serendib.presence import (
 from serendib.subjects import (
     broadcast_pattern,
     broadcast_subject,
+    direct_subject,
     inbox_pattern,
     presence_subject,
+    sender_of,
     validate_name,
 )
-from serendib.transports import MemoryTransport, Transport
+from serendib.transports import MemoryTransport, Transport, open_transport
 from serendib.transports.base import TOKEN_ENV
 
 if TYPE_CHECKING:
@@ -51,6 +73,19 @@ if TYPE_CHECKING:
     from serendib.transports.nats import NatsOptions
 
 __all__ = ["Agent", "AgentStatus", "current_message"]
+
+_current: contextvars.ContextVar[Envelope | None] = contextvars.ContextVar(
+    "serendib_current_message", default=None
+)
+
+
+def current_message() -> Envelope | None:
+    """The envelope of the message whose handler is running, or ``None`` outside handlers.
+
+    Use it to learn a message's sender or id from within a handler.
+    """
+    return _current.get()
+
 
 NETWORK_HEARTBEAT_S = 1.0
 IN_PROCESS_HEARTBEAT_S = 30.0
@@ -66,11 +101,11 @@ class AgentStatus(Enum):
     STOPPED = "stopped"
 
 
-class Agent(Messaging):
+class Agent:
     """A member of a workspace that handles typed messages.
 
     Subclass it and mark async methods with :func:`~serendib.on_message`. It sends with
-    ``broadcast`` / ``send`` / ``request`` (see :class:`~serendib._messaging.Messaging`).
+    ``broadcast`` / ``send`` / ``request``.
 
     Args:
         name: Unique name within the workspace (letters, digits, ``_`` and ``-``).
@@ -169,6 +204,243 @@ class Agent(Messaging):
     def __repr__(self) -> str:
         kind = type(self).__name__
         return f"<{kind} {self.name!r} workspace={self.workspace_id!r} {self.status.value}>"
+
+    # --- the connection ---------------------------------------------------------------------
+
+    @property
+    def address(self) -> str:
+        """Where this agent's transport connects (or will)."""
+        if self._transport is not None:
+            return self._transport.address
+        spec = self._transport_spec
+        if spec is None:
+            return self._default_transport_url()
+        return spec if isinstance(spec, str) else spec.address
+
+    @property
+    def is_connected(self) -> bool:
+        """Whether the agent's connection is up now (NATS reconnects by itself when it is not)."""
+        if self._transport is None:
+            return False
+        return bool(getattr(self._transport, "is_connected", True))
+
+    def _default_transport_url(self) -> str:
+        if self.admin_port is not None:
+            return f"nats://{self.admin_ip}:{self.admin_port}"
+        return "memory://default"
+
+    def _make_transport(self) -> Transport:
+        spec = self._transport_spec or self._default_transport_url()
+        if not isinstance(spec, str):
+            return spec
+        name = f"{self.workspace_id}/{self.name}"
+        if self._signed_options is not None:  # an identity from the admin's server
+            return open_transport(spec, name=name, options=self._signed_options)
+        return open_transport(spec, token=self.token, name=name, options=self.nats_options)
+
+    # --- sending ------------------------------------------------------------------------------
+
+    def _require_running(self, operation: str) -> Transport:
+        if self._transport is None or not self._can_send():
+            raise AgentNotRunning(self.name, operation)
+        return self._transport
+
+    async def _publish(self, subject: str, message: object, to: str | None = None) -> Envelope:
+        assert self._transport is not None
+        envelope = new_envelope(message, self.name, to)
+        await self._transport.publish(subject, envelope)
+        return envelope
+
+    async def broadcast(self, message: object) -> None:
+        """Send ``message`` to every other agent of the workspace.
+
+        Raises:
+            AgentNotRunning: The agent has not been started.
+            NotAMessageType: ``message`` is not a model or dataclass instance.
+        """
+        self._require_running("broadcast")
+        await self._publish(self._subject_all, message)
+
+    async def send(self, to: str, message: object) -> None:
+        """Send ``message`` to the agent named ``to`` only.
+
+        Raises:
+            AgentNotRunning: The agent has not been started.
+            NotAMessageType: ``message`` is not a model or dataclass instance.
+        """
+        self._require_running("send")
+        await self._publish(direct_subject(self.workspace_id, to, self.name), message, to)
+
+    async def request(self, to: str, message: object, timeout: float = 5.0) -> Any:
+        """Send ``message`` to ``to`` and wait for its handler's return value.
+
+        Returns:
+            The reply message.
+
+        Raises:
+            AgentNotRunning: The agent has not been started.
+            RequestTimeout: No reply within ``timeout`` seconds (also a ``TimeoutError``).
+            RemoteError: The remote handler raised.
+        """
+        self._require_running("request")
+        subject = direct_subject(self.workspace_id, to, self.name)
+        return await self._request_on(subject, to, message, timeout)
+
+    # Tutorial (Ceylon) spelling of broadcast.
+    broadcast_data = broadcast
+
+    async def _request_on(
+        self, subject: str, to: str | None, message: object, timeout: float
+    ) -> Any:
+        assert self._transport is not None
+        envelope = new_envelope(message, self.name, to, rq=True)
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[Envelope] = loop.create_future()
+        # Only the recipient may answer; a request to no one in particular (joining) only the
+        # admin, once the agent knows which one is its own (registration told it).
+        expected = to if to is not None else (self.admin_name if self._admin_pinned else None)
+        self._pending[envelope.id] = (future, expected)
+        # A timer failing the future, not asyncio.wait_for: that wraps the wait in another
+        # task and costs a third of a request's time.
+        timer = loop.call_later(timeout, _expire, future)
+        try:
+            await self._transport.publish(subject, envelope)
+            reply = await future
+        except TimeoutError:
+            raise RequestTimeout(to or subject, envelope.type, timeout) from None
+        finally:
+            timer.cancel()
+            self._pending.pop(envelope.id, None)
+        if isinstance(reply.data, RequestFailed):
+            raise RemoteError(reply.sender, reply.data.error)
+        return reply.data
+
+    async def _reply(self, request: Envelope, message: object) -> None:
+        if self._transport is None:
+            return
+        envelope = new_envelope(message, self.name, request.sender, re=request.id)
+        subject = direct_subject(self.workspace_id, request.sender, self.name)
+        await self._transport.publish(subject, envelope)
+
+    def _fail_pending(self, operation: str) -> None:
+        """End every request still waiting for a reply (the agent is stopping)."""
+        for future, _ in self._pending.values():
+            if not future.done():
+                future.set_exception(AgentNotRunning(self.name, operation))
+        self._pending.clear()
+
+    # --- receiving ----------------------------------------------------------------------------
+
+    def _receive(self, subject: str, message: Envelope | bytes) -> None:
+        """Transport callback: decode, route replies, queue everything else. Never blocks.
+
+        A message counts as its sender's only if it arrived on a subject naming that sender
+        (the one subject a server with per-agent permissions lets the sender publish on).
+        """
+        if isinstance(message, bytes):
+            try:
+                envelope = decode(message, default_registry, self.max_message_bytes)
+            except MessageError as e:
+                e.sender = sender_of(subject)  # who sent it, whatever it claims
+                self.drops.record(e, message)
+                return
+            except Exception as e:  # e.g. RecursionError from absurdly nested JSON
+                self.drops.record(DecodeError(f"undecodable ({type(e).__name__})"), message)
+                return
+        else:
+            envelope = message
+        if envelope.sender != sender_of(subject):
+            error = DecodeError(f"claims to come from {envelope.sender}")
+            error.sender = sender_of(subject)
+            self.drops.record(error, message if isinstance(message, bytes) else None)
+            return
+        if envelope.sender == self.name and envelope.to is None:
+            return
+        self._heard_from(envelope)
+        if envelope.re is not None:
+            pending = self._pending.get(envelope.re)
+            if (
+                pending is not None
+                and not pending[0].done()
+                and pending[1] in (None, envelope.sender)
+            ):
+                pending[0].set_result(envelope)
+            return
+        kind = type(envelope.data)
+        if kind is AdminStopping:
+            # Not queued: whatever the admin sent before it, the agent may want to stop now.
+            self._admin_stopping(envelope.data)
+            return
+        if kind is Probe:
+            # Not queued either: a busy handler must not make a live agent look dead.
+            self._probed(envelope)
+            return
+        if not self._draining:
+            self._inbox.put_nowait(envelope)
+
+    def _heard_from(self, envelope: Envelope) -> None:
+        """Hook: ``envelope`` arrived from its sender (the admin counts it as a sign of life)."""
+
+    # --- dispatching ---------------------------------------------------------------------------
+
+    async def _dispatch_loop(self) -> None:
+        inbox = self._inbox
+        while True:
+            envelope = await inbox.get()
+            if envelope is _STOP:
+                return
+            await self._dispatch(envelope)
+            if self._draining:
+                return
+
+    async def _dispatch(self, envelope: Envelope) -> None:
+        names = self._handler_table.names_for(type(envelope.data))
+        token = _current.set(envelope)
+        try:
+            if not names:
+                await self.on_unhandled(envelope)
+                if envelope.rq:
+                    await self._reply(
+                        envelope, RequestFailed(error=f"no handler for {envelope.type}")
+                    )
+                return
+            for name in names:
+                try:
+                    result = await getattr(self, name)(envelope.data)
+                except Exception as e:
+                    logger.opt(exception=e).error(
+                        "{}: handler {} failed on message {} ({} from {})",
+                        self.name,
+                        name,
+                        envelope.id,
+                        envelope.type,
+                        envelope.sender,
+                    )
+                    if envelope.rq:
+                        await self._reply(envelope, RequestFailed(error=f"{type(e).__name__}: {e}"))
+                else:
+                    if envelope.rq and result is not None:
+                        await self._reply(envelope, result)
+        except Exception as e:  # a failed reply must not end the dispatch loop
+            logger.opt(exception=e).error("{}: could not answer message {}", self.name, envelope.id)
+        finally:
+            _current.reset(token)
+
+    async def on_unhandled(self, envelope: Envelope) -> None:
+        """Hook: a message arrived that no handler of this agent takes. Logs it at TRACE level.
+
+        Args:
+            envelope: The message, with its sender and type name.
+        """
+        logger.trace("{}: no handler for {} from {}", self.name, envelope.type, envelope.sender)
+
+    def _post(self, data: object) -> None:
+        """Queue an internal event so it is handled in order with received messages."""
+        self._inbox.put_nowait(new_envelope(data, self.name, self.name))
+
+    def _stop_dispatcher(self) -> None:
+        """Let the dispatcher finish the message it is handling, then return."""
+        self._inbox.put_nowait(_STOP)
 
     # --- lifecycle ----------------------------------------------------------------------------
 
@@ -483,6 +755,14 @@ class Agent(Messaging):
             await self.on_admin_stopped(admin)
         except Exception as e:
             logger.opt(exception=e).error("{}: on_admin_stopped failed", self.name)
+
+
+_STOP: Envelope = Envelope("", "", "", None, 0.0, None)
+
+
+def _expire(future: asyncio.Future[Envelope]) -> None:
+    if not future.done():
+        future.set_exception(TimeoutError())
 
 
 Agent._handler_table = HandlerTable(Agent)
