@@ -361,7 +361,8 @@ class Admin(Agent):
     def _registers(self) -> bool:
         return False  # it runs the server (or trusts an external one) rather than joining
 
-    async def _join(self) -> None:
+    async def join(self) -> None:
+        """Start watching the members' heartbeats and announce this admin (it joins no one)."""
         self._joined = True
         self._spawn(self._monitor_loop(), "monitor")
         await self._publish(self._subject_all, AdminStarted(admin=self.name))
@@ -534,15 +535,15 @@ class Admin(Agent):
             hub = MemoryHub.private()
             self.use_transport(MemoryTransport(hub))
             for worker in crew:
-                if worker._transport_spec is None:
+                if not worker.has_transport:
                     worker.use_transport(MemoryTransport(hub))
         self._workers = crew
         try:
             await self.start()
             assert self._stop_requested is not None
             for worker in crew:
-                await worker._open()
-            await asyncio.gather(*(worker._join() for worker in crew))
+                await worker.open()
+            await asyncio.gather(*(worker.join() for worker in crew))
             await self._stop_requested.wait()
         finally:
             self._workers = None

@@ -460,15 +460,27 @@ class Agent:
             AdminUnreachable: No admin welcomed the agent within ``join_timeout``.
             DuplicateAgentName: Another live agent of the workspace has this name.
         """
-        await self._open()
+        await self.open()
         try:
-            await self._join()
+            await self.join()
         except BaseException:
             await self._close(drain_timeout=0)
             raise
 
-    async def _open(self) -> None:
-        """Connect and subscribe; after this no message sent to the agent is missed."""
+    @property
+    def has_transport(self) -> bool:
+        """Whether a transport or URL was given (else the admin or the defaults decide)."""
+        return self._transport_spec is not None
+
+    async def open(self) -> None:
+        """Connect and subscribe, without joining: after this no message sent to the agent is
+        missed. :meth:`start` is ``open()`` then :meth:`join`; an admin running several
+        agents in one process opens them all before any joins, so none misses another's
+        announcement.
+
+        Raises:
+            ConnectionFailed: The transport could not connect.
+        """
         if self.status is AgentStatus.RUNNING:
             return
         self.status = AgentStatus.STARTING
@@ -566,8 +578,13 @@ class Agent:
             options, nkey_seed=identity.seed, token=None, user=None, password=None
         )
 
-    async def _join(self) -> None:
-        """Announce the agent to the admin and wait for the welcome."""
+    async def join(self) -> None:
+        """Announce the agent to the admin and wait for the welcome (after :meth:`open`).
+
+        Raises:
+            AdminUnreachable: No admin welcomed the agent within ``join_timeout``.
+            DuplicateAgentName: Another live agent of the workspace has this name.
+        """
         deadline = time.monotonic() + self.join_timeout
         rejected = False
         while True:

@@ -120,9 +120,9 @@ class Dashboard:
 
     def workers(self) -> list[WorkerView]:
         """Connected workers (in joining order), then workers lost since the dashboard began."""
-        book, suspects = self.manager.book, set(self.manager.suspects)
+        manager, suspects = self.manager, set(self.manager.suspects)
         connected = [
-            (info, book.load(name), name in suspects) for name, info in self.manager.workers.items()
+            (info, manager.load(name), name in suspects) for name, info in manager.workers.items()
         ]
         names = self.manager.workers.keys()
         lost = [info for name, info in self.feed.lost.items() if name not in names]
@@ -208,7 +208,7 @@ class Dashboard:
     def _waiting_reason(self, record: TaskRecord) -> str | None:
         if record.state is not TaskState.PENDING or not self.running:
             return None
-        return self.manager.scheduler.waiting_reason(record.id)
+        return self.manager.waiting_reason(record.id)
 
     def _on_event(self, event: TaskEvent) -> None:
         if not self._listening:

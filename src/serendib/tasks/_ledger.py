@@ -72,10 +72,17 @@ class Ledger:
         send: Sends a message to a worker by name.
         on_flushed: Called after each batch is saved and sent.
         owner: Name for log lines.
+        epoch: The manager's identity, sent with each batch of assignments (see
+            ``TaskAssignments.epoch``).
     """
 
     def __init__(
-        self, store: TaskStore, send: Send, on_flushed: Callable[[], None], owner: str
+        self,
+        store: TaskStore,
+        send: Send,
+        on_flushed: Callable[[], None],
+        owner: str,
+        epoch: str = "",
     ) -> None:
         self.store = store
         self._send = send
@@ -85,7 +92,7 @@ class Ledger:
         self._attempts: dict[tuple[str, int], Lease] = {}
         self._outbox: list[tuple[str, TaskAssignment | TaskCancel, Lease | None]] = []
         self._seq: dict[str, int] = {}
-        self.epoch = ""
+        self.epoch = epoch
         self._acks: dict[str, list[AttemptKey]] = {}
         self._stale: list[AttemptKey] = []
         self._saving: dict[str, Entry] = {}

@@ -111,8 +111,7 @@ class TaskManager(Admin):
         self.scheduler = Scheduler(attempt_unqualified=attempt_unqualified)
         self.stop_when_done = stop_when_done
         self._initial = list(tasks)
-        self._ledger = Ledger(self.store, self.send, self._check_done, name)
-        self._ledger.epoch = self.detail.id
+        self._ledger = Ledger(self.store, self.send, self._check_done, name, self.detail.id)
         self.book = TaskBook(self.scheduler, self._ledger, self._call_soon, name)
         self._done = asyncio.Event()
         self._started_at = time.monotonic()
@@ -127,6 +126,14 @@ class TaskManager(Admin):
     def workers(self) -> dict[str, WorkerInfo]:
         """The connected workers, by name, suspect ones included (see ``suspects``)."""
         return self.book.workers
+
+    def load(self, worker: str) -> int:
+        """Attempts ``worker`` holds now (0 for a worker not connected)."""
+        return self.book.load(worker)
+
+    def waiting_reason(self, task_id: str) -> str | None:
+        """Why pending task ``task_id`` waits now; None if it is not pending here."""
+        return self.scheduler.waiting_reason(task_id)
 
     @property
     def suspects(self) -> list[str]:

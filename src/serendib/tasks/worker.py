@@ -73,7 +73,7 @@ class TaskContext:
 
     async def progress(self, fraction: float, note: str = "") -> None:
         """Tell the manager how far the attempt has got (0.0 to 1.0)."""
-        await self.worker._report_progress(
+        await self.worker.report_progress(
             TaskProgress(
                 task_id=self.task.id,
                 attempt=self.attempt,
@@ -311,8 +311,9 @@ class WorkerAgent(Agent):
         for key in ack.acks:
             self._unacked.pop((key[0], key[1]), None)
 
-    async def _join(self) -> None:
-        await super()._join()
+    async def join(self) -> None:
+        """Join, then tell the manager at once what this worker holds (see WorkerSync)."""
+        await super().join()
         await self._sync()  # a manager that just restarted learns at once what this one holds
         self._spawn(self._sync_loop(), "sync")
 
@@ -373,7 +374,8 @@ class WorkerAgent(Agent):
         else:
             await self.broadcast(message)
 
-    async def _report_progress(self, progress: TaskProgress) -> None:
+    async def report_progress(self, progress: TaskProgress) -> None:
+        """Tell the manager how far one of this worker's attempts has got."""
         await self._to_manager(progress)
 
     async def _finish(self, drain_timeout: float | None) -> None:
