@@ -24,7 +24,8 @@ from serendib.limits import (
 )
 from serendib.messages import decode
 from serendib.presence import Heartbeat
-from serendib.tasks.models import Task, TaskResult, WorkerSync
+from serendib.tasks.messages import TaskResult, WorkerSync
+from serendib.tasks.models import Task
 
 
 class Fields(BaseModel):

@@ -14,8 +14,7 @@ from rich.console import Console
 from rich.table import Table
 
 from serendib.agent import Agent
-from serendib.tasks.models import TaskRecord, TaskState
-from serendib.tasks.protocol import (
+from serendib.tasks.messages import (
     CancelReply,
     CancelRequest,
     ReportRequest,
@@ -26,6 +25,7 @@ from serendib.tasks.protocol import (
     TaskPage,
     TaskQuery,
 )
+from serendib.tasks.models import TaskRecord, TaskState
 from serendib.tasks.report import Report, build_report, render_report
 from serendib.tasks.store import open_store
 from serendib.tasks.taskfile import load_task_file

@@ -11,7 +11,8 @@ import pytest
 from serendib import Admin
 from serendib.errors import ConnectionFailed
 from serendib.tasks.manager import TaskManager
-from serendib.tasks.models import Task, TaskResult
+from serendib.tasks.messages import TaskResult
+from serendib.tasks.models import Task
 from serendib.tasks.worker import WorkerAgent
 from serendib.transports.embedded import EmbeddedBroker
 from tests.helpers import DEADLINE

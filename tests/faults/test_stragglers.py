@@ -8,7 +8,8 @@ import time
 from pathlib import Path
 
 from serendib.tasks.manager import TaskManager
-from serendib.tasks.models import AttemptOutcome, Task, TaskCancel, TaskResult, TaskState
+from serendib.tasks.messages import TaskCancel, TaskResult
+from serendib.tasks.models import AttemptOutcome, Task, TaskState
 from serendib.tasks.worker import WorkerAgent
 from serendib.transports import MemoryHub, MemoryTransport
 from tests.helpers import DEADLINE, until

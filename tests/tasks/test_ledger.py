@@ -26,13 +26,12 @@ from serendib.tasks._entries import Entry, Lease
 from serendib.tasks._ledger import Ledger
 from serendib.tasks._store_base import SqlTaskStore
 from serendib.tasks.manager import TaskManager
+from serendib.tasks.messages import TaskAssignment, TaskCancel
 from serendib.tasks.models import (
     AttemptKey,
     AttemptOutcome,
     AttemptRecord,
     Task,
-    TaskAssignment,
-    TaskCancel,
     TaskRecord,
     TaskState,
 )

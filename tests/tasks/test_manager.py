@@ -12,14 +12,8 @@ from serendib import Agent
 from serendib.errors import TaskNotFound
 from serendib.tasks.events import EventKind, TaskEvent
 from serendib.tasks.manager import TaskManager
-from serendib.tasks.models import (
-    AttemptOutcome,
-    Task,
-    TaskAssignment,
-    TaskResult,
-    TaskResults,
-    TaskState,
-)
+from serendib.tasks.messages import TaskAssignment, TaskResult, TaskResults
+from serendib.tasks.models import AttemptOutcome, Task, TaskState
 from serendib.tasks.worker import TaskContext, TaskFailed, WorkerAgent
 from tests.helpers import DEADLINE, until
 from tests.tasks.conftest import StartWorker

@@ -19,8 +19,8 @@ from pydantic import BaseModel
 from serendib import Agent, on_message
 from serendib.tasks.events import EventKind
 from serendib.tasks.manager import TaskManager
+from serendib.tasks.messages import StatusReply, StatusRequest
 from serendib.tasks.models import AttemptOutcome, Task, TaskState
-from serendib.tasks.protocol import StatusReply, StatusRequest
 from serendib.tasks.worker import TaskContext, WorkerAgent
 from tests.helpers import DEADLINE, until
 from tests.tasks.conftest import HEARTBEAT, StartWorker

@@ -171,7 +171,7 @@ async def test_only_the_manager_can_cancel_or_assign(workspace: str, tmp_path: P
     try:
         await until(lambda: worker.in_flight == 1, what="the task on its worker")
         async with Agent("mallory", workspace, admin_port=port) as mallory:
-            from serendib.tasks.models import TaskCancel
+            from serendib.tasks.messages import TaskCancel
 
             await mallory.send("w", TaskCancel(task_id="t", attempt=1))
             await until(lambda: worker.drops.total >= 1, what="the worker refusing the cancel")

@@ -4,16 +4,13 @@ from __future__ import annotations
 
 from serendib.tasks.events import EventKind, TaskEvent
 from serendib.tasks.manager import TaskManager
+from serendib.tasks.messages import TaskAssignment, TaskCancel, TaskProgress, TaskResult
 from serendib.tasks.models import (
     DEFAULT_SKILL,
     AttemptOutcome,
     AttemptRecord,
     Task,
-    TaskAssignment,
-    TaskCancel,
-    TaskProgress,
     TaskRecord,
-    TaskResult,
     TaskState,
     WorkerInfo,
 )

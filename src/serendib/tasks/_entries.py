@@ -14,14 +14,8 @@ from typing import Any
 
 import pydantic_core
 
-from serendib.tasks.models import (
-    AttemptOutcome,
-    AttemptRecord,
-    Task,
-    TaskAssignment,
-    TaskRecord,
-    TaskState,
-)
+from serendib.tasks.messages import TaskAssignment
+from serendib.tasks.models import AttemptOutcome, AttemptRecord, Task, TaskRecord, TaskState
 from serendib.tasks.store import AttemptRow, TaskUpdate
 
 __all__ = ["Entry", "Lease"]

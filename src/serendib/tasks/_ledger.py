@@ -32,13 +32,8 @@ from collections.abc import Awaitable, Callable
 from loguru import logger
 
 from serendib.tasks._entries import Entry, Lease
-from serendib.tasks.models import (
-    AttemptKey,
-    ResultsAck,
-    TaskAssignment,
-    TaskAssignments,
-    TaskCancel,
-)
+from serendib.tasks.messages import ResultsAck, TaskAssignment, TaskAssignments, TaskCancel
+from serendib.tasks.models import AttemptKey
 from serendib.tasks.store import AttemptRow, Rejected, TaskStore, TaskUpdate
 
 __all__ = ["DRAIN_TIMEOUT_S", "Ledger"]

@@ -26,16 +26,7 @@ from serendib.presence import AgentDetail
 from serendib.tasks._ledger import DRAIN_TIMEOUT_S, Ledger
 from serendib.tasks.engine.book import TaskBook
 from serendib.tasks.events import Listener, ManagerStats
-from serendib.tasks.models import (
-    Task,
-    TaskProgress,
-    TaskRecord,
-    TaskResult,
-    TaskResults,
-    WorkerInfo,
-    WorkerSync,
-)
-from serendib.tasks.protocol import (
+from serendib.tasks.messages import (
     CancelReply,
     CancelRequest,
     ReportRequest,
@@ -44,9 +35,14 @@ from serendib.tasks.protocol import (
     SubmitReply,
     SubmitTasks,
     TaskPage,
+    TaskProgress,
     TaskQuery,
+    TaskResult,
+    TaskResults,
     WorkerStatus,
+    WorkerSync,
 )
+from serendib.tasks.models import Task, TaskRecord, WorkerInfo
 from serendib.tasks.report import Report, build_report
 from serendib.tasks.scheduling import Scheduler
 from serendib.tasks.store import TaskStore, open_store

@@ -1,4 +1,7 @@
-"""The task manager's data: tasks, the messages about them, workers, and stored records.
+"""The task manager's data: tasks, their states, workers, and stored records.
+
+The messages the manager and its workers exchange about tasks are in
+:mod:`serendib.tasks.messages`.
 
 Everything here is a frozen, validated pydantic model: bad input is rejected with the field
 and the reason, and a change of state produces a new record through a named transition.
@@ -8,21 +11,16 @@ from __future__ import annotations
 
 import time
 from enum import StrEnum
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from serendib.limits import (
     MAX_ATTEMPT,
-    FiniteFloat,
-    Int64,
     JsonObject,
-    JsonValue,
     Name,
-    Note,
     TaskId,
     Text,
-    Timestamp,
     Token,
 )
 from serendib.messages import message_type
@@ -30,16 +28,10 @@ from serendib.messages import message_type
 __all__ = [
     "DEFAULT_SKILL",
     "AttemptKey",
-    "ResultsAck",
-    "WorkerSync",
     "AttemptOutcome",
     "AttemptRecord",
     "Task",
-    "TaskAssignment",
-    "TaskCancel",
-    "TaskProgress",
     "TaskRecord",
-    "TaskResult",
     "TaskState",
     "WorkerInfo",
 ]
@@ -53,7 +45,6 @@ Attempt = Annotated[int, Field(ge=1, le=MAX_ATTEMPT)]
 Seconds = Annotated[float, Field(gt=0, le=10_000_000, allow_inf_nan=False)]
 AttemptKey = tuple[TaskId, Attempt]
 """``(task_id, attempt)``: one lease."""
-_MANY = 100_000
 
 
 class _Frozen(BaseModel):
@@ -107,118 +98,6 @@ class Task(_Frozen):
     max_attempts: int = Field(default=3, ge=1, le=100)
     timeout_s: Seconds | None = None
     wait_timeout_s: Seconds | None = None
-
-
-@message_type("serendib.tasks.TaskAssignment")
-class TaskAssignment(_Frozen):
-    """The manager gives one attempt of a task to one worker.
-
-    Attributes:
-        task: The task.
-        attempt: Attempt number (1-based): the lease's fencing token.
-        worker: The worker it is for.
-        reason: Why this worker was chosen.
-    """
-
-    task: Task
-    attempt: Attempt
-    worker: Name
-    reason: Note = ""
-
-
-@message_type("serendib.tasks.TaskResult")
-class TaskResult(_Frozen):
-    """A worker reports how an attempt ended.
-
-    Attributes:
-        task_id: The task.
-        attempt: The attempt number it was assigned with.
-        worker: The reporting worker.
-        success: Whether the attempt succeeded.
-        output: The handler's return value (JSON-compatible), on success.
-        error: Why it failed, on failure.
-        started_at: Wall-clock start (seconds since the epoch).
-        finished_at: Wall-clock end.
-    """
-
-    task_id: TaskId
-    attempt: Attempt
-    worker: Name
-    success: bool
-    output: JsonValue = None
-    error: Text | None = None
-    started_at: Timestamp = 0.0
-    finished_at: Timestamp = 0.0
-
-
-@message_type("serendib.tasks.TaskResults")
-class TaskResults(_Frozen):
-    """Several results sent at once (workers batch what is ready)."""
-
-    results: list[TaskResult] = Field(max_length=_MANY)
-
-
-@message_type("serendib.tasks.TaskAssignments")
-class TaskAssignments(_Frozen):
-    """Assignments for one worker sent at once.
-
-    Attributes:
-        assignments: The assignments.
-        epoch: The sending manager's identity (its agent id).
-        seq: This message's number among those the manager sent the worker (from 1), which
-            the worker echoes in its :class:`WorkerSync` as ``seen``.
-    """
-
-    assignments: list[TaskAssignment] = Field(max_length=_MANY)
-    epoch: Token | Literal[""] = ""
-    seq: Int64 = Field(default=0, ge=0)
-
-
-@message_type("serendib.tasks.TaskProgress")
-class TaskProgress(_Frozen):
-    """A worker reports progress of a long attempt (and so that it is still at it)."""
-
-    task_id: TaskId
-    attempt: Attempt
-    worker: Name
-    fraction: FiniteFloat = Field(ge=0.0, le=1.0)
-    note: Note = ""
-
-
-@message_type("serendib.tasks.TaskCancel")
-class TaskCancel(_Frozen):
-    """The manager asks a worker to abandon an attempt."""
-
-    task_id: TaskId
-    attempt: Attempt
-
-
-@message_type("serendib.tasks.ResultsAck")
-class ResultsAck(_Frozen):
-    """The manager has stored these results (or found them stale): stop resending them."""
-
-    acks: list[AttemptKey] = Field(max_length=_MANY)
-
-
-@message_type("serendib.tasks.WorkerSync")
-class WorkerSync(_Frozen):
-    """A worker's periodic account of the attempts it holds (running, or reported but not
-    yet acknowledged) and of the last assignment message it has handled.
-
-    An attempt missing from ``holding`` although its message was handled (its number is at
-    most ``seen``) was lost: the manager requeues it. One whose message is not handled yet
-    may only be waiting in a busy worker's inbox: the manager sends it again after a while
-    (a worker ignores an assignment it already has).
-
-    Attributes:
-        holding: The attempts it holds.
-        epoch: The manager identity ``seen`` counts messages of ("" if none yet).
-        seen: The highest ``TaskAssignments.seq`` handled from that manager.
-    """
-
-    holding: list[AttemptKey] = Field(max_length=_MANY)
-    epoch: Token | Literal[""] = ""
-    seen: Int64 = Field(default=0, ge=0)
 
 
 class WorkerInfo(_Frozen):

@@ -23,11 +23,8 @@ from serendib.handlers import on_message
 from serendib.limits import clip_text
 from serendib.messages import summarise
 from serendib.presence import AdminStarted
-from serendib.tasks.models import (
-    DEFAULT_SKILL,
-    AttemptKey,
+from serendib.tasks.messages import (
     ResultsAck,
-    Task,
     TaskAssignment,
     TaskAssignments,
     TaskCancel,
@@ -36,6 +33,7 @@ from serendib.tasks.models import (
     TaskResults,
     WorkerSync,
 )
+from serendib.tasks.models import DEFAULT_SKILL, AttemptKey, Task
 
 __all__ = ["TaskContext", "TaskFailed", "TaskHandler", "WorkerAgent", "simulate"]
 

@@ -24,14 +24,12 @@ from serendib.tasks._entries import Entry, Lease
 from serendib.tasks._ledger import Ledger
 from serendib.tasks.engine.roster import CallSoon, Roster
 from serendib.tasks.events import EventBus, EventKind, ManagerStats
+from serendib.tasks.messages import TaskCancel, TaskProgress, TaskResult
 from serendib.tasks.models import (
     AttemptOutcome,
     AttemptRecord,
     Task,
-    TaskCancel,
-    TaskProgress,
     TaskRecord,
-    TaskResult,
     TaskState,
     WorkerInfo,
 )

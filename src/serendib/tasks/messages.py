@@ -1,0 +1,269 @@
+"""Every message about tasks, in one place: what the manager and its workers say to each
+other, and what a client (the CLI, a program) asks of a running manager and its replies.
+
+Each is a frozen, validated pydantic model whose fields are bounded (:mod:`serendib.limits`):
+a message from the network that breaks a bound is dropped before any handler sees it.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from serendib.limits import (
+    FiniteFloat,
+    Int64,
+    JsonValue,
+    Name,
+    Note,
+    TaskId,
+    Text,
+    Timestamp,
+    Token,
+)
+from serendib.messages import default_registry, message_type
+from serendib.tasks.models import (
+    Attempt,
+    AttemptKey,
+    Task,
+    TaskRecord,
+    TaskState,
+    WorkerInfo,
+)
+from serendib.tasks.report import Report
+
+__all__ = [
+    # between the manager and its workers
+    "ResultsAck",
+    "TaskAssignment",
+    "TaskAssignments",
+    "TaskCancel",
+    "TaskProgress",
+    "TaskResult",
+    "TaskResults",
+    "WorkerSync",
+    # from clients
+    "CancelReply",
+    "CancelRequest",
+    "ReportRequest",
+    "StatusReply",
+    "StatusRequest",
+    "SubmitReply",
+    "SubmitTasks",
+    "TaskPage",
+    "TaskQuery",
+    "WorkerStatus",
+]
+
+_MANY = 100_000
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+# --- between the manager and its workers ------------------------------------------------------
+
+
+@message_type("serendib.tasks.TaskAssignment")
+class TaskAssignment(_Frozen):
+    """The manager gives one attempt of a task to one worker.
+
+    Attributes:
+        task: The task.
+        attempt: Attempt number (1-based): the lease's fencing token.
+        worker: The worker it is for.
+        reason: Why this worker was chosen.
+    """
+
+    task: Task
+    attempt: Attempt
+    worker: Name
+    reason: Note = ""
+
+
+@message_type("serendib.tasks.TaskResult")
+class TaskResult(_Frozen):
+    """A worker reports how an attempt ended.
+
+    Attributes:
+        task_id: The task.
+        attempt: The attempt number it was assigned with.
+        worker: The reporting worker.
+        success: Whether the attempt succeeded.
+        output: The handler's return value (JSON-compatible), on success.
+        error: Why it failed, on failure.
+        started_at: Wall-clock start (seconds since the epoch).
+        finished_at: Wall-clock end.
+    """
+
+    task_id: TaskId
+    attempt: Attempt
+    worker: Name
+    success: bool
+    output: JsonValue = None
+    error: Text | None = None
+    started_at: Timestamp = 0.0
+    finished_at: Timestamp = 0.0
+
+
+@message_type("serendib.tasks.TaskResults")
+class TaskResults(_Frozen):
+    """Several results sent at once (workers batch what is ready)."""
+
+    results: list[TaskResult] = Field(max_length=_MANY)
+
+
+@message_type("serendib.tasks.TaskAssignments")
+class TaskAssignments(_Frozen):
+    """Assignments for one worker sent at once.
+
+    Attributes:
+        assignments: The assignments.
+        epoch: The sending manager's identity (its agent id).
+        seq: This message's number among those the manager sent the worker (from 1), which
+            the worker echoes in its :class:`WorkerSync` as ``seen``.
+    """
+
+    assignments: list[TaskAssignment] = Field(max_length=_MANY)
+    epoch: Token | Literal[""] = ""
+    seq: Int64 = Field(default=0, ge=0)
+
+
+@message_type("serendib.tasks.TaskProgress")
+class TaskProgress(_Frozen):
+    """A worker reports progress of a long attempt (and so that it is still at it)."""
+
+    task_id: TaskId
+    attempt: Attempt
+    worker: Name
+    fraction: FiniteFloat = Field(ge=0.0, le=1.0)
+    note: Note = ""
+
+
+@message_type("serendib.tasks.TaskCancel")
+class TaskCancel(_Frozen):
+    """The manager asks a worker to abandon an attempt."""
+
+    task_id: TaskId
+    attempt: Attempt
+
+
+@message_type("serendib.tasks.ResultsAck")
+class ResultsAck(_Frozen):
+    """The manager has stored these results (or found them stale): stop resending them."""
+
+    acks: list[AttemptKey] = Field(max_length=_MANY)
+
+
+@message_type("serendib.tasks.WorkerSync")
+class WorkerSync(_Frozen):
+    """A worker's periodic account of the attempts it holds (running, or reported but not
+    yet acknowledged) and of the last assignment message it has handled.
+
+    An attempt missing from ``holding`` although its message was handled (its number is at
+    most ``seen``) was lost: the manager requeues it. One whose message is not handled yet
+    may only be waiting in a busy worker's inbox: the manager sends it again after a while
+    (a worker ignores an assignment it already has).
+
+    Attributes:
+        holding: The attempts it holds.
+        epoch: The manager identity ``seen`` counts messages of ("" if none yet).
+        seen: The highest ``TaskAssignments.seq`` handled from that manager.
+    """
+
+    holding: list[AttemptKey] = Field(max_length=_MANY)
+    epoch: Token | Literal[""] = ""
+    seen: Int64 = Field(default=0, ge=0)
+
+
+# --- from clients ----------------------------------------------------------------------
+
+
+class _Message(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+@message_type("serendib.tasks.SubmitTasks")
+class SubmitTasks(_Message):
+    """Submit tasks; ids already known are ignored (same id twice is one task)."""
+
+    tasks: list[Task] = Field(max_length=100_000)
+
+
+@message_type("serendib.tasks.SubmitReply")
+class SubmitReply(_Message):
+    """Which submitted ids were new, and which were already known."""
+
+    accepted: list[str]
+    duplicates: list[str]
+
+
+@message_type("serendib.tasks.StatusRequest")
+class StatusRequest(_Message):
+    """Ask for the manager's status."""
+
+
+class WorkerStatus(_Message):
+    """A connected worker and its load; ``suspect``: silent lately, given no new work."""
+
+    info: WorkerInfo
+    load: int
+    completed: int = 0
+    suspect: bool = False
+
+
+@message_type("serendib.tasks.StatusReply")
+class StatusReply(_Message):
+    """Task counts by state, connected workers, and throughput."""
+
+    workspace: str
+    counts: dict[TaskState, int]
+    workers: list[WorkerStatus]
+    pending_in_memory: int
+    stale_results: int
+    tasks_per_s: float
+
+
+@message_type("serendib.tasks.TaskQuery")
+class TaskQuery(_Message):
+    """Ask for a page of tasks, or one task by id."""
+
+    task_id: TaskId | None = None
+    state: TaskState | None = None
+    worker: Name | None = None
+    after: Int64 | None = Field(default=None, ge=0)
+    limit: int = Field(default=100, ge=1, le=10_000)
+
+
+@message_type("serendib.tasks.TaskPage")
+class TaskPage(_Message):
+    """A page of task records and the cursor of the next page."""
+
+    records: list[TaskRecord]
+    next_cursor: int | None = None
+
+
+@message_type("serendib.tasks.CancelRequest")
+class CancelRequest(_Message):
+    """Cancel a task that is not final yet."""
+
+    task_id: TaskId
+
+
+@message_type("serendib.tasks.CancelReply")
+class CancelReply(_Message):
+    """The task after the cancel request (unchanged if it was already final)."""
+
+    record: TaskRecord
+    cancelled: bool
+
+
+@message_type("serendib.tasks.ReportRequest")
+class ReportRequest(_Message):
+    """Ask for the report of every task in the store."""
+
+
+# The report is the reply to ReportRequest: a client must know its type before it arrives.
+default_registry.register(Report, "serendib.tasks.Report")
