@@ -22,9 +22,9 @@ from loguru import logger
 
 from serendib._cli_client import offline_report
 from serendib.errors import StoreError
-from serendib.tasks._entries import Entry, Lease
-from serendib.tasks._ledger import Ledger
 from serendib.tasks._store_base import SqlTaskStore
+from serendib.tasks.engine.entries import Entry, Lease
+from serendib.tasks.engine.ledger import Ledger
 from serendib.tasks.manager import TaskManager
 from serendib.tasks.messages import TaskAssignment, TaskCancel
 from serendib.tasks.models import (

@@ -20,7 +20,6 @@ from urllib.parse import urlsplit, urlunsplit
 import pytest
 
 from serendib.errors import RecordRefused, StoreError
-from serendib.tasks._entries import Entry
 from serendib.tasks._sqlite_store import SqliteBackend
 from serendib.tasks._store_backend import Backend
 from serendib.tasks._store_base import SqlTaskStore
@@ -34,6 +33,7 @@ from serendib.tasks._store_sql import (
     safe_text,
     task_row,
 )
+from serendib.tasks.engine.entries import Entry
 from serendib.tasks.models import AttemptOutcome, AttemptRecord, Task, TaskRecord, TaskState
 from serendib.tasks.store import (
     TaskStore,

@@ -23,8 +23,8 @@ from serendib.agent import NETWORK_HEARTBEAT_S, current_message
 from serendib.errors import TaskNotFound
 from serendib.handlers import on_message
 from serendib.presence import AgentDetail
-from serendib.tasks._ledger import DRAIN_TIMEOUT_S, Ledger
 from serendib.tasks.engine.book import TaskBook
+from serendib.tasks.engine.ledger import DRAIN_TIMEOUT_S, Ledger
 from serendib.tasks.events import Listener, ManagerStats
 from serendib.tasks.messages import (
     CancelReply,

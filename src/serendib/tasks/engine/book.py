@@ -1,10 +1,10 @@
 """The manager's book: unfinished tasks, attempts in flight, and every transition between.
 
 The book is the manager's state machine. It holds the unfinished tasks and their running
-attempts as mutable working copies (:mod:`serendib.tasks._entries`), and is made of parts it
+attempts as mutable working copies (:mod:`serendib.tasks.engine.entries`), and is made of parts it
 owns: the :class:`~serendib.tasks.scheduling.Scheduler` that chooses workers, the
 :class:`~serendib.tasks.engine.roster.Roster` of connected and suspect workers, the
-:class:`~serendib.tasks._ledger.Ledger` that saves each change before the messages acting on
+:class:`~serendib.tasks.engine.ledger.Ledger` that saves each change before the messages acting on
 it leave, the retry policy (:mod:`serendib.tasks.retries`), timers, events and counters.
 Entry points: submissions, resumed tasks, results, cancels, progress, and workers joining,
 falling silent, leaving and reporting what they hold. Every step stages its changes in the
@@ -20,8 +20,8 @@ from typing import Any
 
 from loguru import logger
 
-from serendib.tasks._entries import Entry, Lease
-from serendib.tasks._ledger import Ledger
+from serendib.tasks.engine.entries import Entry, Lease
+from serendib.tasks.engine.ledger import Ledger
 from serendib.tasks.engine.roster import CallSoon, Roster
 from serendib.tasks.events import EventBus, EventKind, ManagerStats
 from serendib.tasks.messages import TaskCancel, TaskProgress, TaskResult
