@@ -13,6 +13,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
+from serendib._cli_common import address_args, connection_args, nats_options
 from serendib.agent import Agent
 from serendib.tasks.messages import (
     CancelReply,
@@ -35,29 +36,8 @@ __all__ = ["add_client_commands", "offline_report", "print_report"]
 REQUEST_TIMEOUT_S = 30.0
 
 
-def _client_args(parser: argparse.ArgumentParser) -> None:
-    from serendib.cli import DEFAULT_PORT, DEFAULT_WORKSPACE, parse_address
-
-    parser.add_argument(
-        "--admin",
-        type=parse_address,
-        default=("127.0.0.1", DEFAULT_PORT),
-        metavar="HOST:PORT",
-        help="where the admin's NATS server listens",
-    )
-    parser.add_argument("--nats", default=None, help="NATS URL (instead of --admin)")
-    parser.add_argument("--workspace", default=DEFAULT_WORKSPACE, help="workspace of the manager")
-    parser.add_argument("--token", default=None, help="NATS auth token (default: $SERENDIB_TOKEN)")
-    parser.add_argument("--user", default=None, help="NATS user name")
-    parser.add_argument("--password", default=None, help="NATS password")
-    parser.add_argument("--creds", default=None, metavar="FILE", help="NATS .creds file")
-    parser.add_argument("--tls-ca", default=None, metavar="FILE", help="CA of the NATS server")
-
-
 async def ask(args: argparse.Namespace, message: object) -> Any:
     """Join the workspace as a client, send one request to its manager, return the reply."""
-    from serendib.cli import nats_options
-
     host, port = args.admin
     client = Agent(
         f"cli-{uuid.uuid4().hex[:8]}",
@@ -235,7 +215,8 @@ def add_client_commands(commands: Any, common: Callable[[argparse.ArgumentParser
     report.set_defaults(run=run_report)
 
     for parser in (submit, status, tasks, task, cancel, report):
-        _client_args(parser)
+        address_args(parser)
+        connection_args(parser, heartbeat=False)
         if parser is not submit and parser is not cancel:
             parser.add_argument("--json", action="store_true", help="machine-readable output")
         common(parser)

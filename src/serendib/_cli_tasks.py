@@ -18,7 +18,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from serendib import _cli_client
-from serendib.cli import nats_options
+from serendib._cli_common import EXIT_OK, nats_options, parse_address, run_until_signalled
 from serendib.tasks.manager import TaskManager
 from serendib.tasks.models import Task
 from serendib.tasks.report import Report
@@ -62,8 +62,6 @@ def admin_args(parser: argparse.ArgumentParser) -> None:
 
 def dashboard_args(parser: argparse.ArgumentParser) -> None:
     """``--dashboard [HOST:PORT]`` and ``--dashboard-token`` (``admin`` and ``demo``)."""
-    from serendib.cli import parse_address
-
     parser.add_argument(
         "--dashboard",
         type=parse_address,
@@ -125,8 +123,6 @@ async def _serve(
     started: Callable[[], None] | None = None,
     dashboard: DashboardServer | None = None,
 ) -> int:
-    from serendib.cli import EXIT_OK, run_until_signalled
-
     async def body() -> int:
         if dashboard is not None:
             await dashboard.start()
@@ -286,8 +282,6 @@ async def _keep_serving(
     json: bool,
 ) -> Report:
     """Print the demo's report, then keep the system and its dashboard up until Ctrl-C."""
-    from serendib.cli import EXIT_OK, run_until_signalled
-
     if run.done():
         await run
         return await _cli_client.offline_report(store)
