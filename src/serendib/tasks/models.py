@@ -27,6 +27,8 @@ from serendib.messages import message_type
 
 __all__ = [
     "DEFAULT_SKILL",
+    "TRANSITIONS",
+    "check_move",
     "AttemptKey",
     "AttemptOutcome",
     "AttemptRecord",
@@ -68,6 +70,32 @@ class TaskState(StrEnum):
 
 
 _FINAL = frozenset({TaskState.SUCCEEDED, TaskState.FAILED, TaskState.CANCELLED})
+_P, _A, _R = TaskState.PENDING, TaskState.ASSIGNED, TaskState.RUNNING
+TRANSITIONS: dict[TaskState, frozenset[TaskState]] = {
+    _P: frozenset({_P, _A, TaskState.FAILED, TaskState.CANCELLED}),
+    _A: frozenset({_R, _P, *_FINAL}),
+    _R: frozenset({_P, *_FINAL}),
+    **{state: frozenset() for state in _FINAL},
+}
+"""A task's state machine, the one definition: the states each state may move to.
+
+PENDING → ASSIGNED (an attempt is given out) → RUNNING (its worker started it) →
+SUCCEEDED | FAILED; ASSIGNED/RUNNING → PENDING (lost, timed out, or failed with attempts
+left); PENDING → FAILED (no worker before its deadline); any unfinished → CANCELLED. The
+manager's working copies (:class:`~serendib.tasks.engine.entries.Entry`) and the frozen
+records here both move through :func:`check_move`."""
+
+
+def check_move(task_id: str, state: TaskState, to: TaskState) -> None:
+    """Check that a task in ``state`` may move to ``to``.
+
+    Raises:
+        ValueError: It may not (a final task never moves).
+    """
+    if to not in TRANSITIONS[state]:
+        if state.is_final:
+            raise ValueError(f"task {task_id!r} is already {state.value}")
+        raise ValueError(f"task {task_id!r} cannot go from {state.value} to {to.value}")
 
 
 @message_type("serendib.tasks.Task")
@@ -222,8 +250,7 @@ class TaskRecord(_Frozen):
         return self
 
     def _to(self, state: TaskState, at: float, **changes: Any) -> TaskRecord:
-        if self.state.is_final:
-            raise ValueError(f"task {self.id!r} is already {self.state.value}")
+        check_move(self.id, self.state, state)
         final = {"finished_at": at} if state.is_final else {}
         return self.model_copy(update={"state": state, "updated_at": at, **final, **changes})
 

@@ -15,7 +15,15 @@ from typing import Any
 import pydantic_core
 
 from serendib.tasks.messages import TaskAssignment
-from serendib.tasks.models import AttemptOutcome, AttemptRecord, Task, TaskRecord, TaskState
+from serendib.tasks.models import (
+    TRANSITIONS,
+    AttemptOutcome,
+    AttemptRecord,
+    Task,
+    TaskRecord,
+    TaskState,
+    check_move,
+)
 from serendib.tasks.store import AttemptRow, TaskUpdate
 
 __all__ = ["Entry", "Lease"]
@@ -106,8 +114,8 @@ class Entry:
     # The transitions of TaskRecord, in place.
 
     def _to(self, state: TaskState, at: float) -> None:
-        if self.state.is_final:
-            raise ValueError(f"task {self.id!r} is already {self.state.value}")
+        if state not in TRANSITIONS[self.state]:
+            check_move(self.id, self.state, state)  # raises, saying why
         self.state = state
         self.updated_at = at
         if state.is_final:
