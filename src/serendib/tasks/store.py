@@ -17,6 +17,7 @@ from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
 
 from serendib.errors import StoreError
 from serendib.tasks.models import AttemptKey, AttemptRecord, TaskRecord, TaskState
+from serendib.urls import redact_url
 
 __all__ = [
     "DEFAULT_STORE_FILE",
@@ -350,20 +351,6 @@ def open_store(url: str | None = None) -> TaskStore:
 
     path, synchronous = _sqlite_target(text, scheme)
     return SqlTaskStore(SqliteBackend(path, synchronous))
-
-
-def redact_url(url: str) -> str:
-    """``url`` with its password, if any, replaced by ``***``."""
-    try:
-        parts = urlsplit(url)
-        password = parts.password
-    except ValueError:
-        return url
-    if not password:
-        return url
-    user = parts.username or ""
-    host = parts.netloc.rpartition("@")[2]
-    return urlunsplit(parts._replace(netloc=f"{user}:***@{host}"))
 
 
 def _sqlite_target(text: str, scheme: str) -> tuple[Path | None, str]:

@@ -36,7 +36,6 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import urlsplit
 
 from loguru import logger
 
@@ -45,6 +44,7 @@ from serendib.messages import DEFAULT_MAX_MESSAGE_BYTES, Envelope, encode
 from serendib.subjects import is_direct
 from serendib.transports.base import TOKEN_ENV, Receiver
 from serendib.transports.framing import frames, split_frames
+from serendib.urls import redact_url
 
 try:
     from nats.aio.client import PING_PROTO, Client
@@ -191,16 +191,8 @@ class NatsOptions:
 
 
 def redact(url: str) -> str:
-    """``url`` with any password or token replaced by ``***``."""
-    parts = []
-    for one in url.split(","):
-        split = urlsplit(one)
-        if split.username or split.password:
-            host = split.hostname or ""
-            port = f":{split.port}" if split.port else ""
-            one = f"{split.scheme}://***@{host}{port}"
-        parts.append(one)
-    return ",".join(parts)
+    """``url`` with any password or token replaced by ``***`` (see :func:`redact_url`)."""
+    return redact_url(url, user_is_secret=True)
 
 
 class _Client(Client):
