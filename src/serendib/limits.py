@@ -13,7 +13,7 @@ import json
 import re
 from typing import Annotated, Any
 
-from pydantic import AfterValidator, BeforeValidator, Field
+from pydantic import AfterValidator, ConfigDict, Field
 
 __all__ = [
     "MAX_ATTEMPT",
@@ -24,6 +24,7 @@ __all__ = [
     "MAX_NOTE_CHARS",
     "MAX_TEXT_CHARS",
     "MAX_TIMESTAMP",
+    "MODEL_CONFIG",
     "Count",
     "FiniteFloat",
     "Int64",
@@ -72,29 +73,18 @@ def is_name(value: object) -> bool:
     return isinstance(value, str) and _NAME.fullmatch(value) is not None
 
 
-def _no_control(value: str) -> str:
-    if _CONTROL.search(value):
-        raise ValueError("must not contain control characters")
-    return value
-
-
-def _no_nul(value: str) -> str:
-    if _NUL in value:
-        raise ValueError("must not contain NUL characters")
-    return value
-
-
-def _id_text(value: object) -> object:
-    # Ids may be given as numbers (the seed uses ints); they are stored and compared as text.
-    return str(value) if isinstance(value, int) and not isinstance(value, bool) else value
-
-
 def check_json_depth(value: Any, limit: int = MAX_JSON_DEPTH) -> Any:
     """Return ``value`` if its lists and objects nest at most ``limit`` deep.
 
     Raises:
         ValueError: It nests deeper.
     """
+    if not isinstance(value, (dict, list, tuple)) or not value:
+        return value  # the common case: nothing nested at all
+    if isinstance(value, dict) and not any(
+        isinstance(child, (dict, list, tuple)) for child in value.values()
+    ):
+        return value
     stack: list[tuple[Any, int]] = [(value, 0)]
     while stack:
         item, depth = stack.pop()
@@ -116,16 +106,20 @@ Token = Annotated[str, Field(min_length=1, max_length=64, pattern=_TOKEN)]
 """A short identifier (an agent id, a role, a manager epoch, a task kind)."""
 MessageId = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_\-]+$")]
 """A message id."""
+# Checked by pydantic's own (Rust) regex rather than a Python validator: these are on every
+# assignment and result, and a Python call per field costs more than the rest of the field.
 TaskId = Annotated[
-    str,
-    BeforeValidator(_id_text),
-    Field(min_length=1, max_length=MAX_ID_CHARS),
-    AfterValidator(_no_control),
+    str, Field(min_length=1, max_length=MAX_ID_CHARS, pattern=r"^[^\x00-\x1f\x7f]+$")
 ]
-"""A task id (numbers are accepted and become text)."""
-Text = Annotated[str, Field(max_length=MAX_TEXT_CHARS), AfterValidator(_no_nul)]
+"""A task id. Models holding one set ``coerce_numbers_to_str`` (:data:`MODEL_CONFIG`), so
+ids given as numbers (the seed's) become text, in pydantic's core rather than in Python."""
+
+MODEL_CONFIG = ConfigDict(frozen=True, extra="forbid", coerce_numbers_to_str=True)
+"""The configuration of Serendib's message and record models: frozen, no unknown fields,
+numbers accepted as text."""
+Text = Annotated[str, Field(max_length=MAX_TEXT_CHARS, pattern=r"^[^\x00]*$")]
 """A description or an error text."""
-Note = Annotated[str, Field(max_length=MAX_NOTE_CHARS), AfterValidator(_no_nul)]
+Note = Annotated[str, Field(max_length=MAX_NOTE_CHARS, pattern=r"^[^\x00]*$")]
 """A reason or a note."""
 Int64 = Annotated[int, Field(ge=-_INT64 - 1, le=_INT64)]
 """An integer that fits a 64-bit column."""

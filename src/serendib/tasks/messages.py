@@ -9,9 +9,10 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, Field
 
 from serendib.limits import (
+    MODEL_CONFIG,
     FiniteFloat,
     Int64,
     JsonValue,
@@ -60,7 +61,7 @@ _MANY = 100_000
 
 
 class _Frozen(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = MODEL_CONFIG
 
 
 # --- between the manager and its workers ------------------------------------------------------
@@ -182,7 +183,7 @@ class WorkerSync(_Frozen):
 
 
 class _Message(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = MODEL_CONFIG
 
 
 @message_type("serendib.tasks.SubmitTasks")

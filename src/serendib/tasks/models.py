@@ -13,10 +13,11 @@ import time
 from enum import StrEnum
 from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, Field, model_validator
 
 from serendib.limits import (
     MAX_ATTEMPT,
+    MODEL_CONFIG,
     JsonObject,
     Name,
     TaskId,
@@ -50,7 +51,7 @@ AttemptKey = tuple[TaskId, Attempt]
 
 
 class _Frozen(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = MODEL_CONFIG
 
 
 class TaskState(StrEnum):
