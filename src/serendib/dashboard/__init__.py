@@ -1,14 +1,16 @@
 """The web dashboard: a live page, a JSON API and Prometheus metrics served by the admin.
 
-Needs the ``dashboard`` extra (Starlette, uvicorn, prometheus-client). Everything the page
-uses ships in this package, so it works offline.
+Part of the default install (FastAPI, fastapi-offline for Swagger UI's files, uvicorn,
+prometheus-client). Everything the page and the API's Swagger UI use ships in installed
+packages, so they work offline.
 """
 
 from __future__ import annotations
 
 try:
+    import fastapi  # noqa: F401
+    import fastapi_offline  # noqa: F401
     import prometheus_client  # noqa: F401
-    import starlette  # noqa: F401
     import uvicorn  # noqa: F401
 except ImportError as e:  # pragma: no cover - depends on what is installed
     raise ImportError(

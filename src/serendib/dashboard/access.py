@@ -18,7 +18,7 @@ import hmac
 import ipaddress
 from collections.abc import Mapping
 from dataclasses import dataclass
-from urllib.parse import parse_qsl, urlsplit
+from urllib.parse import parse_qsl, unquote_plus, urlsplit
 
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -147,8 +147,22 @@ def _same_origin(origin: str, host: str) -> bool:
         return False
 
 
+def _without_token(query: str) -> bytes:
+    """A raw query string without its ``token`` parameters, the others left as they came."""
+    kept = [
+        part
+        for part in query.split("&")
+        if part and unquote_plus(part.partition("=")[0]) != "token"
+    ]
+    return "&".join(kept).encode("latin-1")
+
+
 class AccessMiddleware:
-    """ASGI middleware refusing HTTP requests the :class:`AccessPolicy` denies (JSON reason)."""
+    """ASGI middleware refusing HTTP requests the :class:`AccessPolicy` denies (JSON reason).
+
+    A request let through goes on without its ``?token=``: the token is for this check
+    only, so no route sees it as one of its parameters, and nothing after logs or echoes it.
+    """
 
     def __init__(self, app: ASGIApp, policy: AccessPolicy) -> None:
         self.app = app
@@ -163,10 +177,11 @@ class AccessMiddleware:
             name.decode("latin-1").lower(): value.decode("latin-1")
             for name, value in scope["headers"]
         }
-        query = dict(parse_qsl(scope.get("query_string", b"").decode("latin-1")))
+        raw_query = scope.get("query_string", b"").decode("latin-1")
+        query = dict(parse_qsl(raw_query))
         denial = self.policy.check(scope["method"], scope["path"], headers, query)
         if denial is None:
-            await self.app(scope, receive, send)
+            await self.app({**scope, "query_string": _without_token(raw_query)}, receive, send)
             return
         extra = {"WWW-Authenticate": "Bearer"} if denial.status == 401 else None
         response = JSONResponse({"error": denial.reason}, denial.status, headers=extra)

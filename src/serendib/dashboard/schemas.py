@@ -11,7 +11,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
-from serendib.limits import TaskId
+from serendib.limits import MAX_ID_CHARS
 from serendib.tasks.models import AttemptOutcome, Task, TaskState
 
 __all__ = [
@@ -27,7 +27,7 @@ __all__ = [
     "TaskDetail",
     "TaskFilter",
     "TaskPageView",
-    "TaskPath",
+    "PathTaskId",
     "TaskRow",
     "Throughput",
     "WorkerView",
@@ -58,14 +58,17 @@ FilterText = Annotated[str, Field(min_length=1, max_length=200), AfterValidator(
 """Text a query filters on: bounded, printable."""
 
 
-class TaskPath(_Model):
-    """The ``{task_id}`` of ``/api/tasks/{task_id}`` and ``/api/tasks/{task_id}/cancel``.
-
-    Attributes:
-        task_id: A task id as tasks have them: 1 to 200 characters, no control characters.
-    """
-
-    task_id: TaskId
+PathTaskId = Annotated[
+    str,
+    Field(
+        min_length=1,
+        max_length=MAX_ID_CHARS,
+        description="A task id (URL-encoded; it may hold '/'): no control characters",
+    ),
+    AfterValidator(_no_control),
+]
+"""The ``{task_id}`` of ``/api/tasks/{task_id}`` and ``/api/tasks/{task_id}/cancel``: one
+that no task can have is 422 (with the reason), not a store query."""
 
 
 class TaskFilter(_Model):
@@ -78,10 +81,14 @@ class TaskFilter(_Model):
         limit: Tasks per page.
     """
 
-    state: TaskState | None = None
-    worker: FilterText | None = None
-    after: int | None = Field(default=None, ge=0, le=2**63 - 1)
-    limit: int = Field(default=50, ge=1, le=MAX_PAGE)
+    state: TaskState | None = Field(default=None, description="Only tasks in this state")
+    worker: FilterText | None = Field(
+        default=None, description="Only tasks whose latest attempt went to this worker"
+    )
+    after: int | None = Field(
+        default=None, ge=0, le=2**63 - 1, description="The next_cursor of the previous page"
+    )
+    limit: int = Field(default=50, ge=1, le=MAX_PAGE, description="Tasks per page")
 
 
 class SubmitBody(_Model):
