@@ -150,3 +150,18 @@ async def test_denials_carry_the_security_headers(
     assert denied.headers["content-security-policy"] == "default-src 'none'; frame-ancestors 'none'"
     assert denied.headers["referrer-policy"] == "no-referrer"
     assert denied.json()["error"]
+
+
+async def test_a_query_token_is_taken_off_before_the_routes_see_it(tmp_path: Path) -> None:
+    async with (
+        running_system(tmp_path / "tasks.db", token="s3cret") as system,
+        system.client() as anonymous,
+    ):
+        # The task listing refuses unknown query parameters: ``token`` is not one of them.
+        page = await anonymous.get("/api/tasks", params={"token": "s3cret", "limit": 1})
+        unknown = await anonymous.get("/api/tasks", params={"token": "s3cret", "x": "1"})
+
+    assert page.status_code == 200, page.text
+    assert page.json() == {"tasks": [], "next_cursor": None}
+    assert unknown.status_code == 422
+    assert unknown.json()["error"] == "invalid x: Extra inputs are not permitted"

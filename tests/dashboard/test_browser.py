@@ -7,6 +7,7 @@ Set ``SERENDIB_UPDATE_SCREENSHOT=1`` to write ``docs/dashboard.png`` from this r
 
 from __future__ import annotations
 
+import contextlib
 import os
 import random
 from collections.abc import AsyncIterator
@@ -83,9 +84,13 @@ class Tab:
     problems: list[str] = field(default_factory=list)
 
 
-@pytest_asyncio.fixture(loop_scope="module")
-async def tab(browser: Browser, system: System) -> AsyncIterator[Tab]:
-    """A page in a fresh context that may only reach the dashboard (it must work offline)."""
+@contextlib.asynccontextmanager
+async def offline_tab(browser: Browser, system: System) -> AsyncIterator[Tab]:
+    """A page in a fresh context that may only reach the dashboard (it must work offline).
+
+    Fails, on closing, when the page logged an error (a refused Content-Security-Policy
+    included) or tried to reach anything but the dashboard.
+    """
     context = await browser.new_context(viewport={"width": 1400, "height": 1000})
     context.set_default_timeout(DEADLINE * 1000)
     page = await context.new_page()
@@ -107,6 +112,13 @@ async def tab(browser: Browser, system: System) -> AsyncIterator[Tab]:
     finally:
         await context.close()
     assert opened.problems == []
+
+
+@pytest_asyncio.fixture(loop_scope="module")
+async def tab(browser: Browser, system: System) -> AsyncIterator[Tab]:
+    """A page in a fresh context that may only reach the dashboard (it must work offline)."""
+    async with offline_tab(browser, system) as opened:
+        yield opened
 
 
 async def row_state(page: Page, task_id: str) -> str | None:
@@ -291,3 +303,55 @@ async def test_a_screenshot_of_a_busy_system(browser: Browser, tmp_path: Path) -
         finally:
             await context.close()
     assert path.stat().st_size > 10_000
+
+
+# --- the API's Swagger UI ---------------------------------------------------------------------
+
+OPERATIONS = 8
+
+
+async def _try_out(page: Page, operation: str) -> None:
+    """Open one operation in Swagger UI, run it, and wait for its answer."""
+    block = page.locator(f"#operations-default-{operation}")
+    await block.locator(".opblock-summary").click()
+    await block.locator(".try-out__btn").click()
+    await block.locator(".execute").click()
+    status = block.locator(".live-responses-table .response .response-col_status").first
+    await expect(status).to_be_visible()
+
+
+async def test_swagger_ui_renders_the_api_offline_and_runs_a_call(system: System, tab: Tab) -> None:
+    await system.submit(Task(id="hard", difficulty=10))
+    page = tab.page
+
+    await page.goto(system.url + "api/docs")
+
+    await expect(page.locator(".opblock")).to_have_count(OPERATIONS)
+    await expect(page.locator(".info .title")).to_contain_text("Serendib dashboard API")
+    await _try_out(page, "list_tasks")
+    block = page.locator("#operations-default-list_tasks")
+    status = block.locator(".live-responses-table .response .response-col_status").first
+    await expect(status).to_have_text("200")
+    await expect(block.locator(".live-responses-table")).to_contain_text('"id": "hard"')
+
+
+async def test_swagger_ui_sends_the_token_it_was_opened_with(
+    browser: Browser, tmp_path: Path
+) -> None:
+    _require_browser()
+    async with (
+        running_system(tmp_path / "token.db", token="s3cret") as system,
+        offline_tab(browser, system) as opened,
+    ):
+        page = opened.page
+
+        await page.goto(system.url + "api/docs?token=s3cret")
+
+        # The document itself needs the token: every operation shows only if it was sent.
+        await expect(page.locator(".opblock")).to_have_count(OPERATIONS)
+        assert "token" not in page.url
+        await _try_out(page, "workers")
+        block = page.locator("#operations-default-workers")
+        status = block.locator(".live-responses-table .response .response-col_status").first
+        await expect(status).to_have_text("200")
+        await expect(block.locator(".live-responses-table")).to_contain_text('"name": "Junior"')

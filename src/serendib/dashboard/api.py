@@ -160,6 +160,14 @@ _COMMON_ERRORS: dict[int | str, dict[str, Any]] = {
         "description": "The task store cannot be read, or the manager is not running",
     },
 }
+# For routes whose own answer is not JSON (FastAPI would list ErrorBody under their type).
+_COMMON_JSON_ERRORS: dict[int | str, dict[str, Any]] = {
+    status: {
+        "description": response["description"],
+        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorBody"}}},
+    }
+    for status, response in _COMMON_ERRORS.items()
+}
 # Documents the token for clients (and Swagger UI's "Authorize"); AccessMiddleware checks it.
 _BEARER = HTTPBearer(
     auto_error=False,
@@ -182,6 +190,8 @@ def api_router(dashboard: Dashboard) -> APIRouter:
         route_class=_JsonRoute,
         responses=_COMMON_ERRORS,
         dependencies=[Depends(_BEARER)],
+        # Operation ids are the endpoints' names ("list_tasks"), not FastAPI's path mangling.
+        generate_unique_id_function=lambda route: route.name,
     )
 
     @router.get("/api/workers", summary="Connected workers, then lost ones")
@@ -228,6 +238,7 @@ def api_router(dashboard: Dashboard) -> APIRouter:
         "/api/events",
         summary="Live updates as server-sent events (event 'update', JSON data)",
         response_class=EventSourceResponse,
+        responses=_COMMON_JSON_ERRORS,
     )
     async def events() -> AsyncIterator[ServerSentEvent]:
         async for event in _stream(dashboard):
@@ -237,6 +248,7 @@ def api_router(dashboard: Dashboard) -> APIRouter:
         "/metrics",
         summary="Prometheus metrics (text exposition format)",
         response_class=PlainTextResponse,
+        responses=_COMMON_JSON_ERRORS,
     )
     async def metrics() -> Response:
         try:
