@@ -22,7 +22,6 @@ from loguru import logger
 
 from serendib._cli_client import offline_report
 from serendib.errors import StoreError
-from serendib.tasks._store_base import SqlTaskStore
 from serendib.tasks.engine.entries import Entry, Lease
 from serendib.tasks.engine.ledger import Ledger
 from serendib.tasks.manager import TaskManager
@@ -36,6 +35,7 @@ from serendib.tasks.models import (
     TaskState,
 )
 from serendib.tasks.store import AttemptRow, Rejected, TaskStore, TaskUpdate, open_store
+from serendib.tasks.store.group_commit import SqlTaskStore
 from serendib.tasks.worker import WorkerAgent
 from tests.helpers import DEADLINE, until
 

@@ -20,10 +20,18 @@ from urllib.parse import urlsplit, urlunsplit
 import pytest
 
 from serendib.errors import RecordRefused, StoreError
-from serendib.tasks._sqlite_store import SqliteBackend
-from serendib.tasks._store_backend import Backend
-from serendib.tasks._store_base import SqlTaskStore
-from serendib.tasks._store_sql import (
+from serendib.tasks.engine.entries import Entry
+from serendib.tasks.models import AttemptOutcome, AttemptRecord, Task, TaskRecord, TaskState
+from serendib.tasks.store import (
+    TaskStore,
+    TaskUpdate,
+    attempt_row,
+    open_store,
+    redact_url,
+)
+from serendib.tasks.store.backend import Backend
+from serendib.tasks.store.group_commit import SqlTaskStore
+from serendib.tasks.store.rows import (
     TASK_COLUMNS,
     Dialect,
     PendingWrite,
@@ -33,16 +41,8 @@ from serendib.tasks._store_sql import (
     safe_text,
     task_row,
 )
-from serendib.tasks.engine.entries import Entry
-from serendib.tasks.models import AttemptOutcome, AttemptRecord, Task, TaskRecord, TaskState
-from serendib.tasks.store import (
-    TaskStore,
-    TaskUpdate,
-    _postgres_target,
-    attempt_row,
-    open_store,
-    redact_url,
-)
+from serendib.tasks.store.sqlite import SqliteBackend
+from serendib.tasks.store.urls import _postgres_target
 
 POSTGRES_ENV = "SERENDIB_TEST_POSTGRES_URL"
 
@@ -661,7 +661,7 @@ def test_the_schema_parameter_is_taken_out_of_the_connection_url(
 
 
 def test_a_postgres_url_without_psycopg_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delitem(sys.modules, "serendib.tasks._postgres_store", raising=False)
+    monkeypatch.delitem(sys.modules, "serendib.tasks.store.postgres", raising=False)
     monkeypatch.setitem(sys.modules, "psycopg", None)
 
     with pytest.raises(ImportError, match=r"pip install 'serendib\[postgres\]'"):
@@ -871,7 +871,7 @@ def test_postgres_tells_refused_records_from_an_unavailable_database() -> None:
     psycopg = pytest.importorskip("psycopg")
     from psycopg import errors
 
-    from serendib.tasks._postgres_store import PostgresBackend
+    from serendib.tasks.store.postgres import PostgresBackend
 
     backend = PostgresBackend("postgresql://db/tasks", "postgresql://db/tasks", None)
     refused = [

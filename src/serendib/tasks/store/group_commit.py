@@ -12,14 +12,14 @@ written earlier in the batch, so a task's submission order is the order of its f
 If the database is unavailable, every call in the transaction fails with :class:`StoreError`
 and nothing of it is stored; the writer carries on with the next batch. If it refuses a
 record for its content, only that record's call is affected (see
-:mod:`serendib.tasks._store_backend`): an ``add`` or ``save`` fails alone with
+:mod:`serendib.tasks.store.backend`): an ``add`` or ``save`` fails alone with
 :class:`~serendib.errors.RecordRefused`, an ``update`` stores the rest and returns the
 refused records, quarantined. A cancelled call may still be stored.
 
 Reads run on a second connection in a second thread, so they never wait behind a write; each
 sees every write acknowledged before it started. Backends (:class:`Backend`) only connect
 and run SQL; statements, row encoding and batch planning are shared and pure
-(:mod:`serendib.tasks._store_sql`).
+(:mod:`serendib.tasks.store.rows`).
 """
 
 from __future__ import annotations
@@ -33,10 +33,16 @@ from types import TracebackType
 from typing import Any, Self, TypeVar
 
 from serendib.errors import StoreError
-from serendib.tasks._store_backend import Backend
-from serendib.tasks._store_sql import PendingWrite, Written, task_row
 from serendib.tasks.models import AttemptKey, AttemptRecord, TaskRecord, TaskState
-from serendib.tasks.store import AttemptRow, QuarantinedRecord, Rejected, TaskUpdate, attempt_row
+from serendib.tasks.store.backend import Backend
+from serendib.tasks.store.protocol import (
+    AttemptRow,
+    QuarantinedRecord,
+    Rejected,
+    TaskUpdate,
+    attempt_row,
+)
+from serendib.tasks.store.rows import PendingWrite, Written, task_row
 
 _MAX_BATCH_ROWS = 50_000
 T = TypeVar("T")

@@ -26,9 +26,9 @@ except ImportError as e:  # pragma: no cover - exercised by hiding psycopg
     ) from e
 
 from serendib.errors import StoreError
-from serendib.tasks._store_backend import Backend
-from serendib.tasks._store_sql import SCHEMA_VERSION, Dialect, Row
-from serendib.tasks.store import TaskUpdate
+from serendib.tasks.store.backend import Backend
+from serendib.tasks.store.protocol import TaskUpdate
+from serendib.tasks.store.rows import SCHEMA_VERSION, Dialect, Row
 
 __all__ = ["PostgresBackend"]
 

@@ -32,7 +32,7 @@ import pydantic_core
 
 from serendib.errors import StoreError
 from serendib.tasks.models import AttemptKey, AttemptRecord, Task, TaskRecord, TaskState
-from serendib.tasks.store import QuarantinedRecord, Rejected, TaskUpdate
+from serendib.tasks.store.protocol import QuarantinedRecord, Rejected, TaskUpdate
 
 SCHEMA_VERSION = "1"
 Row = tuple[Any, ...]

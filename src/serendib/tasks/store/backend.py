@@ -1,8 +1,8 @@
 """The synchronous side of the SQL task stores: one database, driven from two threads.
 
 A :class:`Backend` connects and runs SQL; the asynchronous group-commit store around it is
-:class:`serendib.tasks._store_base.SqlTaskStore`. Subclasses: SQLite
-(:mod:`serendib.tasks._sqlite_store`) and PostgreSQL (:mod:`serendib.tasks._postgres_store`).
+:class:`serendib.tasks.store.group_commit.SqlTaskStore`. Subclasses: SQLite
+(:mod:`serendib.tasks.store.sqlite`) and PostgreSQL (:mod:`serendib.tasks.store.postgres`).
 
 Failures are of two kinds, told apart by :meth:`Backend.is_data_error` (each backend knows its
 driver's errors): the database *refusing a record* for its content (an integer beyond 64
@@ -26,7 +26,9 @@ from functools import partial
 from typing import Any, TypeVar
 
 from serendib.errors import RecordRefused, SerendibError, StoreError
-from serendib.tasks._store_sql import (
+from serendib.tasks.models import AttemptRecord, TaskRecord, TaskState
+from serendib.tasks.store.protocol import QuarantinedRecord, Rejected, TaskUpdate
+from serendib.tasks.store.rows import (
     SCHEMA_VERSION,
     Dialect,
     PendingWrite,
@@ -41,8 +43,6 @@ from serendib.tasks._store_sql import (
     quarantined_from_row,
     record_from_row,
 )
-from serendib.tasks.models import AttemptRecord, TaskRecord, TaskState
-from serendib.tasks.store import QuarantinedRecord, Rejected, TaskUpdate
 
 _Item = tuple[str, int, Any]
 """A record of a split write: its kind ("task", "attempt", "stale"), index and row."""

@@ -21,9 +21,9 @@ from pathlib import Path
 from typing import Any
 
 from serendib.errors import StoreError
-from serendib.tasks._store_backend import Backend
-from serendib.tasks._store_sql import SCHEMA_VERSION, Dialect, Row
-from serendib.tasks.store import TaskUpdate
+from serendib.tasks.store.backend import Backend
+from serendib.tasks.store.protocol import TaskUpdate
+from serendib.tasks.store.rows import SCHEMA_VERSION, Dialect, Row
 
 __all__ = ["SqliteBackend"]
 
