@@ -834,6 +834,7 @@ async def test_the_quarantine_survives_reopening_and_is_added_to_older_stores(
         await store.add([task(0)])
     with sqlite3.connect(path) as conn:  # a store made before the quarantine table existed
         conn.execute("DROP TABLE serendib_quarantine")
+        conn.execute("UPDATE serendib_meta SET value = '1' WHERE key = 'schema_version'")
     conn.close()
 
     async with open_store(str(path)) as store:

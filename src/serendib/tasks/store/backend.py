@@ -25,11 +25,13 @@ from contextlib import contextmanager, suppress
 from functools import partial
 from typing import Any, TypeVar
 
+from loguru import logger
+
 from serendib.errors import RecordRefused, SerendibError, StoreError
 from serendib.tasks.models import AttemptRecord, TaskRecord, TaskState
+from serendib.tasks.store.migrations import Migration, pending
 from serendib.tasks.store.protocol import QuarantinedRecord, Rejected, TaskUpdate
 from serendib.tasks.store.rows import (
-    SCHEMA_VERSION,
     Dialect,
     PendingWrite,
     Plan,
@@ -65,12 +67,17 @@ class Backend(ABC):
     shares_connection = False
     driver_errors: tuple[type[Exception], ...] = ()
 
-    def __init__(self, dialect: Dialect) -> None:
+    def __init__(self, dialect: Dialect, migrations: Sequence[Migration]) -> None:
         self.sql = Statements(dialect)
+        self.migrations = tuple(migrations)
 
     @abstractmethod
     def _connect_writer(self) -> None:
-        """Connect the writer; create the schema (and record its version) if missing."""
+        """Connect the writer (the schema is then migrated by :meth:`open_writer`)."""
+
+    @abstractmethod
+    def _has_meta(self) -> bool:
+        """Whether ``serendib_meta`` exists, on the writer (False: a new store)."""
 
     @abstractmethod
     def _connect_reader(self) -> None:
@@ -152,17 +159,40 @@ class Backend(ABC):
             ) from e
 
     def open_writer(self) -> None:
-        """Connect the writer and create the schema if it is missing."""
+        """Connect the writer and bring the schema to this Serendib's version.
+
+        In one transaction holding the store's write lock: read the recorded schema version,
+        apply every migration after it (all of them for a new store), record the last one,
+        and rebuild the counts per state. A store already at this version runs no migration;
+        a store made by an older Serendib is upgraded (logged at INFO).
+
+        Raises:
+            StoreError: The database cannot be opened, or its schema version is newer than
+                this Serendib knows.
+        """
         with self._failing_as("opening"):
             self._connect_writer()
-            found = self._write_fetch(self.sql.schema_version, ())
-        if found and found[0][0] != SCHEMA_VERSION:
-            raise StoreError(
-                f"the task store at {self.url} has schema version {found[0][0]}, this Serendib "
-                f"uses version {SCHEMA_VERSION}: open it with a matching Serendib, or use a new "
-                "store",
-                url=self.url,
+            found, applied = self._in_transaction(self._migrate)
+        if found is not None and applied:
+            logger.info(
+                "upgraded task store {} from version {} to {}", self.url, found, applied[-1]
             )
+
+    def _migrate(self) -> tuple[str | None, list[int]]:
+        # Inside the opening transaction: what the store recorded, and the steps applied.
+        found = None
+        if self._has_meta():
+            rows = self._write_fetch(self.sql.schema_version, ())
+            found = str(rows[0][0]) if rows else None
+        steps = pending(found, self.migrations, self.url)
+        for step in steps:
+            for statement in step.statements:
+                self._execute(statement)
+        if steps:
+            self._executemany(self.sql.set_schema_version, [(str(steps[-1].version),)])
+        for statement in self.sql.recount:
+            self._execute(statement)
+        return found, [step.version for step in steps]
 
     def open_reader(self) -> None:
         """Connect the reader."""

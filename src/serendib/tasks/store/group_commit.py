@@ -89,7 +89,7 @@ class SqlTaskStore:
         return self._transactions
 
     async def open(self) -> None:
-        """Connect and create the schema if it is missing. Idempotent."""
+        """Connect, create or upgrade the schema (see :mod:`.migrations`). Idempotent."""
         if self._status is _Status.OPEN:
             return
         if self._status is _Status.CLOSING:

@@ -7,7 +7,8 @@ the ids that are new"). Batches go out with ``executemany``, which psycopg pipel
 is as durable as the server's ``synchronous_commit`` makes it (on by default: fsynced). A
 connection that breaks is replaced on the next call; the call that saw it break fails.
 Statements are built from constants and the schema name (validated by ``open_store``); data
-always travels as parameters.
+always travels as parameters. The tables are made and upgraded by
+:func:`serendib.tasks.store.migrations.postgres`.
 """
 
 from __future__ import annotations
@@ -27,84 +28,13 @@ except ImportError as e:  # pragma: no cover - exercised by hiding psycopg
 
 from serendib.errors import StoreError
 from serendib.tasks.store.backend import Backend
+from serendib.tasks.store.migrations import postgres as postgres_migrations
 from serendib.tasks.store.protocol import TaskUpdate
-from serendib.tasks.store.rows import SCHEMA_VERSION, Dialect, Row
+from serendib.tasks.store.rows import Dialect, Row
 
 __all__ = ["PostgresBackend"]
 
 Connection = psycopg.Connection[tuple[Any, ...]]
-
-
-def _schema(prefix: str) -> list[str]:
-    return [
-        f"CREATE TABLE IF NOT EXISTS {prefix}serendib_meta "
-        "(key text PRIMARY KEY, value text NOT NULL)",
-        f"""CREATE TABLE IF NOT EXISTS {prefix}serendib_tasks (
-            seq bigint GENERATED ALWAYS AS IDENTITY UNIQUE,
-            id text PRIMARY KEY,
-            state text NOT NULL,
-            attempt integer NOT NULL,
-            worker text,
-            reason text NOT NULL,
-            difficulty integer NOT NULL,
-            priority integer NOT NULL,
-            required_skill text NOT NULL,
-            kind text NOT NULL,
-            submitted_at double precision NOT NULL,
-            updated_at double precision NOT NULL,
-            finished_at double precision,
-            task json NOT NULL,
-            output json,
-            error text
-        )""",
-        f"CREATE INDEX IF NOT EXISTS serendib_tasks_state ON {prefix}serendib_tasks (state, seq)",
-        f"CREATE INDEX IF NOT EXISTS serendib_tasks_worker ON {prefix}serendib_tasks (worker, seq)",
-        f"""CREATE TABLE IF NOT EXISTS {prefix}serendib_attempts (
-            task_id text NOT NULL,
-            attempt integer NOT NULL,
-            worker text NOT NULL,
-            reason text NOT NULL,
-            outcome text NOT NULL,
-            assigned_at double precision NOT NULL,
-            started_at double precision,
-            finished_at double precision,
-            error text,
-            escalated boolean NOT NULL,
-            stale_results integer NOT NULL,
-            PRIMARY KEY (task_id, attempt)
-        )""",
-        f"CREATE INDEX IF NOT EXISTS serendib_attempts_running ON {prefix}serendib_attempts "
-        "(task_id, attempt) WHERE outcome = 'running'",
-        f"""CREATE TABLE IF NOT EXISTS {prefix}serendib_quarantine (
-            seq bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
-            quarantined_at double precision NOT NULL,
-            kind text NOT NULL,
-            task_id text NOT NULL,
-            attempt text,
-            error text NOT NULL,
-            record text NOT NULL
-        )""",
-        f"CREATE TABLE IF NOT EXISTS {prefix}serendib_counts "
-        "(state text PRIMARY KEY, n bigint NOT NULL)",
-        f"""CREATE OR REPLACE FUNCTION {prefix}serendib_count_states() RETURNS trigger
-        LANGUAGE plpgsql AS $$
-        BEGIN
-            IF TG_OP = 'UPDATE' THEN
-                IF OLD.state = NEW.state THEN
-                    RETURN NULL;
-                END IF;
-                UPDATE {prefix}serendib_counts SET n = n - 1 WHERE state = OLD.state;
-            END IF;
-            INSERT INTO {prefix}serendib_counts AS c (state, n) VALUES (NEW.state, 1)
-                ON CONFLICT (state) DO UPDATE SET n = c.n + 1;
-            RETURN NULL;
-        END $$""",
-        f"DROP TRIGGER IF EXISTS serendib_tasks_counted ON {prefix}serendib_tasks",
-        f"CREATE TRIGGER serendib_tasks_counted AFTER INSERT OR UPDATE OF state "
-        f"ON {prefix}serendib_tasks FOR EACH ROW EXECUTE FUNCTION {prefix}serendib_count_states()",
-        f"INSERT INTO {prefix}serendib_meta (key, value) VALUES ('schema_version', %s) "
-        "ON CONFLICT (key) DO NOTHING",
-    ]
 
 
 class PostgresBackend(Backend):
@@ -140,11 +70,11 @@ class PostgresBackend(Backend):
                 quarantine=f"{prefix}serendib_quarantine",
                 json_param="{}::json",
                 json_text="{}::text",
-            )
+            ),
+            postgres_migrations(schema),
         )
         self.url = url
         self._conninfo = conninfo
-        self._schema = schema
         self._prefix = prefix
         self._lock_key = zlib.crc32(f"serendib task store {schema or ''}".encode())
         self._writer: Connection | None = None
@@ -154,19 +84,11 @@ class PostgresBackend(Backend):
         return psycopg.connect(self._conninfo, autocommit=True, application_name="serendib")
 
     def _connect_writer(self) -> None:
-        self._writer = conn = self._connect()
-        self._begin()
-        try:
-            if self._schema:
-                conn.execute(f'CREATE SCHEMA IF NOT EXISTS "{self._schema}"')
-            *tables, version = _schema(self._prefix)
-            for statement in (*tables, *self.sql.recount):
-                conn.execute(statement)
-            conn.execute(version, (SCHEMA_VERSION,))
-            conn.execute("COMMIT")
-        except BaseException:
-            self._rollback()
-            raise
+        self._writer = self._connect()
+
+    def _has_meta(self) -> bool:
+        found = self._write_fetch("SELECT to_regclass(%s)", (f"{self._prefix}serendib_meta",))
+        return found[0][0] is not None
 
     def _connect_reader(self) -> None:
         self._reader = self._connect()

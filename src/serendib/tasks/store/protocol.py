@@ -138,10 +138,12 @@ class TaskStore(Protocol):
         ...
 
     async def open(self) -> None:
-        """Connect and create the schema if it is missing. Idempotent.
+        """Connect, and create the schema if it is missing or upgrade it if it is older.
+        Idempotent.
 
         Raises:
-            StoreError: The database cannot be opened, or holds another schema version.
+            StoreError: The database cannot be opened, or holds a schema version newer than
+                this Serendib knows.
         """
         ...
 

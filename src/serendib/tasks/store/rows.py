@@ -12,11 +12,12 @@ Schema (the same in SQLite and PostgreSQL, tables prefixed ``serendib_``):
   reads only the non-final tasks.
 - ``serendib_attempts``: one row per ``(task_id, attempt)`` (the primary key), with a partial
   index on the RUNNING ones for ``open_attempts``.
-- ``serendib_meta``: ``schema_version``; opening a store of another version fails clearly.
+- ``serendib_meta``: ``schema_version``; opening a store of an older version upgrades it in
+  place, a newer one fails clearly (the DDL and its numbered steps are in
+  :mod:`serendib.tasks.store.migrations`).
 - ``serendib_quarantine``: records an ``update`` could not store because the database refused
   their content (see :func:`quarantine_row`): all text, escaped and truncated, so that the
-  table itself can hold anything. Added without a new schema version (``CREATE TABLE IF NOT
-  EXISTS``): an older Serendib opening the store simply ignores it.
+  table itself can hold anything. Added by migration 2.
 """
 
 from __future__ import annotations
@@ -34,7 +35,6 @@ from serendib.errors import StoreError
 from serendib.tasks.models import AttemptKey, AttemptRecord, Task, TaskRecord, TaskState
 from serendib.tasks.store.protocol import QuarantinedRecord, Rejected, TaskUpdate
 
-SCHEMA_VERSION = "1"
 Row = tuple[Any, ...]
 
 TASK_COLUMNS = (
@@ -409,6 +409,10 @@ class Statements:
         self.open_attempts = f"{attempts} WHERE outcome = 'running' ORDER BY task_id, attempt"
         self.all_attempts = f"{attempts} ORDER BY task_id, attempt"
         self.schema_version = f"SELECT value FROM {d.meta} WHERE key = 'schema_version'"
+        self.set_schema_version = (
+            f"INSERT INTO {d.meta} (key, value) VALUES ('schema_version', {p}) "
+            "ON CONFLICT (key) DO UPDATE SET value = excluded.value"
+        )
         self.quarantine = (
             f"INSERT INTO {d.quarantine} ({', '.join(QUARANTINE_COLUMNS)}) "
             f"VALUES ({', '.join(p for _ in QUARANTINE_COLUMNS)})"
