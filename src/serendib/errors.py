@@ -237,6 +237,15 @@ class StoreError(TaskError):
         super().__init__(message)
 
 
+class StoreNotFound(StoreError):
+    """A task store opened for reading only (``open_store(url, create=False)``) does not
+    exist: no file, or no Serendib tables in the database or schema. Nothing was created.
+    """
+
+    def __init__(self, url: str) -> None:
+        super().__init__(f"no task store at {url}", url=url)
+
+
 class DashboardError(SerendibError, ValueError):
     """The dashboard could not serve on its address (taken, unknown host, no permission).
 

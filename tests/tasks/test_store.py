@@ -19,7 +19,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import pytest
 
-from serendib.errors import RecordRefused, StoreError
+from serendib.errors import RecordRefused, StoreError, StoreNotFound
 from serendib.tasks.engine.entries import Entry
 from serendib.tasks.models import AttemptOutcome, AttemptRecord, Task, TaskRecord, TaskState
 from serendib.tasks.store import (
@@ -535,6 +535,98 @@ async def test_an_in_memory_store_works_without_a_file(
         await store.add([task(0)])
         assert await store.query(state=TaskState.PENDING) == ([task(0)], None)
     assert await asyncio.to_thread(lambda: list(tmp_path.iterdir())) == []
+
+
+# --- opening for reading only (create=False) -------------------------------------------------
+
+
+def _postgres_tables(url: str) -> list[str] | None:
+    """The tables of the schema a PostgreSQL store URL names, or None if there is no schema."""
+    import psycopg
+
+    conninfo, schema = _postgres_target(url)
+    assert schema is not None
+    with psycopg.connect(conninfo, autocommit=True) as conn:
+        if conn.execute("SELECT to_regnamespace(%s)", (schema,)).fetchone() == (None,):
+            return None
+        found = conn.execute(
+            "SELECT table_name FROM information_schema.tables WHERE table_schema = %s", (schema,)
+        ).fetchall()
+    return sorted(str(name) for (name,) in found)
+
+
+def _what_exists(store_url: str) -> object:
+    """What a store URL's location holds: the SQLite files, or the PostgreSQL schema's tables."""
+    if store_url.startswith("sqlite:///"):
+        folder = Path(store_url[len("sqlite:///") :]).parent
+        return sorted(p.name for p in folder.rglob("*"))
+    return _postgres_tables(store_url)
+
+
+async def test_a_reader_open_of_a_missing_store_raises_and_creates_nothing(
+    store_url: str,
+) -> None:
+    before = await asyncio.to_thread(_what_exists, store_url)
+    store = open_store(store_url, create=False)
+
+    with pytest.raises(StoreNotFound, match="no task store at") as raised:
+        await store.open()
+
+    assert raised.value.url == store.url
+    assert await asyncio.to_thread(_what_exists, store_url) == before  # no file, no schema
+    with pytest.raises(StoreError, match="call open"):
+        await store.all_records()
+
+
+async def test_a_reader_opens_an_existing_store_and_reads_it(store_url: str) -> None:
+    async with open_store(store_url) as writer:
+        await writer.add([task(0), task(1)])
+
+    async with open_store(store_url, create=False) as reader:
+        assert await reader.all_records() == [task(0), task(1)]
+        assert (await reader.counts())[TaskState.PENDING] == 2
+
+
+async def test_a_reader_leaves_a_sqlite_file_that_is_no_store_as_it_was(tmp_path: Path) -> None:
+    empty, other = tmp_path / "empty.db", tmp_path / "other.db"
+    empty.touch()
+    with sqlite3.connect(other) as conn:
+        conn.execute("CREATE TABLE notes (text TEXT)")
+    conn.close()
+    contents = {path: path.read_bytes() for path in (empty, other)}
+
+    for path in (empty, other):
+        with pytest.raises(StoreNotFound, match=rf"no task store at sqlite:///.*{path.name}"):
+            await open_store(str(path), create=False).open()
+
+    assert {path: path.read_bytes() for path in (empty, other)} == contents
+    left = await asyncio.to_thread(lambda: sorted(p.name for p in tmp_path.iterdir()))
+    assert left == ["empty.db", "other.db"]
+
+
+async def test_a_reader_does_not_create_a_directory_or_an_in_memory_store(tmp_path: Path) -> None:
+    with pytest.raises(StoreNotFound):
+        await open_store(str(tmp_path / "sub" / "tasks.db"), create=False).open()
+    with pytest.raises(StoreNotFound, match="sqlite://:memory:"):
+        await open_store("sqlite://:memory:", create=False).open()
+    assert await asyncio.to_thread(lambda: list(tmp_path.iterdir())) == []
+
+
+async def test_a_reader_creates_no_tables_in_an_empty_postgres_schema() -> None:
+    import psycopg
+    from psycopg import sql
+
+    base = _postgres_url()
+    schema = f"serendib_test_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(base, autocommit=True) as conn:
+        conn.execute(sql.SQL("CREATE SCHEMA {}").format(sql.Identifier(schema)))
+    url = _with_schema(base, schema)
+    try:
+        with pytest.raises(StoreNotFound, match="no task store at postgresql://"):
+            await open_store(url, create=False).open()
+        assert await asyncio.to_thread(_postgres_tables, url) == []
+    finally:
+        _drop_schema(base, schema)
 
 
 # --- batching and statements, pure ----------------------------------------------------------

@@ -27,7 +27,7 @@ from typing import Any, TypeVar
 
 from loguru import logger
 
-from serendib.errors import RecordRefused, SerendibError, StoreError
+from serendib.errors import RecordRefused, SerendibError, StoreError, StoreNotFound
 from serendib.tasks.models import AttemptRecord, TaskRecord, TaskState
 from serendib.tasks.store.migrations import Migration, pending
 from serendib.tasks.store.protocol import QuarantinedRecord, Rejected, TaskUpdate
@@ -60,16 +60,21 @@ class Backend(ABC):
     """One database driven synchronously from the store's writer and reader threads.
 
     The writer connection is used only from the writer thread and the reader connection only
-    from the reader thread (the same thread when ``shares_connection``).
+    from the reader thread (the same thread when ``shares_connection``). With ``create``
+    False the backend opens only a store that exists (:class:`~serendib.errors.StoreNotFound`
+    otherwise) and creates nothing: no file, directory, schema or table.
     """
 
     url: str
     shares_connection = False
     driver_errors: tuple[type[Exception], ...] = ()
 
-    def __init__(self, dialect: Dialect, migrations: Sequence[Migration]) -> None:
+    def __init__(
+        self, dialect: Dialect, migrations: Sequence[Migration], *, create: bool = True
+    ) -> None:
         self.sql = Statements(dialect)
         self.migrations = tuple(migrations)
+        self.create = create
 
     @abstractmethod
     def _connect_writer(self) -> None:
@@ -78,6 +83,9 @@ class Backend(ABC):
     @abstractmethod
     def _has_meta(self) -> bool:
         """Whether ``serendib_meta`` exists, on the writer (False: a new store)."""
+
+    def _configure_writer(self) -> None:  # noqa: B027 - a hook: most backends need nothing
+        """Hook: set the writer up, once the store exists or may be created."""
 
     @abstractmethod
     def _connect_reader(self) -> None:
@@ -167,11 +175,15 @@ class Backend(ABC):
         a store made by an older Serendib is upgraded (logged at INFO).
 
         Raises:
+            StoreNotFound: ``create`` is False and there is no store (nothing was created).
             StoreError: The database cannot be opened, or its schema version is newer than
                 this Serendib knows.
         """
         with self._failing_as("opening"):
             self._connect_writer()
+            if not self.create and not self._has_meta():
+                raise StoreNotFound(self.url)
+            self._configure_writer()
             found, applied = self._in_transaction(self._migrate)
         if found is not None and applied:
             logger.info(

@@ -57,7 +57,7 @@ class PostgresBackend(Backend):
             return error.sqlstate is None
         return super().is_data_error(error)
 
-    def __init__(self, conninfo: str, url: str, schema: str | None) -> None:
+    def __init__(self, conninfo: str, url: str, schema: str | None, *, create: bool = True) -> None:
         prefix = f'"{schema}".' if schema else ""
         super().__init__(
             Dialect(
@@ -72,6 +72,7 @@ class PostgresBackend(Backend):
                 json_text="{}::text",
             ),
             postgres_migrations(schema),
+            create=create,
         )
         self.url = url
         self._conninfo = conninfo

@@ -21,7 +21,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from serendib.errors import StoreError
+from serendib.errors import StoreError, StoreNotFound
 from serendib.tasks.store.backend import Backend
 from serendib.tasks.store.migrations import sqlite as sqlite_migrations
 from serendib.tasks.store.protocol import TaskUpdate
@@ -53,7 +53,9 @@ class SqliteBackend(Backend):
             return "closed" not in str(error)  # "Cannot operate on a closed database."
         return isinstance(error, self._REFUSED) or super().is_data_error(error)
 
-    def __init__(self, path: Path | None, synchronous: str = "normal") -> None:
+    def __init__(
+        self, path: Path | None, synchronous: str = "normal", *, create: bool = True
+    ) -> None:
         super().__init__(
             Dialect(
                 param="?",
@@ -64,6 +66,7 @@ class SqliteBackend(Backend):
                 counts="serendib_counts",
             ),
             sqlite_migrations(),
+            create=create,
         )
         self._path = path
         self._synchronous = synchronous.upper()
@@ -75,7 +78,15 @@ class SqliteBackend(Backend):
 
     def _connect(self) -> sqlite3.Connection:
         if self._path is None:
+            if not self.create:  # a private in-memory database never exists before
+                raise StoreNotFound(self.url)
             return sqlite3.connect(":memory:", isolation_level=None)
+        if not self.create:
+            if not self._path.is_file():
+                raise StoreNotFound(self.url)
+            # mode=rw: open the file if it is there, never create it.
+            uri = f"{self._path.as_uri()}?mode=rw"
+            return sqlite3.connect(uri, uri=True, timeout=_BUSY_TIMEOUT_S, isolation_level=None)
         try:
             self._path.parent.mkdir(parents=True, exist_ok=True)
         except OSError as e:
@@ -86,7 +97,11 @@ class SqliteBackend(Backend):
         return sqlite3.connect(self._path, timeout=_BUSY_TIMEOUT_S, isolation_level=None)
 
     def _connect_writer(self) -> None:
-        self._writer = conn = self._connect()
+        self._writer = self._connect()
+
+    def _configure_writer(self) -> None:
+        # After the existence check: a reader leaves a file that is no store as it found it.
+        conn = self._writing()
         if self._path is not None:
             conn.execute("PRAGMA journal_mode = WAL")
         conn.execute(f"PRAGMA synchronous = {self._synchronous}")

@@ -33,7 +33,7 @@ _SQLITE_OPTIONS = {"synchronous": ("normal", "full")}
 _SCHEMA_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
 
 
-def open_store(url: str | None = None) -> TaskStore:
+def open_store(url: str | None = None, *, create: bool = True) -> TaskStore:
     """The store at ``url``, not yet opened (call ``open`` or use ``async with``).
 
     Args:
@@ -44,6 +44,10 @@ def open_store(url: str | None = None) -> TaskStore:
             ``sqlite://:memory:`` for a private in-memory database (tests);
             ``postgresql://user:password@host:port/database`` (or ``postgres://``) for
             PostgreSQL, with ``?schema=NAME`` to keep the tables in their own schema.
+        create: False to open only a store that exists, as readers do: ``open`` then raises
+            :class:`~serendib.errors.StoreNotFound` if there is none (no SQLite file, or no
+            Serendib tables in the database or schema) and creates nothing. A store made by
+            an older Serendib is still upgraded.
 
     Raises:
         StoreError: The URL is none of the above.
@@ -55,10 +59,10 @@ def open_store(url: str | None = None) -> TaskStore:
         from serendib.tasks.store.postgres import PostgresBackend
 
         conninfo, schema = _postgres_target(text)
-        return SqlTaskStore(PostgresBackend(conninfo, redact_url(text), schema))
+        return SqlTaskStore(PostgresBackend(conninfo, redact_url(text), schema, create=create))
 
     path, synchronous = _sqlite_target(text, scheme)
-    return SqlTaskStore(SqliteBackend(path, synchronous))
+    return SqlTaskStore(SqliteBackend(path, synchronous, create=create))
 
 
 def _sqlite_target(text: str, scheme: str) -> tuple[Path | None, str]:
