@@ -220,7 +220,10 @@ class Admin(Agent):
         if member is None or member.detail.id != agent_id:
             return
         del self._members[name]
-        logger.info("{}: agent {} {}", self.name, name, why)
+        # A client (each run of the CLI) coming and going is routine: DEBUG; agents that stay
+        # (workers...) matter to whoever reads the log.
+        level = "DEBUG" if member.detail.role == "client" and not lost else "INFO"
+        logger.log(level, "{}: agent {} {}", self.name, name, why)
         if lost:
             self._lost_members[name] = member
             while len(self._lost_members) > _LOST_REMEMBERED:

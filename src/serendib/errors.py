@@ -203,6 +203,17 @@ class TaskNotFound(TaskError, KeyError):
         return str(self.args[0])
 
 
+class WorkerNotFound(TaskError, KeyError):
+    """No worker of this name is connected."""
+
+    def __init__(self, worker: str) -> None:
+        self.worker = worker
+        super().__init__(f"no connected worker named {worker!r}")
+
+    def __str__(self) -> str:
+        return str(self.args[0])
+
+
 class NoEligibleWorker(TaskError):
     """No connected worker has the skill a task needs."""
 

@@ -297,7 +297,8 @@ def test_waiting_reason_names_the_level_no_worker_has() -> None:
     s = Scheduler()
     s.add_task("training", GENERAL, 8)
     assert (
-        s.waiting_reason("training") == "waiting for a worker with general >= 8 (none has general)"
+        s.waiting_reason("training")
+        == "waiting for a worker with general >= 8 (no connected worker has general)"
     )
     s.add_worker("Intermediate", {GENERAL: 6}, 1)
     s.assign()
@@ -371,7 +372,9 @@ def test_attempt_unqualified_never_uses_a_worker_without_the_skill() -> None:
     s.add_worker("generalist", {GENERAL: 9, "python": 0}, 1)
     s.add_task("script", "python", 1)
     assert s.assign() == []
-    assert s.waiting_reason("script") == ("waiting for a worker with python >= 1 (none has python)")
+    assert s.waiting_reason("script") == (
+        "waiting for a worker with python >= 1 (no connected worker has python)"
+    )
 
 
 def test_attempt_unqualified_waits_for_a_free_slot_and_says_so() -> None:

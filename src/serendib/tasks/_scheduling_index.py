@@ -1,7 +1,9 @@
-"""The scheduler's per-skill indexes: pending tasks by level, and workers by level.
+"""The scheduler's per-pool indexes: pending tasks by level, and workers by level.
 
-A :class:`_Queue` finds the first task in line among levels lo..hi, a :class:`_Workers` the least
-or most skilled free worker, each in amortized O(log n): stale entries (a task gone, a worker
+A pool is what a task needs beyond a level: a skill, a kind of task (the handler that runs it)
+and labels; every task of a pool can go to the same workers. A :class:`_Queue` finds the first
+task in line among levels lo..hi, a :class:`_Workers` the least or most skilled free worker,
+each in amortized O(log n): stale entries (a task gone, a worker
 whose load changed) are never searched for, only dropped on reaching a heap's head or compacted
 once they outnumber live ones. Memory stays O(live entries + levels); the policy is the scheduler's.
 """
@@ -10,7 +12,7 @@ from __future__ import annotations
 
 import math
 from bisect import bisect_left, insort
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from heapq import heapify, heappop, heappush
 
 # The highest skill level; public as serendib.tasks.scheduling.MAX_LEVEL.
@@ -27,33 +29,72 @@ _Slot = tuple[int, str, int]
 
 @dataclass(slots=True)
 class _Task:
-    skill: str
+    pool: _Pool
     key: _Key
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, eq=False)
 class _Worker:
     name: str
     skills: dict[str, int]
     capacity: int
     load: int
     version: int
+    kinds: frozenset[str] | None = None  # None: it runs every kind
+    labels: frozenset[str] = frozenset()
+    # The pools it belongs to, with its level in each (its level in the pool's skill).
+    pools: dict[_Pool, int] = field(default_factory=dict)
 
     @property
     def free(self) -> bool:
         return self.load < self.capacity
 
+    def fits(self, pool: _Pool) -> bool:
+        """Whether this worker can run the tasks of ``pool`` (at some level)."""
+        return (
+            self.skills.get(pool.skill, 0) > 0
+            and (pool.kind is None or self.kinds is None or pool.kind in self.kinds)
+            and pool.labels <= self.labels
+        )
+
+
+class _Pool:
+    """The tasks that need one skill, kind and set of labels, and the workers that have them."""
+
+    __slots__ = ("index", "key", "kind", "labels", "note", "queue", "skill")
+
+    def __init__(
+        self,
+        key: tuple[str, str | None, tuple[str, ...]],
+        tasks: dict[str, _Task],
+        workers: dict[str, _Worker],
+    ) -> None:
+        self.key = key
+        self.skill, self.kind, labels = key
+        self.labels = frozenset(labels)
+        self.queue = _Queue(tasks)
+        self.index = _Workers(workers)
+        # What an assignment's reason says beyond the skill (built once, not per task).
+        parts = [f"kind {self.kind}"] if self.kind not in (None, "simulate") else []
+        if self.labels:
+            parts.append("labels " + ",".join(sorted(self.labels)))
+        self.note = "".join(f", {part}" for part in parts)
+
+    def __repr__(self) -> str:
+        return f"_Pool({self.key!r})"
+
 
 class _Queue:
-    """One skill's pending tasks: a heap per level, and a segment tree over the heaps' heads.
+    """One pool's pending tasks: a heap per level, and a segment tree over the heaps' heads.
 
     Every head is a live task (stale entries are only ever buried), so the tree answers
     "the first task in line among levels lo..hi" in O(log levels).
     """
 
-    __slots__ = ("_buckets", "_live", "_size", "_tasks", "_tree")
+    __slots__ = ("_buckets", "_live", "_size", "_tasks", "_tree", "count")
 
     def __init__(self, tasks: dict[str, _Task]) -> None:
+        self.count = 0  # live tasks
         self._tasks = tasks
         self._buckets: dict[int, list[_Key]] = {}
         self._live: dict[int, int] = {}
@@ -66,6 +107,7 @@ class _Queue:
             self._grow(leaf)
         bucket = self._buckets.setdefault(leaf, [])
         heappush(bucket, key)
+        self.count += 1
         live = self._live[leaf] = self._live.get(leaf, 0) + 1
         if bucket[0] is key:
             self._set(leaf, key)
@@ -76,6 +118,7 @@ class _Queue:
         """Take out ``key``, the head of its heap, whose task is already gone."""
         leaf = min(-key[1], _BEYOND)
         heappop(self._buckets[leaf])
+        self.count -= 1
         self._live[leaf] -= 1
         self._refresh(leaf)
 
@@ -83,6 +126,7 @@ class _Queue:
         """Forget ``key``, wherever it is in its heap; its task is already gone."""
         leaf = min(-key[1], _BEYOND)
         bucket = self._buckets[leaf]
+        self.count -= 1
         self._live[leaf] -= 1
         if bucket[0] == key:
             heappop(bucket)
@@ -152,7 +196,7 @@ class _Queue:
 
 
 class _Workers:
-    """One skill's workers: how many at each level, and the free ones in a heap per level.
+    """One pool's workers: how many at each level, and the free ones in a heap per level.
 
     A worker whose load changes gets a new version; its old heap entries go stale and are
     dropped when they reach a head (or when stale entries outnumber live ones).

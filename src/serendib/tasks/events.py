@@ -23,6 +23,7 @@ class EventKind(StrEnum):
 
     SUBMITTED = "submitted"
     ASSIGNED = "assigned"
+    STARTED = "started"
     REQUEUED = "requeued"
     SUCCEEDED = "succeeded"
     FAILED = "failed"
@@ -31,6 +32,7 @@ class EventKind(StrEnum):
     STALE_RESULT = "stale_result"
     WORKER_JOINED = "worker_joined"
     WORKER_LEFT = "worker_left"
+    WORKER_CHANGED = "worker_changed"
 
 
 @dataclass(frozen=True, slots=True)

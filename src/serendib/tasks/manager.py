@@ -20,7 +20,7 @@ from loguru import logger
 
 from serendib.admin import Admin
 from serendib.agent import NETWORK_HEARTBEAT_S, current_message
-from serendib.errors import TaskNotFound
+from serendib.errors import TaskNotFound, WorkerNotFound
 from serendib.handlers import on_message
 from serendib.presence import AgentDetail
 from serendib.tasks.engine.book import TaskBook
@@ -29,6 +29,9 @@ from serendib.tasks.events import Listener, ManagerStats
 from serendib.tasks.messages import (
     CancelReply,
     CancelRequest,
+    ConfigureReply,
+    ConfigureRequest,
+    Reconfigure,
     ReportRequest,
     StatusReply,
     StatusRequest,
@@ -41,6 +44,7 @@ from serendib.tasks.messages import (
     TaskResults,
     WorkerStatus,
     WorkerSync,
+    WorkerUpdate,
 )
 from serendib.tasks.models import Task, TaskRecord, WorkerInfo
 from serendib.tasks.report import Report, build_report
@@ -211,6 +215,10 @@ class TaskManager(Admin):
         """Close the store once everything staged is saved."""
         await self.store.close()
 
+    async def flush(self) -> None:
+        """Return once every change made so far is stored (and its messages sent)."""
+        await self._ledger.drain()
+
     async def wait_done(self) -> None:
         """Return once every submitted task is final and stored."""
         await self._done.wait()
@@ -252,7 +260,36 @@ class TaskManager(Admin):
         self.book.submitted([r.task for r in added], now)
         accepted = [r.id for r in added]
         taken = set(accepted)
-        return SubmitReply(accepted=accepted, duplicates=[t.id for t in tasks if t.id not in taken])
+        duplicates = [t.id for t in tasks if t.id not in taken]
+        self.book.activity.event(
+            "submissions",
+            "accepted {} new tasks{}",
+            len(accepted),
+            f" ({len(duplicates)} already known)" if duplicates else "",
+            accepted=len(accepted),
+            duplicates=len(duplicates),
+        )
+        return SubmitReply(accepted=accepted, duplicates=duplicates)
+
+    async def configure(self, worker: str, change: Reconfigure) -> WorkerInfo:
+        """Change a connected worker's skills, labels or capacity (``None`` fields stay).
+
+        Pending work is placed again at once with what the worker has now, and the worker
+        is told (it applies the change and confirms it).
+
+        Raises:
+            WorkerNotFound: No worker of that name is connected.
+            ValueError: The change would make the worker invalid.
+        """
+        info = self.book.workers.get(worker)
+        if info is None or worker in self.book.suspects:
+            raise WorkerNotFound(worker)
+        update = {k: v for k, v in change.model_dump().items() if v is not None}
+        changed = WorkerInfo.model_validate({**info.model_dump(), **update})
+        self.book.worker_changed(changed)
+        logger.info("{}: worker {} reconfigured: {}", self.name, worker, _profile(changed))
+        await self.send(worker, change)
+        return changed
 
     async def cancel(self, task_id: str) -> CancelReply:
         """Cancel a task that is not final.
@@ -298,13 +335,7 @@ class TaskManager(Admin):
         if agent.name in self.book.suspects and previous == agent.id:
             self.book.worker_joined(info)
             return
-        logger.info(
-            "{}: worker {} joined ({}, capacity {})",
-            self.name,
-            agent.name,
-            ", ".join(f"{k} {v}" for k, v in info.skills.items()),
-            info.capacity,
-        )
+        logger.info("{}: worker {} joined ({})", self.name, agent.name, _profile(info))
         self.book.worker_joined(info)
 
     async def on_agent_disconnected(self, agent: AgentDetail) -> None:
@@ -335,9 +366,19 @@ class TaskManager(Admin):
     @on_message
     async def _on_results(self, batch: TaskResults) -> None:
         sender = self._sender()
+        for key in batch.started:
+            self.book.started(key[0], key[1], sender, batch.started_at or time.time())
         for result in batch.results:
             self.book.take_result(result, sender)
         self.book.pump()
+
+    @on_message
+    async def _on_worker_update(self, update: WorkerUpdate) -> None:
+        info = update.info
+        if info.name != self._sender():
+            return  # a worker speaks for itself only
+        if self.book.worker_changed(info):
+            logger.info("{}: worker {} changed: {}", self.name, info.name, _profile(info))
 
     @on_message
     async def _on_progress(self, progress: TaskProgress) -> None:
@@ -396,3 +437,17 @@ class TaskManager(Admin):
     @on_message
     async def _on_report(self, request: ReportRequest) -> Report:
         return await self.report()
+
+    @on_message
+    async def _on_configure(self, request: ConfigureRequest) -> ConfigureReply:
+        return ConfigureReply(info=await self.configure(request.worker, request.change))
+
+
+def _profile(info: WorkerInfo) -> str:
+    """A worker's skills, capacity, kinds and labels, for a log line."""
+    parts = [", ".join(f"{k} {v}" for k, v in info.skills.items()), f"capacity {info.capacity}"]
+    if info.kinds is not None:
+        parts.append("kinds " + ",".join(info.kinds))
+    if info.labels:
+        parts.append("labels " + ",".join(info.labels))
+    return "; ".join(parts)

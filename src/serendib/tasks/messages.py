@@ -25,8 +25,12 @@ from serendib.limits import (
 )
 from serendib.messages import default_registry, message_type
 from serendib.tasks.models import (
+    MAX_LABELS,
     Attempt,
     AttemptKey,
+    Label,
+    Level,
+    SkillName,
     Task,
     TaskRecord,
     TaskState,
@@ -43,8 +47,12 @@ __all__ = [
     "TaskProgress",
     "TaskResult",
     "TaskResults",
+    "Reconfigure",
     "WorkerSync",
+    "WorkerUpdate",
     # from clients
+    "ConfigureRequest",
+    "ConfigureReply",
     "CancelReply",
     "CancelRequest",
     "ReportRequest",
@@ -111,9 +119,18 @@ class TaskResult(_Frozen):
 
 @message_type("serendib.tasks.TaskResults")
 class TaskResults(_Frozen):
-    """Several results sent at once (workers batch what is ready)."""
+    """Several results sent at once (workers batch what is ready), and the attempts that
+    started since the last batch and are still running.
+
+    Attributes:
+        results: Finished attempts.
+        started: Attempts that started running (a result in the same batch says more).
+        started_at: When the first of ``started`` started.
+    """
 
     results: list[TaskResult] = Field(max_length=_MANY)
+    started: list[AttemptKey] = Field(default_factory=list, max_length=_MANY)
+    started_at: Timestamp = 0.0
 
 
 @message_type("serendib.tasks.TaskAssignments")
@@ -177,6 +194,22 @@ class WorkerSync(_Frozen):
     holding: list[AttemptKey] = Field(max_length=_MANY)
     epoch: Token | Literal[""] = ""
     seen: Int64 = Field(default=0, ge=0)
+
+
+@message_type("serendib.tasks.WorkerUpdate")
+class WorkerUpdate(_Frozen):
+    """A worker's skills, kinds, labels or capacity changed (its own name in ``info``)."""
+
+    info: WorkerInfo
+
+
+@message_type("serendib.tasks.Reconfigure")
+class Reconfigure(_Frozen):
+    """The manager passes on a change asked of a worker (fields left ``None`` stay)."""
+
+    skills: dict[SkillName, Level] | None = Field(default=None, min_length=1, max_length=64)
+    labels: tuple[Label, ...] | None = Field(default=None, max_length=MAX_LABELS)
+    capacity: int | None = Field(default=None, ge=1, le=100_000)
 
 
 # --- from clients ----------------------------------------------------------------------
@@ -264,6 +297,21 @@ class CancelReply(_Message):
 @message_type("serendib.tasks.ReportRequest")
 class ReportRequest(_Message):
     """Ask for the report of every task in the store."""
+
+
+@message_type("serendib.tasks.ConfigureRequest")
+class ConfigureRequest(_Message):
+    """Change a running worker's skills, labels or capacity (fields left ``None`` stay)."""
+
+    worker: Name
+    change: Reconfigure
+
+
+@message_type("serendib.tasks.ConfigureReply")
+class ConfigureReply(_Message):
+    """The worker as the manager now places work on it."""
+
+    info: WorkerInfo
 
 
 # The report is the reply to ReportRequest: a client must know its type before it arrives.

@@ -28,6 +28,8 @@ from serendib.messages import message_type
 
 __all__ = [
     "DEFAULT_SKILL",
+    "MAX_LABELS",
+    "Label",
     "TRANSITIONS",
     "check_move",
     "AttemptKey",
@@ -44,6 +46,12 @@ DEFAULT_SKILL = "general"
 
 SkillName = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.\-]+$")]
 Level = Annotated[int, Field(ge=0, le=1_000)]
+Label = Annotated[
+    str,
+    Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.\-]+(=[A-Za-z0-9_.:/\-]+)?$"),
+]
+"""A constraint that is not a level: ``gpu``, ``region=eu``."""
+MAX_LABELS = 32
 Attempt = Annotated[int, Field(ge=1, le=MAX_ATTEMPT)]
 Seconds = Annotated[float, Field(gt=0, le=10_000_000, allow_inf_nan=False)]
 AttemptKey = tuple[TaskId, Attempt]
@@ -115,6 +123,7 @@ class Task(_Frozen):
         timeout_s: An attempt running longer is abandoned and retried.
         wait_timeout_s: Fail the task if, this many seconds after submission, no connected
             worker is skilled enough for it (busy skilled workers do not count as none).
+        labels: Labels a worker must all have to be given it (``gpu``, ``region=eu``).
     """
 
     id: TaskId
@@ -127,30 +136,58 @@ class Task(_Frozen):
     max_attempts: int = Field(default=3, ge=1, le=100)
     timeout_s: Seconds | None = None
     wait_timeout_s: Seconds | None = None
+    labels: tuple[Label, ...] = Field(default=(), max_length=MAX_LABELS)
 
 
 class WorkerInfo(_Frozen):
-    """What the manager knows of a worker: its skills and how much it takes at once.
+    """What the manager knows of a worker: what it can run and how much it takes at once.
 
     Attributes:
         name: The worker agent's name.
         skills: Level per named skill; a single level means ``{"general": level}``.
         capacity: Attempts it runs at once.
+        kinds: The task kinds it has handlers for; ``None`` (a worker that does not say):
+            every kind.
+        labels: Its labels (``gpu``, ``region=eu``); a task requiring labels needs them all.
     """
 
     name: Name
     skills: dict[SkillName, Level] = Field(min_length=1, max_length=64)
     capacity: int = Field(default=1, ge=1, le=100_000)
+    kinds: tuple[Token, ...] | None = Field(default=None, max_length=256)
+    labels: tuple[Label, ...] = Field(default=(), max_length=MAX_LABELS)
 
     def level(self, skill: str) -> int:
         """The worker's level in ``skill`` (0 when it does not have it)."""
         return self.skills.get(skill, 0)
 
+    def runs(self, kind: str) -> bool:
+        """Whether it has a handler for ``kind``."""
+        return self.kinds is None or kind in self.kinds
+
+    def attributes(self) -> dict[str, Any]:
+        """What a worker publishes with its presence (read by :meth:`from_attributes`)."""
+        found: dict[str, Any] = {"skills": dict(self.skills), "capacity": self.capacity}
+        if self.kinds is not None:
+            found["kinds"] = list(self.kinds)
+        if self.labels:
+            found["labels"] = list(self.labels)
+        return found
+
     @classmethod
     def from_attributes(cls, name: str, attributes: dict[str, Any]) -> WorkerInfo:
-        """Read a worker's published presence attributes (``skills``, ``capacity``)."""
+        """Read a worker's published presence attributes (``skills``, ``capacity``,
+        ``kinds``, ``labels``).
+
+        Raises:
+            ValueError: They are not a worker's (pydantic's ValidationError).
+        """
         return cls(
-            name=name, skills=attributes.get("skills", {}), capacity=attributes.get("capacity", 1)
+            name=name,
+            skills=attributes.get("skills", {}),
+            capacity=attributes.get("capacity", 1),
+            kinds=attributes.get("kinds"),
+            labels=attributes.get("labels", ()),
         )
 
 

@@ -1,16 +1,19 @@
 """The worker: runs the attempts its manager assigns, at most ``capacity`` at a time.
 
-Each task's ``kind`` selects a handler: an async function ``(task, context) -> output``.
-A handler's exception becomes a failed result carrying the error text. Results ready
-together travel together (one message), and a worker that stops finishes (or abandons)
-its running attempts and reports them before it leaves.
+Each task's ``kind`` selects a handler: an async function ``(task, context) -> output``; the
+worker tells its manager which kinds it has handlers for, and its labels, so that it is only
+given tasks it can run. A handler's exception becomes a failed result carrying the error text.
+Results ready together travel together (one message), with the attempts that started since;
+a worker that stops finishes (or abandons) its running attempts and reports them before it
+leaves. Skills, labels and capacity can change while it runs (:meth:`WorkerAgent.reconfigure`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections import deque
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import Any, ClassVar
 
 from loguru import logger
@@ -23,7 +26,9 @@ from serendib.handlers import on_message
 from serendib.limits import clip_text
 from serendib.messages import summarise
 from serendib.presence import AdminStarted
+from serendib.tasks.activity import ActivityLog
 from serendib.tasks.messages import (
+    Reconfigure,
     ResultsAck,
     TaskAssignment,
     TaskAssignments,
@@ -32,8 +37,9 @@ from serendib.tasks.messages import (
     TaskResult,
     TaskResults,
     WorkerSync,
+    WorkerUpdate,
 )
-from serendib.tasks.models import DEFAULT_SKILL, AttemptKey, Task
+from serendib.tasks.models import DEFAULT_SKILL, AttemptKey, Task, WorkerInfo
 
 __all__ = ["TaskContext", "TaskFailed", "TaskHandler", "WorkerAgent", "simulate"]
 
@@ -112,10 +118,12 @@ class WorkerAgent(Agent):
         workspace_id: Workspace to join.
         handlers: Handler per task kind, added to the built-in ``simulate``.
         time_scale: Seconds per difficulty level for ``simulate`` (the seed's is 1).
+        labels: Labels for constraints that are not levels (``gpu``, ``region=eu``): a task
+            requiring labels goes only to a worker that has them all.
         **options: Passed on to :class:`~serendib.Agent` (``admin_port``, ``transport``...).
 
     Raises:
-        ValueError: No skill given, a level below 0, or capacity below 1.
+        ValueError: No skill given, a level below 0, capacity below 1, or a bad label.
     """
 
     role: ClassVar[str] = "worker"
@@ -130,6 +138,7 @@ class WorkerAgent(Agent):
         workspace_id: str = "serendib",
         handlers: Mapping[str, TaskHandler] | None = None,
         time_scale: float = 1.0,
+        labels: Iterable[str] = (),
         **options: Any,
     ) -> None:
         levels = dict(skills or {})
@@ -143,16 +152,19 @@ class WorkerAgent(Agent):
             raise ValueError(f"worker {name!r}: capacity must be >= 1, got {capacity}")
         self.skills = levels
         self.capacity = capacity
+        self.labels: tuple[str, ...] = tuple(sorted(set(labels)))
         self.time_scale = time_scale
         self.task_handlers: dict[str, TaskHandler] = {"simulate": simulate, **(handlers or {})}
-        super().__init__(
-            name,
-            workspace_id,
-            attributes={"skills": levels, "capacity": capacity},
-            **options,
-        )
+        try:
+            info = self.info_for(name)
+        except ValidationError as e:
+            raise ValueError(f"worker {name!r}: {summarise(e)}") from None
+        super().__init__(name, workspace_id, attributes=info.attributes(), **options)
         self._running: dict[tuple[str, int], asyncio.Task[None]] = {}
-        self._slots = asyncio.Semaphore(capacity)
+        self._slots = _Slots(capacity)
+        self._started: list[AttemptKey] = []
+        self._started_at = 0.0
+        self.activity = ActivityLog(name)
         self._outbox: list[TaskResult] = []
         self._unacked: dict[AttemptKey, TaskResult] = {}
         # Attempts finished lately (a resent assignment of one is not run again), and the
@@ -164,15 +176,96 @@ class WorkerAgent(Agent):
         self.completed = 0
 
     def handler(self, kind: str) -> Callable[[TaskHandler], TaskHandler]:
-        """Decorator registering an async ``(task, context)`` function for a task kind."""
+        """Decorator registering an async ``(task, context)`` function for a task kind
+        (before the worker starts, or while it runs: its manager is told)."""
 
         def register(fn: TaskHandler) -> TaskHandler:
             if not asyncio.iscoroutinefunction(fn):
                 raise TypeError(f"task handler {fn!r} for {kind!r} must be an async function")
             self.task_handlers[kind] = fn
+            self._announce()
+            if self.status is AgentStatus.RUNNING:
+                self._spawn(self._to_manager(WorkerUpdate(info=self.info)), "worker-update")
             return fn
 
         return register
+
+    def info_for(self, name: str | None = None) -> WorkerInfo:
+        """What this worker tells its manager: skills, capacity, kinds it runs, labels.
+
+        Raises:
+            pydantic.ValidationError: They break a bound (a skill name, a label...).
+        """
+        return WorkerInfo(
+            name=name or self.name,
+            skills=self.skills,
+            capacity=self.capacity,
+            kinds=tuple(sorted(self.task_handlers)),
+            labels=self.labels,
+        )
+
+    @property
+    def info(self) -> WorkerInfo:
+        """What this worker tells its manager now."""
+        return self.info_for()
+
+    async def reconfigure(
+        self,
+        *,
+        skills: Mapping[str, int] | None = None,
+        labels: Iterable[str] | None = None,
+        capacity: int | None = None,
+    ) -> WorkerInfo:
+        """Change skills, labels or capacity while running (``None`` leaves one as it is).
+
+        What runs goes on; the manager is told at once and places pending work again with
+        what this worker has now. A lower capacity starts no new attempt until enough end.
+
+        Returns:
+            What the manager is told.
+
+        Raises:
+            ValueError: A level below 0, capacity below 1, or a bad name or label.
+        """
+        old = (self.skills, self.labels, self.capacity)
+        if skills is not None:
+            self.skills = dict(skills)
+        if labels is not None:
+            self.labels = tuple(sorted(set(labels)))
+        if capacity is not None:
+            self.capacity = capacity
+        try:
+            info = self.info
+        except ValidationError as e:
+            self.skills, self.labels, self.capacity = old
+            raise ValueError(f"worker {self.name!r}: {summarise(e)}") from None
+        self._slots.resize(self.capacity)
+        logger.info(
+            "{}: now {}, capacity {}{}",
+            self.name,
+            ", ".join(f"{k} {v}" for k, v in self.skills.items()),
+            self.capacity,
+            f", labels {','.join(self.labels)}" if self.labels else "",
+        )
+        self._announce()
+        if self.status is AgentStatus.RUNNING:
+            await self._to_manager(WorkerUpdate(info=info))
+        return info
+
+    def _announce(self) -> None:
+        """Keep the presence this worker announces (to a manager that restarts) current."""
+        try:
+            attributes = self.info.attributes()
+        except ValidationError:
+            return  # a bad kind name: refused when the worker is told to change
+        self.detail = self.detail.model_copy(update={"attributes": attributes})
+
+    @on_message
+    async def _on_reconfigure(self, change: Reconfigure) -> None:
+        if self._from_manager():
+            await self.reconfigure(
+                skills=change.skills, labels=change.labels, capacity=change.capacity
+            )
 
     @property
     def in_flight(self) -> int:
@@ -229,9 +322,19 @@ class WorkerAgent(Agent):
             or key in self._done
         ):
             return
-        attempt = asyncio.create_task(
-            self._run(assignment), name=f"{self.name}-task-{assignment.task.id}"
+        task = assignment.task
+        self.activity.event(
+            "received",
+            "received task {} ({}, difficulty {}, attempt {})",
+            task.id,
+            task.kind,
+            task.difficulty,
+            assignment.attempt,
+            task_id=task.id,
+            kind=task.kind,
+            attempt=assignment.attempt,
         )
+        attempt = asyncio.create_task(self._run(assignment), name=f"{self.name}-task-{task.id}")
         self._running[key] = attempt
         # A task cancelled before it starts never runs its own clean-up: this does.
         attempt.add_done_callback(lambda _: self._running.pop(key, None))
@@ -239,9 +342,13 @@ class WorkerAgent(Agent):
     async def _run(self, assignment: TaskAssignment) -> None:
         task, attempt = assignment.task, assignment.attempt
         try:
-            async with self._slots:
+            await self._slots.acquire()
+            try:
                 started = time.time()
+                self._note_started((task.id, attempt), started)
                 result = await self._attempt(task, attempt, started)
+            finally:
+                self._slots.release()
             self._queue_result(result)
         except asyncio.CancelledError:
             self._queue_result(
@@ -344,7 +451,38 @@ class WorkerAgent(Agent):
                 logger.debug("{}: results not resent: {}", self.name, e)
             await self._sync()
 
+    def _note_started(self, key: AttemptKey, at: float) -> None:
+        if not self._started:
+            self._started_at = at
+        self._started.append(key)
+        if self._sender is None:
+            self._sender = asyncio.create_task(self._send_results())
+
     def _queue_result(self, result: TaskResult) -> None:
+        took = max(result.finished_at - result.started_at, 0.0)
+        if result.success:
+            self.activity.event(
+                "succeeded",
+                "task {} succeeded in {:.3f}s",
+                result.task_id,
+                took,
+                task_id=result.task_id,
+                attempt=result.attempt,
+                run_s=took,
+            )
+        else:
+            self.activity.event(
+                "failed",
+                "task {} failed in {:.3f}s: {}",
+                result.task_id,
+                took,
+                result.error,
+                level="WARNING",
+                task_id=result.task_id,
+                attempt=result.attempt,
+                run_s=took,
+                error=result.error,
+            )
         key = (result.task_id, result.attempt)
         self._unacked[key] = result
         self._done[key] = None
@@ -355,10 +493,24 @@ class WorkerAgent(Agent):
             self._sender = asyncio.create_task(self._send_results())
 
     async def _send_results(self) -> None:
+        """Send what finished and what started, together, until nothing is left to say.
+
+        An attempt that started and finished before this runs is reported by its result
+        alone: a fast task costs no message more for being seen running.
+        """
         try:
-            while self._outbox:
+            while self._outbox or self._started:
                 batch, self._outbox = self._outbox, []
-                message: object = batch[0] if len(batch) == 1 else TaskResults(results=batch)
+                started, self._started = self._started, []
+                done = self._done
+                running = [key for key in started if key not in done] if started else []
+                message: object
+                if len(batch) == 1 and not running:
+                    message = batch[0]
+                else:
+                    message = TaskResults(
+                        results=batch, started=running, started_at=self._started_at
+                    )
                 try:
                     await self._to_manager(message)
                 except Exception as e:
@@ -387,5 +539,43 @@ class WorkerAgent(Agent):
                 await asyncio.wait(pending)
         while self._sender is not None:
             await asyncio.shield(self._sender)
+        self.activity.close()
         if self._transport is not None:
             await self._transport.flush()
+
+
+class _Slots:
+    """How many attempts may run at once: a semaphore whose size can change."""
+
+    def __init__(self, capacity: int) -> None:
+        self.capacity = capacity
+        self.in_use = 0
+        self._waiting: deque[asyncio.Future[None]] = deque()
+
+    async def acquire(self) -> None:
+        if self.in_use < self.capacity and not self._waiting:
+            self.in_use += 1
+            return
+        waiter = asyncio.get_running_loop().create_future()
+        self._waiting.append(waiter)
+        try:
+            await waiter
+        except asyncio.CancelledError:
+            if waiter.done() and not waiter.cancelled():
+                self.release()  # given a slot while being cancelled: pass it on
+            raise
+
+    def release(self) -> None:
+        self.in_use -= 1
+        self._wake()
+
+    def resize(self, capacity: int) -> None:
+        self.capacity = capacity
+        self._wake()
+
+    def _wake(self) -> None:
+        while self._waiting and self.in_use < self.capacity:
+            waiter = self._waiting.popleft()
+            if not waiter.done():
+                self.in_use += 1
+                waiter.set_result(None)

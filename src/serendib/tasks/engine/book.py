@@ -20,6 +20,7 @@ from typing import Any
 
 from loguru import logger
 
+from serendib.tasks.activity import ActivityLog
 from serendib.tasks.engine.entries import Entry, Lease
 from serendib.tasks.engine.ledger import Ledger
 from serendib.tasks.engine.roster import CallSoon, Roster
@@ -71,6 +72,7 @@ class TaskBook:
         self._escalate: set[str] = set()
         self._claims: asyncio.TimerHandle | None = None
         self.events = EventBus(owner)
+        self.activity = ActivityLog(owner)
         self.stats = ManagerStats()
 
     def __contains__(self, task_id: str) -> bool:
@@ -93,13 +95,21 @@ class TaskBook:
             timer.cancel()
         self._timers.clear()
         self.roster.close()
+        self.activity.close()
 
     # --- the steps ----------------------------------------------------------------------------
 
     def _queue(self, entry: Entry, stage: bool) -> None:
         self._records[entry.id] = entry
         task = entry.task
-        self.scheduler.add_task(entry.id, task.required_skill, task.difficulty, task.priority)
+        self.scheduler.add_task(
+            entry.id,
+            task.required_skill,
+            task.difficulty,
+            task.priority,
+            kind=task.kind,
+            labels=task.labels,
+        )
         if task.wait_timeout_s is not None and entry.attempt == 0:
             self._arm(entry.id, task.wait_timeout_s, self._wait_expired, entry.id)
         if stage:
@@ -107,11 +117,13 @@ class TaskBook:
 
     def _requeue(self, entry: Entry, escalate_above: int | None = None) -> None:
         task = entry.task
-        best = self.scheduler.max_level(task.required_skill)
+        best = self.scheduler.max_level(task.required_skill, task.kind, task.labels)
         level, escalated = retry_level(task.difficulty, escalate_above, best)
         if escalated:
             self._escalate.add(entry.id)
-        self.scheduler.add_task(entry.id, task.required_skill, level, task.priority)
+        self.scheduler.add_task(
+            entry.id, task.required_skill, level, task.priority, kind=task.kind, labels=task.labels
+        )
         self._ledger.record(entry)
         if self.events:
             self.events.emit(
@@ -171,6 +183,7 @@ class TaskBook:
         else:
             stats.cancelled += 1
         self._ledger.record(entry)
+        self._log_final(entry)
         if self.events:
             run_s = entry.updated_at - attempt.assigned_at if attempt is not None else None
             self.events.emit(
@@ -181,6 +194,38 @@ class TaskBook:
                 reason=entry.error or "",
                 run_s=run_s,
             )
+
+    def _log_final(self, entry: Entry) -> None:
+        state = entry.state
+        took = max(entry.updated_at - entry.submitted_at, 0.0)
+        where = f" on {entry.worker}" if entry.worker else ""
+        if state is TaskState.SUCCEEDED:
+            self.activity.event(
+                state.value,
+                "task {} succeeded{} after {} attempt(s), {:.3f}s after submission",
+                entry.id,
+                where,
+                entry.attempt,
+                took,
+                task_id=entry.id,
+                worker=entry.worker,
+                attempt=entry.attempt,
+            )
+            return
+        self.activity.event(
+            state.value,
+            "task {} {}{} after {} attempt(s): {}",
+            entry.id,
+            state.value,
+            where,
+            entry.attempt,
+            entry.error or entry.reason,
+            level="WARNING" if state is TaskState.FAILED else "INFO",
+            task_id=entry.id,
+            worker=entry.worker,
+            attempt=entry.attempt,
+            error=entry.error,
+        )
 
     def pump(self) -> None:
         """Make every assignment possible now, and stage it."""
@@ -243,7 +288,7 @@ class TaskBook:
             return
         self._timers.pop(task_id, None)
         task = entry.task
-        if self.scheduler.max_level(task.required_skill) >= task.difficulty:
+        if self.scheduler.max_level(task.required_skill, task.kind, task.labels) >= task.difficulty:
             return  # a skilled worker is connected, only busy: the task will get its turn
         reason = self.scheduler.waiting_reason(task_id) or "no eligible worker"
         self.scheduler.remove_task(task_id)
@@ -326,10 +371,32 @@ class TaskBook:
                 info.name,
                 len(self._by_worker.get(info.name, ())),
             )
-        running = self._by_worker.setdefault(info.name, set())
-        self.scheduler.add_worker(info.name, info.skills, info.capacity, load=len(running))
+        self._place_worker(info)
         self.events.emit(EventKind.WORKER_JOINED, worker=info.name)
         self.pump()
+
+    def worker_changed(self, info: WorkerInfo) -> bool:
+        """A connected worker's skills, kinds, labels or capacity changed: what it runs goes
+        on, and pending work is placed again with what it has now. False if it is not
+        connected (or suspect: it gets no work until it is heard from)."""
+        if info.name not in self.roster or self.roster.is_suspect(info.name):
+            return False
+        self.roster.join(info)
+        self._place_worker(info)
+        self.events.emit(EventKind.WORKER_CHANGED, worker=info.name)
+        self.pump()
+        return True
+
+    def _place_worker(self, info: WorkerInfo) -> None:
+        running = self._by_worker.setdefault(info.name, set())
+        self.scheduler.add_worker(
+            info.name,
+            info.skills,
+            info.capacity,
+            load=len(running),
+            kinds=info.kinds,
+            labels=info.labels,
+        )
 
     def worker_lost(self, name: str, grace_s: float) -> None:
         """A worker fell silent: it gets no new work, and its attempts go back to the queue
@@ -507,6 +574,25 @@ class TaskBook:
         note = f"running on {attempt.worker}: {progress.fraction:.0%} {progress.note}"
         entry.reason = note.rstrip()
         self._ledger.record(entry)
+
+    def started(self, task_id: str, attempt_no: int, sender: str, at: float) -> None:
+        """A leaseholder started the attempt (it was waiting in its hands until then): the
+        task is RUNNING."""
+        entry = self._records.get(task_id)
+        attempt = self._attempts.get(task_id)
+        if (
+            entry is None
+            or attempt is None
+            or attempt.attempt != attempt_no
+            or attempt.worker != sender
+            or entry.state is not TaskState.ASSIGNED
+        ):
+            return
+        entry.run(at)
+        attempt.started_at = at  # stored with the attempt's end
+        self._ledger.record(entry)
+        if self.events:
+            self.events.emit(EventKind.STARTED, task_id=task_id, worker=sender, attempt=attempt_no)
 
     def waiting_reason(self, record: TaskRecord) -> TaskRecord:
         """A pending record with the scheduler's current reason for waiting."""
