@@ -1,8 +1,9 @@
 """Run every benchmark module there is: ``python -m bench [--quick] [--json] [--only NAME]``.
 
-A benchmark module is ``bench/<name>.py`` (no leading underscore) exposing
-``run(quick: bool = False) -> list[Table]`` (see ``bench._util``). The modules of ORDER run
-first, in that order, if they exist; any other module found in ``bench/`` runs after them.
+A benchmark module is ``bench/<name>.py`` (no leading underscore, not one of HELPERS)
+exposing ``run(quick: bool = False) -> list[Table]`` (see ``bench._util``). The modules of
+ORDER run first, in that order, if they exist; any other module found in ``bench/`` runs after
+them.
 """
 
 from __future__ import annotations
@@ -17,6 +18,8 @@ from typing import cast
 from bench._util import Table, machine_line, parser, render, to_json
 
 ORDER = ("inproc", "scheduling", "store")
+HELPERS = frozenset({"cases"})
+"""Modules the benchmarks share, not benchmarks themselves."""
 
 
 def modules() -> list[str]:
@@ -24,7 +27,7 @@ def modules() -> list[str]:
     found = {
         m.name
         for m in pkgutil.iter_modules([str(Path(__file__).parent)])
-        if not m.name.startswith("_")
+        if not m.name.startswith("_") and m.name not in HELPERS
     }
     return [n for n in ORDER if n in found] + sorted(found - set(ORDER))
 

@@ -3,6 +3,8 @@
 One admin and W agents in one process on the memory transport. Round trips go admin ->
 agent -> admin; a bare ``asyncio.Queue`` ping-pong with the same shape (one task and one
 queue per agent, one reply queue for the admin) runs in the same process as the ceiling.
+The cases themselves (messages, agent, admin, pipelined and sequential runs) are
+:mod:`bench.cases`', shared with ``bench.nats_roundtrip``.
 
 Run alone: ``python -m bench.inproc [--quick] [--json]``; one framework case, for a profiler:
 ``python -m bench.inproc --one pipelined --workers 10 --round-trips 300000 [--profile]``.
@@ -12,114 +14,43 @@ from __future__ import annotations
 
 import asyncio
 import gc
-import math
-import sys
 import time
 import tracemalloc
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from pydantic import BaseModel
-
-from bench._util import Table, guard, module_main, parser, percentile, quiet_logs, rss_bytes
-from serendib import Admin, Agent, AgentDetail, current_message, on_message
+from bench._util import Table, guard, module_main, parser, quiet_logs, rss_bytes
+from bench.cases import (
+    COLUMNS,
+    DEADLINE,
+    Driver,
+    Echo,
+    Run,
+    Sizes,
+    Window,
+    interleaved,
+    notes,
+    progress,
+    serendib_pipelined,
+    serendib_sequential,
+)
+from serendib import Agent
 
 __all__ = ["run"]
 
 T = TypeVar("T")
 
 WORKSPACE = "bench"
-ADMIN = "admin"
-WINDOW = 1_000
-"""Round trips the admin keeps in flight in the pipelined runs."""
-DEADLINE = 600.0
-"""No single measurement may take longer than this (seconds): a hang fails, not stalls."""
-
-
-class Ping(BaseModel):
-    """Pipelined: the agent answers with a direct ``send`` of :class:`Pong`."""
-
-    n: int
-
-
-class Probe(BaseModel):
-    """Sequential: the agent's handler returns :class:`Pong` as the reply to a ``request``."""
-
-    n: int
-
-
-class Pong(BaseModel):
-    n: int
-
-
-class Echo(Agent):
-    """The agent under test: answers every Ping and Probe."""
-
-    @on_message
-    async def on_ping(self, ping: Ping) -> None:
-        envelope = current_message()
-        assert envelope is not None
-        await self.send(envelope.sender, Pong(n=ping.n))
-
-    @on_message
-    async def on_probe(self, probe: Probe) -> Pong:
-        return Pong(n=probe.n)
-
-
-class _Window:
-    """Bookkeeping of a pipelined run, shared by the framework and the bare-queue runs."""
-
-    def __init__(self, total: int) -> None:
-        self.total = total
-        self.sent = 0
-        self.received = 0
-        self.sent_at = [0] * total
-        self.latency = [0] * total
-        self.done = asyncio.Event()
-
-    def next(self) -> int | None:
-        """Number of the next round trip to start (its send time is taken), or None."""
-        n = self.sent
-        if n >= self.total:
-            return None
-        self.sent = n + 1
-        self.sent_at[n] = time.perf_counter_ns()
-        return n
-
-    def reply(self, n: int) -> None:
-        """Round trip ``n`` is back."""
-        self.latency[n] = time.perf_counter_ns() - self.sent_at[n]
-        self.received += 1
-        if self.received == self.total:
-            self.done.set()
-
-
-class Driver(Admin):
-    """The admin under test: counts connections, keeps the pipelined window full."""
-
-    def __init__(self, expect: int, **options: Any) -> None:
-        super().__init__(ADMIN, workspace_id=WORKSPACE, **options)
-        self.expect = expect
-        self.connected = 0
-        self.all_connected = asyncio.Event()
-        self.window: _Window | None = None
-        self.targets: Sequence[str] = ()
-
-    async def on_agent_connected(self, topic: str, agent: AgentDetail) -> None:
-        self.connected += 1
-        if self.connected >= self.expect:
-            self.all_connected.set()
-
-    @on_message
-    async def on_pong(self, pong: Pong) -> None:
-        window = self.window
-        assert window is not None
-        window.reply(pong.n)
-        n = window.next()
-        if n is not None:
-            await self.send(self.targets[n % len(self.targets)], Ping(n=n))
+SIZES = {
+    False: Sizes(
+        round_trips=100_000, sequential=100_000, workers=(10, 1_000), repeats=3, window=1_000
+    ),
+    True: Sizes(
+        round_trips=10_000, sequential=10_000, workers=(10, 1_000), repeats=1, window=1_000
+    ),
+}
+"""The messaging cases' sizes, by ``quick``."""
 
 
 def _names(count: int) -> list[str]:
@@ -134,7 +65,7 @@ async def _with_crew(
     count: int, body: Callable[[Driver, list[str]], Awaitable[T]], **options: Any
 ) -> T:
     """Run ``body`` while an admin and ``count`` Echo agents (given ``options``) run (arun)."""
-    driver = Driver(count)
+    driver = Driver(count, WORKSPACE)
     running = asyncio.create_task(driver.arun(_crew(count, **options)))
     try:
         await guard(driver.all_connected.wait(), DEADLINE, running, who="the admin")
@@ -147,67 +78,18 @@ async def _with_crew(
 # --- messaging -------------------------------------------------------------------------------
 
 
-@dataclass
-class Run:
-    """One messaging measurement."""
-
-    case: str
-    round_trips: int
-    seconds: float
-    latency_ns: list[int]
-    cpu_seconds: float = math.nan
-    """Process CPU time of the run: less disturbed than wall time by other processes."""
-
-    @property
-    def rate(self) -> float:
-        return self.round_trips / self.seconds
-
-    def row(self, ceiling: Run | None) -> dict[str, float | int | str | None]:
-        return {
-            "case": self.case,
-            "round trips": self.round_trips,
-            "round trips/s": self.rate,
-            "p50 us": percentile(self.latency_ns, 50) / 1e3,
-            "p99 us": percentile(self.latency_ns, 99) / 1e3,
-            "CPU us/rt": self.cpu_seconds / self.round_trips * 1e6,
-            "bare/this": None if ceiling is None else ceiling.rate / self.rate,
-        }
+def _row(run: Run, ceiling: Run | None) -> dict[str, float | int | str | None]:
+    return {
+        **run.figures(),
+        "CPU us/rt": run.cpu_here / run.round_trips * 1e6,
+        "bare/this": None if ceiling is None else ceiling.rate / run.rate,
+    }
 
 
-async def serendib_pipelined(
-    driver: Driver, names: Sequence[str], total: int, window: int = WINDOW
-) -> Run:
-    """Admin sends Ping round-robin, ``window`` in flight; agents ``send`` Pong back."""
-    workers = len(names)
-    state = _Window(total)
-    driver.window, driver.targets = state, names
-    started = time.perf_counter()
-    for _ in range(min(window, total)):
-        n = state.next()
-        assert n is not None
-        await driver.send(names[n % workers], Ping(n=n))
-    await state.done.wait()
-    seconds = time.perf_counter() - started
-    driver.window = None
-    return Run(f"serendib pipelined W={workers:,}", total, seconds, state.latency)
-
-
-async def serendib_sequential(driver: Driver, names: Sequence[str], total: int) -> Run:
-    """Admin ``request``s Probe of each agent in turn, one at a time."""
-    workers = len(names)
-    latency = [0] * total
-    started = time.perf_counter()
-    for n in range(total):
-        sent = time.perf_counter_ns()
-        await driver.request(names[n % workers], Probe(n=n))
-        latency[n] = time.perf_counter_ns() - sent
-    seconds = time.perf_counter() - started
-    return Run(f"serendib sequential W={workers:,}", total, seconds, latency)
-
-
-async def bare_pipelined(workers: int, total: int, window: int = WINDOW) -> Run:
+async def bare_pipelined(workers: int, total: int, window: int) -> Run:
     """The ceiling: the same traffic over bare queues, one task per 'agent'."""
-    state = _Window(total)
+    state = Window(total)
+    sent_at = [0] * total
     replies: asyncio.Queue[int] = asyncio.Queue()
     inboxes: list[asyncio.Queue[int]] = [asyncio.Queue() for _ in range(workers)]
 
@@ -220,11 +102,14 @@ async def bare_pipelined(workers: int, total: int, window: int = WINDOW) -> Run:
     for _ in range(min(window, total)):
         n = state.next()
         assert n is not None
+        sent_at[n] = time.perf_counter_ns()
         inboxes[n % workers].put_nowait(n)
     while state.received < total:
-        state.reply(await replies.get())
+        n = await replies.get()
+        state.reply(n, sent_at[n])
         n = state.next()
         if n is not None:
+            sent_at[n] = time.perf_counter_ns()
             inboxes[n % workers].put_nowait(n)
     seconds = time.perf_counter() - started
     for task in tasks:
@@ -257,60 +142,44 @@ async def bare_sequential(workers: int, total: int) -> Run:
     return Run(f"bare queue sequential W={workers:,}", total, seconds, latency)
 
 
-def _best(runs: Sequence[Run]) -> Run:
-    # Other load on the machine only ever slows a run down: the fastest is the least disturbed.
-    return max(runs, key=lambda r: r.rate)
+async def _timed(measurement: Awaitable[Run]) -> Run:
+    gc.collect()
+    cpu = time.process_time()
+    result = await measurement
+    result.cpu_here = time.process_time() - cpu
+    return result
 
 
-async def _timed(bare: Awaitable[Run], ours: Awaitable[Run], runs: dict[str, list[Run]]) -> None:
-    for measurement in (bare, ours):
-        gc.collect()
-        cpu = time.process_time()
-        result = await measurement
-        result.cpu_seconds = time.process_time() - cpu
-        runs.setdefault(result.case, []).append(result)
-
-
-async def messaging_for(
-    workers: int, total: int, sequential_total: int, repeats: int
-) -> list[tuple[Run, Run]]:
+async def messaging_for(workers: int, sizes: Sizes) -> list[tuple[Run, Run]]:
     """(bare, serendib) best runs, pipelined then sequential, for ``workers`` agents."""
 
     async def body(driver: Driver, names: list[str]) -> list[tuple[Run, Run]]:
-        runs: dict[str, list[Run]] = {}
-        for _ in range(repeats):
-            # Each framework run right after its bare twin, so both see the same machine.
-            await _timed(
-                bare_pipelined(workers, total), serendib_pipelined(driver, names, total), runs
-            )
-            await _timed(
-                bare_sequential(workers, sequential_total),
-                serendib_sequential(driver, names, sequential_total),
-                runs,
-            )
-        best = [_best(r) for r in runs.values()]
-        return [(best[0], best[1]), (best[2], best[3])]
+        def rounds() -> list[Awaitable[Run]]:
+            return [
+                _timed(bare_pipelined(workers, sizes.round_trips, sizes.window)),
+                _timed(serendib_pipelined(driver, names, sizes.round_trips, sizes.window)),
+                _timed(bare_sequential(workers, sizes.sequential)),
+                _timed(serendib_sequential(driver, names, sizes.sequential)),
+            ]
+
+        return await interleaved(sizes.repeats, rounds)
 
     return await _with_crew(workers, body)
 
 
-async def messaging(total: int, sequential_total: int, sizes: Sequence[int], repeats: int) -> Table:
+async def messaging(sizes: Sizes) -> Table:
     table = Table(
         "In-process messaging: admin -> agent -> admin round trips (memory transport)",
-        ["case", "round trips", "round trips/s", "p50 us", "p99 us", "CPU us/rt", "bare/this"],
+        [*COLUMNS, "CPU us/rt", "bare/this"],
     )
-    for workers in sizes:
-        for ceiling, measured in await messaging_for(workers, total, sequential_total, repeats):
-            table.rows += [ceiling.row(None), measured.row(ceiling)]
-            _progress(f"{measured.case}: {measured.rate:,.0f}/s (bare {ceiling.rate:,.0f}/s)")
+    for workers in sizes.workers:
+        for ceiling, measured in await messaging_for(workers, sizes):
+            table.rows += [_row(ceiling, None), _row(measured, ceiling)]
+            progress(f"{measured.case}: {measured.rate:,.0f}/s (bare {ceiling.rate:,.0f}/s)")
     table.notes += [
-        f"best of {repeats} runs each (by rate; its latencies shown); every framework run "
+        f"best of {sizes.repeats} runs each (by rate; its latencies shown); every framework run "
         "follows its bare twin, with the W agents started and connected (Admin.arun)",
-        f"pipelined: the admin keeps {WINDOW:,} round trips in flight, sending Ping to the "
-        "agents round-robin; each agent answers with send(sender, Pong); latency includes the "
-        "time queued behind the window",
-        "sequential: one admin.request(agent, Probe) at a time, agents round-robin; the "
-        "handler's return value is the reply",
+        *notes(sizes.window),
         "bare queue: the same shape with asyncio.Queue and ints (one task and queue per agent, "
         "one reply queue), no framework; bare/this = how many times faster the bare queue is",
         "CPU us/rt: process CPU time per round trip (the whole process: heartbeats included); "
@@ -346,7 +215,7 @@ async def startup_arun(count: int, idle_seconds: float) -> dict[str, float | Non
     started = time.perf_counter()
     crew = _crew(count)
     built = time.perf_counter()
-    driver = Driver(count)
+    driver = Driver(count, WORKSPACE)
     running = asyncio.create_task(driver.arun(crew))
     await guard(driver.all_connected.wait(), DEADLINE, running, who="the admin")
     connected = time.perf_counter()
@@ -381,7 +250,7 @@ async def idle_with_heartbeat(count: int, interval: float, idle_seconds: float) 
 async def startup_shared_url(count: int) -> float:
     """Admin started alone on memory://NAME, then every agent's start() on that URL at once."""
     url = f"memory://bench-{uuid.uuid4().hex[:8]}"
-    driver = Driver(count, transport=url)
+    driver = Driver(count, WORKSPACE, transport=url)
     await driver.start()
     crew = _crew(count, transport=url)
     started = time.perf_counter()
@@ -400,7 +269,7 @@ async def traced_memory(count: int) -> float:
     try:
         before = tracemalloc.get_traced_memory()[0]
         crew = _crew(count)
-        driver = Driver(count)
+        driver = Driver(count, WORKSPACE)
         running = asyncio.create_task(driver.arun(crew))
         await guard(driver.all_connected.wait(), DEADLINE, running, who="the admin")
         gc.collect()
@@ -485,19 +354,13 @@ async def agents(count: int, idle_seconds: float) -> Table:
 # --- entry points ----------------------------------------------------------------------------
 
 
-def _progress(text: str) -> None:
-    print(f"  .. {text}", file=sys.stderr, flush=True)
-
-
 async def _all(quick: bool) -> list[Table]:
-    total = 10_000 if quick else 100_000
-    repeats = 1 if quick else 3
     count = 1_000
     idle_seconds = 2.0 if quick else 5.0
     # Agents first, while the heap is fresh: RSS growth means most then.
     tables = [await agents(count, idle_seconds)]
-    _progress("agents done")
-    tables.insert(0, await messaging(total, total, (10, 1_000), repeats))
+    progress("agents done")
+    tables.insert(0, await messaging(SIZES[quick]))
     return tables
 
 
@@ -519,18 +382,19 @@ def one(case: str, workers: int, total: int, profile: bool = False) -> Run:
     import cProfile
     import pstats
 
-    measure = serendib_pipelined if case == "pipelined" else serendib_sequential
-
     async def body(driver: Driver, names: list[str]) -> Run:
         cpu = time.process_time()
         profiler = cProfile.Profile() if profile else None
         if profiler is not None:
             profiler.enable()
-        result = await measure(driver, names, total)
+        if case == "pipelined":
+            result = await serendib_pipelined(driver, names, total, SIZES[False].window)
+        else:
+            result = await serendib_sequential(driver, names, total)
         if profiler is not None:
             profiler.disable()
             pstats.Stats(profiler).sort_stats("tottime").print_stats(25)
-        result.cpu_seconds = time.process_time() - cpu
+        result.cpu_here = time.process_time() - cpu
         return result
 
     quiet_logs()
@@ -554,7 +418,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     result = one(args.one, args.workers, args.round_trips, args.profile)
     print(
         f"{result.case}: {result.round_trips:,} round trips, {result.rate:,.0f}/s, "
-        f"{result.cpu_seconds / result.round_trips * 1e6:.1f} CPU us each"
+        f"{result.cpu_here / result.round_trips * 1e6:.1f} CPU us each"
     )
     return 0
 

@@ -5,6 +5,8 @@ processes each host K agents (one NATS connection per agent, as every agent has)
 trips go admin -> agent -> admin. In the same run, a bare nats-py ping-pong with the same
 shape (this process publishes, the children's plain nats-py subscribers answer, one
 connection and one subject per "agent") is the ceiling the framework is compared to.
+The cases themselves (messages, agent, admin, pipelined and sequential runs) are
+:mod:`bench.cases`', shared with ``bench.inproc``.
 
 Run alone: ``python -m bench.nats_roundtrip [--quick] [--json] [--profile]``.
 """
@@ -28,10 +30,22 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import nats
-from pydantic import BaseModel
 
-from bench._util import Table, module_main, percentile, quiet_logs
-from serendib import Admin, Agent, AgentDetail, current_message, on_message
+from bench._util import Table, module_main, quiet_logs
+from bench.cases import (
+    COLUMNS,
+    DEADLINE,
+    Driver,
+    Echo,
+    Run,
+    Sizes,
+    Window,
+    interleaved,
+    notes,
+    progress,
+    serendib_pipelined,
+    serendib_sequential,
+)
 from serendib.transports.embedded import EmbeddedBroker
 
 __all__ = ["run"]
@@ -39,104 +53,18 @@ __all__ = ["run"]
 T = TypeVar("T")
 
 ROOT = Path(__file__).resolve().parent.parent
-ADMIN = "admin"
 AGENT_PROCESSES = 2
-WINDOW = 10_000
-"""Round trips the admin keeps in flight in the pipelined runs."""
-DEADLINE = 600.0
-"""No single measurement may take longer than this (seconds): a hang fails, not stalls."""
+SIZES = {
+    False: Sizes(
+        round_trips=100_000, sequential=2_000, workers=(10, 100), repeats=3, window=10_000
+    ),
+    True: Sizes(round_trips=20_000, sequential=500, workers=(10, 100), repeats=1, window=10_000),
+}
+"""The messaging cases' sizes, by ``quick``; W agents split over AGENT_PROCESSES."""
 BARE_PONG = "bare.pong"
 TICK = os.sysconf("SC_CLK_TCK")
 PING = struct.Struct("<qq")
 """Bare payload: the round trip's number and its send time (perf_counter_ns)."""
-
-
-class Ping(BaseModel):
-    """Pipelined: the agent answers with a direct ``send`` of :class:`Pong`.
-
-    ``t`` is the admin's ``perf_counter_ns()`` when it sent the ping, echoed in the Pong.
-    """
-
-    n: int
-    t: int
-
-
-class Probe(BaseModel):
-    """Sequential: the agent's handler returns :class:`Pong` as the reply to a ``request``."""
-
-    n: int
-
-
-class Pong(BaseModel):
-    n: int
-    t: int
-
-
-class Echo(Agent):
-    """The agent under test: answers every Ping and Probe."""
-
-    @on_message
-    async def on_ping(self, ping: Ping) -> None:
-        envelope = current_message()
-        assert envelope is not None
-        await self.send(envelope.sender, Pong(n=ping.n, t=ping.t))
-
-    @on_message
-    async def on_probe(self, probe: Probe) -> Pong:
-        return Pong(n=probe.n, t=0)
-
-
-class _Window:
-    """Bookkeeping of a pipelined run; latency comes from the send time in the message."""
-
-    def __init__(self, total: int) -> None:
-        self.total = total
-        self.sent = 0
-        self.received = 0
-        self.latency = [0] * total
-        self.done = asyncio.Event()
-
-    def next(self) -> int | None:
-        """Number of the next round trip to start, or None."""
-        n = self.sent
-        if n >= self.total:
-            return None
-        self.sent = n + 1
-        return n
-
-    def reply(self, n: int, sent_ns: int) -> None:
-        """Round trip ``n``, sent at ``sent_ns``, is back."""
-        self.latency[n] = time.perf_counter_ns() - sent_ns
-        self.received += 1
-        if self.received == self.total:
-            self.done.set()
-
-
-class Driver(Admin):
-    """The admin under test: counts connections, keeps the pipelined window full."""
-
-    def __init__(self, expect: int, workspace: str, url: str) -> None:
-        super().__init__(ADMIN, workspace_id=workspace, transport=url)
-        self.expect = expect
-        self.connected = 0
-        self.all_connected = asyncio.Event()
-        self.window: _Window | None = None
-        self.targets: Sequence[str] = ()
-
-    async def on_agent_connected(self, topic: str, agent: AgentDetail) -> None:
-        self.connected += 1
-        if self.connected >= self.expect:
-            self.all_connected.set()
-
-    @on_message
-    async def on_pong(self, pong: Pong) -> None:
-        window = self.window
-        assert window is not None
-        window.reply(pong.n, pong.t)
-        n = window.next()
-        if n is not None:
-            target = self.targets[n % len(self.targets)]
-            await self.send(target, Ping(n=n, t=time.perf_counter_ns()))
 
 
 def _names(processes: int, per_process: int) -> list[str]:
@@ -262,76 +190,22 @@ async def bare_process(url: str, prefix: str, count: int) -> None:
 # --- measurements ----------------------------------------------------------------------------
 
 
-@dataclass
-class Run:
-    """One messaging measurement."""
-
-    case: str
-    round_trips: int
-    seconds: float
-    latency_ns: list[int]
-    cpu_here: float = math.nan
-    """CPU seconds of this process (the admin, or the bare publisher) during the run."""
-    cpu_children: float = math.nan
-    """CPU seconds of the child processes (agents, or bare subscribers) during the run."""
-    cpu_server: float = math.nan
-    """CPU seconds of nats-server during the run."""
-
-    @property
-    def rate(self) -> float:
-        return self.round_trips / self.seconds
-
-    def row(self, ceiling: Run | None) -> dict[str, float | int | str | None]:
-        per = 1e6 / self.round_trips
-        return {
-            "case": self.case,
-            "round trips": self.round_trips,
-            "round trips/s": self.rate,
-            "p50 us": percentile(self.latency_ns, 50) / 1e3,
-            "p99 us": percentile(self.latency_ns, 99) / 1e3,
-            "admin CPU us/rt": self.cpu_here * per,
-            "agents CPU us/rt": self.cpu_children * per,
-            "server CPU us/rt": self.cpu_server * per,
-            "this/bare": None if ceiling is None else self.rate / ceiling.rate,
-        }
+def _row(run: Run, ceiling: Run | None) -> dict[str, float | int | str | None]:
+    per = 1e6 / run.round_trips
+    return {
+        **run.figures(),
+        "admin CPU us/rt": run.cpu_here * per,
+        "agents CPU us/rt": run.cpu_children * per,
+        "server CPU us/rt": run.cpu_server * per,
+        "this/bare": None if ceiling is None else run.rate / ceiling.rate,
+    }
 
 
-async def serendib_pipelined(
-    driver: Driver, names: Sequence[str], total: int, window: int = WINDOW
-) -> Run:
-    """Admin sends Ping round-robin, ``window`` in flight; agents ``send`` Pong back."""
-    workers = len(names)
-    state = _Window(total)
-    driver.window, driver.targets = state, names
-    started = time.perf_counter()
-    for _ in range(min(window, total)):
-        n = state.next()
-        assert n is not None
-        await driver.send(names[n % workers], Ping(n=n, t=time.perf_counter_ns()))
-    await state.done.wait()
-    seconds = time.perf_counter() - started
-    driver.window = None
-    return Run(f"serendib pipelined W={workers:,}", total, seconds, state.latency)
-
-
-async def serendib_sequential(driver: Driver, names: Sequence[str], total: int) -> Run:
-    """Admin ``request``s Probe of each agent in turn, one at a time."""
-    workers = len(names)
-    latency = [0] * total
-    started = time.perf_counter()
-    for n in range(total):
-        sent = time.perf_counter_ns()
-        await driver.request(names[n % workers], Probe(n=n))
-        latency[n] = time.perf_counter_ns() - sent
-    seconds = time.perf_counter() - started
-    return Run(f"serendib sequential W={workers:,}", total, seconds, latency)
-
-
-async def bare_pipelined(nc: Any, names: Sequence[str], total: int, window: int = WINDOW) -> Run:
+async def bare_pipelined(nc: Any, names: Sequence[str], total: int, window: int) -> Run:
     """The ceiling: the same traffic as plain nats-py publishes and subscriptions."""
     workers = len(names)
     subjects = [f"bare.{name}" for name in names]
-    state = _Window(total)
+    state = Window(total)
     unpack, pack = PING.unpack, PING.pack
 
     async def on_pong(msg: Any) -> None:
@@ -367,26 +241,17 @@ async def bare_sequential(nc: Any, names: Sequence[str], total: int) -> Run:
     return Run(f"bare nats-py sequential W={workers:,}", total, seconds, latency)
 
 
-def _best(runs: Sequence[Run]) -> Run:
-    # Other load on the machine only ever slows a run down: the fastest is the least disturbed.
-    return max(runs, key=lambda r: r.rate)
-
-
-async def _timed(
-    measurement: Awaitable[Run],
-    children: Children,
-    server_pid: int,
-    runs: dict[str, list[Run]],
-    alive: Callable[[], None],
-) -> None:
+async def _timed(measurement: Awaitable[Run], children: Children, setup: Setup) -> Run:
+    """Run ``measurement``, taking the CPU time of this process, ``children`` and the server."""
     gc.collect()
+    server_pid = setup.server_pid
     here, there, server = time.process_time(), children.cpu(), _cpu_seconds(server_pid)
-    result = await _guard(measurement, alive)
+    result = await _guard(measurement, setup.alive)
     result.cpu_here = time.process_time() - here
     result.cpu_children = children.cpu() - there
     result.cpu_server = _cpu_seconds(server_pid) - server
-    runs.setdefault(result.case, []).append(result)
-    _progress(f"{result.case}: {result.rate:,.0f}/s")
+    progress(f"{result.case}: {result.rate:,.0f}/s")
+    return result
 
 
 @dataclass
@@ -414,7 +279,7 @@ async def _with_setup(
     """Run ``body`` with the admin, AGENT_PROCESSES agent processes and the bare ones up."""
     workers = AGENT_PROCESSES * per_process
     workspace = f"bench{workers}"
-    driver = Driver(workers, workspace, broker.url)
+    driver = Driver(workers, workspace, transport=broker.url)
     agents, bare = Children(), Children()
     nc: Any = None
     await driver.start()
@@ -441,70 +306,53 @@ async def _with_setup(
 
 
 async def messaging_for(
-    broker: EmbeddedBroker, per_process: int, total: int, sequential_total: int, repeats: int
+    broker: EmbeddedBroker, per_process: int, sizes: Sizes
 ) -> list[tuple[Run, Run]]:
     """(bare, serendib) best runs, pipelined then sequential."""
 
     async def body(s: Setup) -> list[tuple[Run, Run]]:
-        runs: dict[str, list[Run]] = {}
-        for _ in range(repeats):
-            # Each framework run right after its bare twin, so both see the same machine.
-            for measurement, children in (
-                (bare_pipelined(s.nc, s.names, total), s.bare),
-                (serendib_pipelined(s.driver, s.names, total), s.agents),
-                (bare_sequential(s.nc, s.names, sequential_total), s.bare),
-                (serendib_sequential(s.driver, s.names, sequential_total), s.agents),
-            ):
-                await _timed(measurement, children, s.server_pid, runs, s.alive)
-        best = [_best(r) for r in runs.values()]
-        return [(best[0], best[1]), (best[2], best[3])]
+        total, window, sequential = sizes.round_trips, sizes.window, sizes.sequential
+
+        def rounds() -> list[Awaitable[Run]]:
+            return [
+                _timed(bare_pipelined(s.nc, s.names, total, window), s.bare, s),
+                _timed(serendib_pipelined(s.driver, s.names, total, window), s.agents, s),
+                _timed(bare_sequential(s.nc, s.names, sequential), s.bare, s),
+                _timed(serendib_sequential(s.driver, s.names, sequential), s.agents, s),
+            ]
+
+        return await interleaved(sizes.repeats, rounds)
 
     return await _with_setup(broker, per_process, body)
 
 
-async def messaging(
-    total: int, sequential_total: int, per_process: Sequence[int], repeats: int
-) -> Table:
+async def messaging(sizes: Sizes) -> Table:
     table = Table(
         f"NATS messaging: admin -> agent -> admin round trips, agents in {AGENT_PROCESSES} "
         "other processes",
-        [
-            "case",
-            "round trips",
-            "round trips/s",
-            "p50 us",
-            "p99 us",
-            "admin CPU us/rt",
-            "agents CPU us/rt",
-            "server CPU us/rt",
-            "this/bare",
-        ],
+        [*COLUMNS, "admin CPU us/rt", "agents CPU us/rt", "server CPU us/rt", "this/bare"],
     )
     load_before = os.getloadavg()[0]
     broker = EmbeddedBroker(0)
     await broker.start()
     try:
-        for k in per_process:
-            for ceiling, measured in await messaging_for(
-                broker, k, total, sequential_total, repeats
-            ):
-                table.rows += [ceiling.row(None), measured.row(ceiling)]
+        for workers in sizes.workers:
+            per_process = workers // AGENT_PROCESSES
+            for ceiling, measured in await messaging_for(broker, per_process, sizes):
+                table.rows += [_row(ceiling, None), _row(measured, ceiling)]
     finally:
         await broker.stop()
     table.notes += [
-        f"best of {repeats} runs each (by rate; its latencies and CPU shown); every framework "
-        "run follows its bare twin on the same machine state; 1-minute load average "
+        f"best of {sizes.repeats} runs each (by rate; its latencies and CPU shown); every "
+        "framework run follows its bare twin on the same machine state; 1-minute load average "
         f"{load_before:.2f} before, {os.getloadavg()[0]:.2f} after",
         f"embedded nats-server and the admin in this process; {AGENT_PROCESSES} child "
         f"processes with W/{AGENT_PROCESSES} agents each, one NATS connection per agent",
-        f"pipelined: the admin keeps {WINDOW:,} round trips in flight, sending Ping(n, t) to "
-        "the agents round-robin from its Pong handler; each agent answers with "
-        "send(sender, Pong); latency = admin's clock at the Pong minus t (queueing included)",
-        "sequential: one admin.request(agent, Probe) at a time, agents round-robin; bare: "
-        "nats-py request() to the subscribers in turn",
+        *notes(sizes.window),
         "bare nats-py: the same shape without the framework: one connection and subject per "
         "'agent' in the child processes, echoing a 16-byte payload (n, t) to one reply "
-        "subject this process subscribes to; this/bare = framework rate / bare rate",
+        "subject this process subscribes to, or nats-py request() to them in turn "
+        "(sequential); this/bare = framework rate / bare rate",
         "CPU us/rt: CPU time per round trip of this process (admin or bare publisher), of the "
         "child processes together, and of nats-server (from /proc)",
     ]
@@ -514,15 +362,8 @@ async def messaging(
 # --- entry points ----------------------------------------------------------------------------
 
 
-def _progress(text: str) -> None:
-    print(f"  .. {text}", file=sys.stderr, flush=True)
-
-
 async def _all(quick: bool) -> list[Table]:
-    total = 20_000 if quick else 100_000
-    sequential_total = 500 if quick else 2_000
-    repeats = 1 if quick else 3
-    return [await messaging(total, sequential_total, (5, 50), repeats)]
+    return [await messaging(SIZES[quick])]
 
 
 def run(quick: bool = False) -> list[Table]:
@@ -539,7 +380,7 @@ async def _profiled(per_process: int, total: int, directory: str) -> Run:
     async def body(s: Setup) -> Run:
         profiler.enable()
         try:
-            return await serendib_pipelined(s.driver, s.names, total)
+            return await serendib_pipelined(s.driver, s.names, total, SIZES[False].window)
         finally:
             profiler.disable()
 
