@@ -1,7 +1,9 @@
 """Serendib: a distributed multi-agent task-management system.
 
 Agents exchange typed (pydantic) messages in workspaces, in one process or across machines
-over NATS; the task manager in :mod:`serendib.tasks` hands tasks to workers by skill.
+over NATS; the task manager in :mod:`serendib.tasks` hands tasks to workers by skill, and
+:class:`Client` / :class:`AsyncClient` (:mod:`serendib.client`) submit tasks to it from any
+program and are pushed their outcomes.
 """
 
 from __future__ import annotations
@@ -9,6 +11,7 @@ from __future__ import annotations
 from serendib._gc import tune_gc
 from serendib.admin import Admin
 from serendib.agent import Agent, AgentStatus, current_message
+from serendib.client import AsyncClient, AsyncTaskHandle, Client, TaskHandle, TaskOutcome
 from serendib.errors import (
     AdminUnreachable,
     AgentError,
@@ -17,16 +20,20 @@ from serendib.errors import (
     DashboardError,
     DecodeError,
     DuplicateAgentName,
+    InvalidSubject,
     MessageError,
     MessageTooLarge,
     MessageValidationError,
     RemoteError,
     RequestTimeout,
+    ResultError,
     SerendibError,
     TaskError,
+    TaskNotFound,
     TransportError,
     UnknownMessageType,
     UnsupportedVersion,
+    WorkerNotFound,
 )
 from serendib.handlers import on_message
 from serendib.messages import Envelope, message_type
@@ -47,6 +54,12 @@ __all__ = [
     "current_message",
     "on_message",
     "tune_gc",
+    # clients
+    "AsyncClient",
+    "AsyncTaskHandle",
+    "Client",
+    "TaskHandle",
+    "TaskOutcome",
     # messages
     "Envelope",
     "message_type",
@@ -58,14 +71,18 @@ __all__ = [
     "DashboardError",
     "DecodeError",
     "DuplicateAgentName",
+    "InvalidSubject",
     "MessageError",
     "MessageTooLarge",
     "MessageValidationError",
     "RemoteError",
     "RequestTimeout",
+    "ResultError",
     "SerendibError",
     "TaskError",
+    "TaskNotFound",
     "TransportError",
     "UnknownMessageType",
     "UnsupportedVersion",
+    "WorkerNotFound",
 ]

@@ -6,6 +6,8 @@ read it and act on it. Timeouts also subclass the built-in :class:`TimeoutError`
 
 from __future__ import annotations
 
+from typing import Self
+
 
 class SerendibError(Exception):
     """Root of every error Serendib raises."""
@@ -202,6 +204,14 @@ class TaskNotFound(TaskError, KeyError):
     def __str__(self) -> str:
         return str(self.args[0])
 
+    @classmethod
+    def from_message(cls, message: str) -> Self:
+        """The error as a remote agent described it (the id only in the message)."""
+        found = cls.__new__(cls)
+        Exception.__init__(found, message)
+        found.task_id = ""
+        return found
+
 
 class WorkerNotFound(TaskError, KeyError):
     """No worker of this name is connected."""
@@ -212,6 +222,24 @@ class WorkerNotFound(TaskError, KeyError):
 
     def __str__(self) -> str:
         return str(self.args[0])
+
+    @classmethod
+    def from_message(cls, message: str) -> Self:
+        """The error as a remote agent described it (the name only in the message)."""
+        found = cls.__new__(cls)
+        Exception.__init__(found, message)
+        found.worker = ""
+        return found
+
+
+class ResultError(TaskError):
+    """A task whose result was asked for ended without one: failed or cancelled."""
+
+    def __init__(self, task_id: str, state: str, error: str | None) -> None:
+        self.task_id = task_id
+        self.state = state
+        self.error = error
+        super().__init__(f"task {task_id!r} {state}: {error or 'no reason given'}")
 
 
 class NoEligibleWorker(TaskError):

@@ -156,7 +156,7 @@ async def test_the_page_updates_when_a_task_finishes(system: System, tab: Tab) -
     page = tab.page
     await page.goto(system.url)
     row = page.locator('#tasks tr[data-task-id="slow"]')
-    await expect(row).to_have_attribute("data-state", "assigned")
+    await expect(row).to_have_attribute("data-state", "running")  # started, not yet done
     await page.evaluate("window.sameDocument = true")
 
     system.gates.open("slow")

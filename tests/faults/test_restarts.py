@@ -149,7 +149,7 @@ def test_an_admin_restarted_cleanly_logs_no_error_and_counts_what_workers_held(
     first = admin(tmp_path, port, "admin-1.log")
     processes.append(first)
     workers = [
-        worker(tmp_path, f"w{i}", port, f"w{i}.log", "--capacity", "3", "--time-scale", "0.5")
+        worker(tmp_path, f"w{i}", port, f"w{i}.log", "--capacity", "3", "--time-scale", "1.5")
         for i in range(2)
     ]
     processes.extend(workers)

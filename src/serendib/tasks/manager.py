@@ -22,26 +22,34 @@ from serendib.admin import Admin
 from serendib.agent import NETWORK_HEARTBEAT_S, current_message
 from serendib.errors import TaskNotFound, WorkerNotFound
 from serendib.handlers import on_message
+from serendib.limits import MAX_NOTE_CHARS, clip_text
 from serendib.presence import AgentDetail
 from serendib.tasks.engine.book import TaskBook
 from serendib.tasks.engine.ledger import DRAIN_TIMEOUT_S, Ledger
-from serendib.tasks.events import Listener, ManagerStats
+from serendib.tasks.events import Listener, ManagerStats, TaskEvent
 from serendib.tasks.messages import (
     CancelReply,
     CancelRequest,
     ConfigureReply,
     ConfigureRequest,
+    EventMessage,
     Reconfigure,
     ReportRequest,
     StatusReply,
     StatusRequest,
     SubmitReply,
     SubmitTasks,
+    Subscribe,
+    Subscribed,
+    TaskEvents,
+    TaskOutcome,
     TaskPage,
     TaskProgress,
     TaskQuery,
     TaskResult,
     TaskResults,
+    Watch,
+    WatchReply,
     WorkerStatus,
     WorkerSync,
     WorkerUpdate,
@@ -114,6 +122,8 @@ class TaskManager(Admin):
         self._ledger = Ledger(self.store, self.send, self._check_done, name, self.detail.id)
         self.book = TaskBook(self.scheduler, self._ledger, self._call_soon, name)
         self._done = asyncio.Event()
+        self._subscribers: set[str] = set()
+        self._events: list[EventMessage] = []
         self._started_at = time.monotonic()
         self.last_report: Report | None = None
 
@@ -340,12 +350,18 @@ class TaskManager(Admin):
 
     async def on_agent_disconnected(self, agent: AgentDetail) -> None:
         """A worker said goodbye: what it still held goes back to the queue."""
+        if agent.role == "client":
+            self._client_left(agent.name)
+            return
         if self._incarnations.get(agent.name) == agent.id:
             del self._incarnations[agent.name]
         self.book.worker_left(agent.name)
 
     async def on_agent_lost(self, agent: AgentDetail) -> None:
         """A worker fell silent: no new work for it; requeue its attempts after a grace."""
+        if agent.role == "client":
+            self._client_left(agent.name)
+            return
         grace = self.lost_grace_s
         if grace is None:
             grace = 2 * (
@@ -394,7 +410,87 @@ class TaskManager(Admin):
 
     @on_message
     async def _on_submit(self, request: SubmitTasks) -> SubmitReply:
-        return await self.submit(request.tasks)
+        reply = await self.submit(request.tasks)
+        if not request.watch:
+            return reply
+        client = self._sender()
+        self.book.watch(client, reply.accepted)  # all unfinished: just submitted
+        if not reply.duplicates:
+            return reply
+        outcomes, _ = await self._watch(client, reply.duplicates)
+        return reply.model_copy(update={"outcomes": outcomes})
+
+    @on_message
+    async def _on_watch(self, request: Watch) -> WatchReply:
+        outcomes, unknown = await self._watch(self._sender(), request.task_ids)
+        return WatchReply(outcomes=outcomes, unknown=unknown)
+
+    async def _watch(self, client: str, task_ids: list[str]) -> tuple[list[TaskOutcome], list[str]]:
+        """Watch ``task_ids`` for ``client``: the unfinished ones are pushed when final; the
+        outcomes of the final ones, and the unknown ids, are returned."""
+        stored = []
+        for task_id in self.book.watch(client, task_ids):
+            unsaved = self._ledger.unsaved(task_id)
+            if unsaved is not None and unsaved.state.is_final:
+                # Final, not yet stored: pushed once it is, like the others.
+                self._ledger.notify(client, TaskOutcome.of(unsaved.record()))
+            else:
+                stored.append(task_id)
+        if not stored:
+            return [], []
+        found = await self.store.get_many(stored)
+        outcomes = [TaskOutcome.of(r) for r in found.values() if r.state.is_final]
+        return outcomes, [task_id for task_id in stored if task_id not in found]
+
+    @on_message
+    async def _on_subscribe(self, request: Subscribe) -> Subscribed:
+        client = self._sender()
+        if request.active and client:
+            if not self._subscribers:
+                self.add_listener(self._forward_event)
+            self._subscribers.add(client)
+        elif client in self._subscribers:
+            self._client_left(client)
+        return Subscribed(active=client in self._subscribers)
+
+    def _client_left(self, client: str) -> None:
+        self.book.unwatch(client)
+        if client in self._subscribers:
+            self._subscribers.discard(client)
+            if not self._subscribers:
+                self.remove_listener(self._forward_event)
+
+    def _forward_event(self, event: TaskEvent) -> None:
+        """Batch events for the subscribers: one message each per loop turn."""
+        if not self._events:
+            asyncio.get_running_loop().call_soon(self._send_events)
+        self._events.append(
+            EventMessage(
+                kind=event.kind,
+                at=event.at,
+                task_id=event.task_id,
+                worker=event.worker,
+                attempt=event.attempt,
+                reason=clip_text(event.reason, MAX_NOTE_CHARS),
+                escalated=event.escalated,
+                wait_s=event.wait_s,
+                run_s=event.run_s,
+                outcome=event.outcome,
+            )
+        )
+
+    def _send_events(self) -> None:
+        events, self._events = self._events, []
+        for start in range(0, len(events), 1_000):
+            message = TaskEvents(events=events[start : start + 1_000])
+            for client in list(self._subscribers):
+                self._spawn(self._push(client, message), "events")
+
+    async def _push(self, client: str, message: object) -> None:
+        try:
+            await self.send(client, message)
+        except Exception as e:  # the client is gone: its subscription ends with it
+            logger.debug("{}: could not push to {}: {}", self.name, client, e)
 
     @on_message
     async def _on_cancel_request(self, request: CancelRequest) -> CancelReply:

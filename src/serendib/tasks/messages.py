@@ -24,8 +24,10 @@ from serendib.limits import (
     Token,
 )
 from serendib.messages import default_registry, message_type
+from serendib.tasks.events import EventKind
 from serendib.tasks.models import (
     MAX_LABELS,
+    MAX_PREFETCH,
     Attempt,
     AttemptKey,
     Label,
@@ -63,6 +65,14 @@ __all__ = [
     "TaskPage",
     "TaskQuery",
     "WorkerStatus",
+    "EventMessage",
+    "Subscribe",
+    "Subscribed",
+    "TaskEvents",
+    "TaskOutcome",
+    "TaskOutcomes",
+    "Watch",
+    "WatchReply",
 ]
 
 _MANY = 100_000
@@ -205,11 +215,13 @@ class WorkerUpdate(_Frozen):
 
 @message_type("serendib.tasks.Reconfigure")
 class Reconfigure(_Frozen):
-    """The manager passes on a change asked of a worker (fields left ``None`` stay)."""
+    """The manager passes on a change asked of a worker (fields left ``None`` stay; a
+    ``prefetch`` given fixes it, ending the worker's own adjustment)."""
 
     skills: dict[SkillName, Level] | None = Field(default=None, min_length=1, max_length=64)
     labels: tuple[Label, ...] | None = Field(default=None, max_length=MAX_LABELS)
     capacity: int | None = Field(default=None, ge=1, le=100_000)
+    prefetch: int | None = Field(default=None, ge=0, le=MAX_PREFETCH)
 
 
 # --- from clients ----------------------------------------------------------------------
@@ -219,19 +231,129 @@ class _Message(BaseModel):
     model_config = MODEL_CONFIG
 
 
+class TaskOutcome(_Frozen):
+    """How a task ended, as a client is told.
+
+    Attributes:
+        task_id: The task.
+        state: Its final state (succeeded, failed, cancelled).
+        attempt: Attempts it took.
+        worker: The worker of its last attempt.
+        output: What the handler returned (on success).
+        error: Why it failed or was cancelled.
+        finished_at: When it ended.
+        output_omitted: The output was too large for a message: ask for the task (``get``).
+    """
+
+    task_id: TaskId
+    state: TaskState
+    attempt: Attempt | Literal[0] = 0
+    worker: Name | None = None
+    output: JsonValue = None
+    error: Text | None = None
+    finished_at: Timestamp | None = None
+    output_omitted: bool = False
+
+    @classmethod
+    def of(cls, record: TaskRecord) -> TaskOutcome:
+        """The outcome of a final record."""
+        return cls(
+            task_id=record.id,
+            state=record.state,
+            attempt=record.attempt,
+            worker=record.worker,
+            output=record.output,
+            error=record.error,
+            finished_at=record.finished_at,
+        )
+
+    @property
+    def succeeded(self) -> bool:
+        """Whether the task succeeded."""
+        return self.state is TaskState.SUCCEEDED
+
+
+@message_type("serendib.tasks.TaskOutcomes")
+class TaskOutcomes(_Frozen):
+    """The manager pushes the outcomes of tasks a client watches, once they are stored."""
+
+    outcomes: list[TaskOutcome] = Field(max_length=_MANY)
+
+
+class EventMessage(_Frozen):
+    """A :class:`~serendib.tasks.events.TaskEvent` on the wire."""
+
+    kind: EventKind
+    at: Timestamp
+    task_id: TaskId | None = None
+    worker: Name | None = None
+    attempt: Int64 = 0
+    reason: Note = ""
+    escalated: bool = False
+    wait_s: FiniteFloat | None = None
+    run_s: FiniteFloat | None = None
+    outcome: Token | None = None
+
+
+@message_type("serendib.tasks.TaskEvents")
+class TaskEvents(_Frozen):
+    """Task state changes, pushed to a client that subscribed (live, not durable)."""
+
+    events: list[EventMessage] = Field(max_length=_MANY)
+
+
 @message_type("serendib.tasks.SubmitTasks")
 class SubmitTasks(_Message):
-    """Submit tasks; ids already known are ignored (same id twice is one task)."""
+    """Submit tasks; ids already known are ignored (same id twice is one task).
+
+    Attributes:
+        tasks: The tasks.
+        watch: Push each one's outcome to the sender once it is final (duplicates included:
+            those already final come back in the reply).
+    """
 
     tasks: list[Task] = Field(max_length=100_000)
+    watch: bool = False
+
+
+@message_type("serendib.tasks.Watch")
+class Watch(_Message):
+    """Push the outcome of each of these tasks to the sender once it is final; those final
+    already, and the unknown ids, come back in the reply."""
+
+    task_ids: list[TaskId] = Field(max_length=100_000)
+
+
+@message_type("serendib.tasks.WatchReply")
+class WatchReply(_Message):
+    """The watched tasks that are final already, and the ids no task has."""
+
+    outcomes: list[TaskOutcome] = Field(default_factory=list)
+    unknown: list[TaskId] = Field(default_factory=list)
+
+
+@message_type("serendib.tasks.Subscribe")
+class Subscribe(_Message):
+    """Push every task event to the sender from now on (``active=False``: stop)."""
+
+    active: bool = True
+
+
+@message_type("serendib.tasks.Subscribed")
+class Subscribed(_Message):
+    """The subscription is in place (or ended)."""
+
+    active: bool
 
 
 @message_type("serendib.tasks.SubmitReply")
 class SubmitReply(_Message):
-    """Which submitted ids were new, and which were already known."""
+    """Which submitted ids were new, and which were already known (with ``watch``, the
+    outcomes of the known ones that are final already)."""
 
     accepted: list[str]
     duplicates: list[str]
+    outcomes: list[TaskOutcome] = Field(default_factory=list)
 
 
 @message_type("serendib.tasks.StatusRequest")

@@ -52,6 +52,7 @@ Label = Annotated[
 ]
 """A constraint that is not a level: ``gpu``, ``region=eu``."""
 MAX_LABELS = 32
+MAX_PREFETCH = 10_000
 Attempt = Annotated[int, Field(ge=1, le=MAX_ATTEMPT)]
 Seconds = Annotated[float, Field(gt=0, le=10_000_000, allow_inf_nan=False)]
 AttemptKey = tuple[TaskId, Attempt]
@@ -149,17 +150,25 @@ class WorkerInfo(_Frozen):
         kinds: The task kinds it has handlers for; ``None`` (a worker that does not say):
             every kind.
         labels: Its labels (``gpu``, ``region=eu``); a task requiring labels needs them all.
+        prefetch: Attempts it keeps ready beyond those it runs, so that it never waits a
+            round trip for the next: the manager gives it up to ``capacity + prefetch``.
     """
 
     name: Name
     skills: dict[SkillName, Level] = Field(min_length=1, max_length=64)
     capacity: int = Field(default=1, ge=1, le=100_000)
+    prefetch: int = Field(default=0, ge=0, le=MAX_PREFETCH)
     kinds: tuple[Token, ...] | None = Field(default=None, max_length=256)
     labels: tuple[Label, ...] = Field(default=(), max_length=MAX_LABELS)
 
     def level(self, skill: str) -> int:
         """The worker's level in ``skill`` (0 when it does not have it)."""
         return self.skills.get(skill, 0)
+
+    @property
+    def slots(self) -> int:
+        """Attempts the manager may give it at once: those it runs and those kept ready."""
+        return self.capacity + self.prefetch
 
     def runs(self, kind: str) -> bool:
         """Whether it has a handler for ``kind``."""
@@ -172,6 +181,8 @@ class WorkerInfo(_Frozen):
             found["kinds"] = list(self.kinds)
         if self.labels:
             found["labels"] = list(self.labels)
+        if self.prefetch:
+            found["prefetch"] = self.prefetch
         return found
 
     @classmethod
@@ -188,6 +199,7 @@ class WorkerInfo(_Frozen):
             capacity=attributes.get("capacity", 1),
             kinds=attributes.get("kinds"),
             labels=attributes.get("labels", ()),
+            prefetch=attributes.get("prefetch", 0),
         )
 
 

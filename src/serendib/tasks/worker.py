@@ -43,6 +43,11 @@ from serendib.tasks.models import DEFAULT_SKILL, AttemptKey, Task, WorkerInfo
 
 __all__ = ["TaskContext", "TaskFailed", "TaskHandler", "WorkerAgent", "simulate"]
 
+PREFETCH_WINDOW_S = 0.05
+"""Seconds of work a worker keeps ready when it adjusts its own prefetch."""
+MAX_AUTO_PREFETCH = 256
+"""The most attempts a worker adjusting its own prefetch keeps ready."""
+_TUNE_AFTER = 8  # run times seen before prefetch is first adjusted
 _DONE_REMEMBERED = 10_000
 """Finished attempts a worker remembers, so that a resent assignment is not run twice."""
 
@@ -120,6 +125,11 @@ class WorkerAgent(Agent):
         time_scale: Seconds per difficulty level for ``simulate`` (the seed's is 1).
         labels: Labels for constraints that are not levels (``gpu``, ``region=eu``): a task
             requiring labels goes only to a worker that has them all.
+        prefetch: Attempts kept ready beyond ``capacity``, so that a slot never waits a
+            round trip for its next task. ``None`` (default): adjusted to keep about
+            ``PREFETCH_WINDOW_S`` of work at hand from the run times seen (none for tasks
+            that long or longer, up to ``MAX_AUTO_PREFETCH`` for very short ones, none
+            before the first few have run); 0: none.
         **options: Passed on to :class:`~serendib.Agent` (``admin_port``, ``transport``...).
 
     Raises:
@@ -139,6 +149,7 @@ class WorkerAgent(Agent):
         handlers: Mapping[str, TaskHandler] | None = None,
         time_scale: float = 1.0,
         labels: Iterable[str] = (),
+        prefetch: int | None = None,
         **options: Any,
     ) -> None:
         levels = dict(skills or {})
@@ -152,6 +163,10 @@ class WorkerAgent(Agent):
             raise ValueError(f"worker {name!r}: capacity must be >= 1, got {capacity}")
         self.skills = levels
         self.capacity = capacity
+        self._auto_prefetch = prefetch is None
+        self.prefetch = _auto_prefetch(capacity, None) if prefetch is None else prefetch
+        self._run_s = 0.0  # moving average of attempts' run times
+        self._runs = 0
         self.labels: tuple[str, ...] = tuple(sorted(set(labels)))
         self.time_scale = time_scale
         self.task_handlers: dict[str, TaskHandler] = {"simulate": simulate, **(handlers or {})}
@@ -202,6 +217,7 @@ class WorkerAgent(Agent):
             capacity=self.capacity,
             kinds=tuple(sorted(self.task_handlers)),
             labels=self.labels,
+            prefetch=self.prefetch,
         )
 
     @property
@@ -215,8 +231,10 @@ class WorkerAgent(Agent):
         skills: Mapping[str, int] | None = None,
         labels: Iterable[str] | None = None,
         capacity: int | None = None,
+        prefetch: int | None = None,
     ) -> WorkerInfo:
-        """Change skills, labels or capacity while running (``None`` leaves one as it is).
+        """Change skills, labels, capacity or prefetch while running (``None`` leaves one as
+        it is; a prefetch given is kept, no longer adjusted).
 
         What runs goes on; the manager is told at once and places pending work again with
         what this worker has now. A lower capacity starts no new attempt until enough end.
@@ -227,17 +245,21 @@ class WorkerAgent(Agent):
         Raises:
             ValueError: A level below 0, capacity below 1, or a bad name or label.
         """
-        old = (self.skills, self.labels, self.capacity)
+        old = (self.skills, self.labels, self.capacity, self.prefetch, self._auto_prefetch)
         if skills is not None:
             self.skills = dict(skills)
         if labels is not None:
             self.labels = tuple(sorted(set(labels)))
         if capacity is not None:
             self.capacity = capacity
+            if self._auto_prefetch:
+                self.prefetch = _auto_prefetch(capacity, self._run_s if self._runs else None)
+        if prefetch is not None:
+            self.prefetch, self._auto_prefetch = prefetch, False
         try:
             info = self.info
         except ValidationError as e:
-            self.skills, self.labels, self.capacity = old
+            self.skills, self.labels, self.capacity, self.prefetch, self._auto_prefetch = old
             raise ValueError(f"worker {self.name!r}: {summarise(e)}") from None
         self._slots.resize(self.capacity)
         logger.info(
@@ -264,7 +286,10 @@ class WorkerAgent(Agent):
     async def _on_reconfigure(self, change: Reconfigure) -> None:
         if self._from_manager():
             await self.reconfigure(
-                skills=change.skills, labels=change.labels, capacity=change.capacity
+                skills=change.skills,
+                labels=change.labels,
+                capacity=change.capacity,
+                prefetch=change.prefetch,
             )
 
     @property
@@ -458,8 +483,25 @@ class WorkerAgent(Agent):
         if self._sender is None:
             self._sender = asyncio.create_task(self._send_results())
 
+    def _tune_prefetch(self, took: float) -> None:
+        """Keep about PREFETCH_WINDOW_S of work ready, from a moving average of run times;
+        the manager is told only when the right number has at least doubled or halved."""
+        self._runs += 1
+        runs = self._runs
+        self._run_s = took if runs == 1 else self._run_s + (took - self._run_s) / min(runs, 64)
+        if runs < _TUNE_AFTER or (runs & 31 and runs > 32):
+            return
+        want = _auto_prefetch(self.capacity, self._run_s)
+        if want != self.prefetch and (want >= 2 * self.prefetch or 2 * want <= self.prefetch):
+            self.prefetch = want
+            self._announce()
+            if self.status is AgentStatus.RUNNING:
+                self._spawn(self._to_manager(WorkerUpdate(info=self.info)), "prefetch")
+
     def _queue_result(self, result: TaskResult) -> None:
         took = max(result.finished_at - result.started_at, 0.0)
+        if self._auto_prefetch:
+            self._tune_prefetch(took)
         if result.success:
             self.activity.event(
                 "succeeded",
@@ -542,6 +584,16 @@ class WorkerAgent(Agent):
         self.activity.close()
         if self._transport is not None:
             await self._transport.flush()
+
+
+def _auto_prefetch(capacity: int, run_s: float | None) -> int:
+    """Attempts to keep ready for ``capacity`` slots whose attempts take ``run_s`` each:
+    none until run times are known, or for attempts of ``PREFETCH_WINDOW_S`` or longer (a
+    round trip is small beside them); for short ones, what ``PREFETCH_WINDOW_S`` takes."""
+    if run_s is None:
+        return 0
+    want = int(capacity * PREFETCH_WINDOW_S / max(run_s, 1e-6))
+    return max(0, min(want, MAX_AUTO_PREFETCH))
 
 
 class _Slots:

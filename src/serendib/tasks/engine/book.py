@@ -25,7 +25,7 @@ from serendib.tasks.engine.entries import Entry, Lease
 from serendib.tasks.engine.ledger import Ledger
 from serendib.tasks.engine.roster import CallSoon, Roster
 from serendib.tasks.events import EventBus, EventKind, ManagerStats
-from serendib.tasks.messages import TaskCancel, TaskProgress, TaskResult
+from serendib.tasks.messages import TaskCancel, TaskOutcome, TaskProgress, TaskResult
 from serendib.tasks.models import (
     AttemptOutcome,
     AttemptRecord,
@@ -74,6 +74,9 @@ class TaskBook:
         self.events = EventBus(owner)
         self.activity = ActivityLog(owner)
         self.stats = ManagerStats()
+        # Clients to tell of a task's outcome (task id -> clients), and the reverse.
+        self._watchers: dict[str, list[str]] = {}
+        self._watching: dict[str, set[str]] = {}
 
     def __contains__(self, task_id: str) -> bool:
         return task_id in self._records
@@ -184,6 +187,13 @@ class TaskBook:
             stats.cancelled += 1
         self._ledger.record(entry)
         self._log_final(entry)
+        if self._watchers:
+            clients = self._watchers.pop(entry.id, None)
+            if clients is not None:
+                outcome = TaskOutcome.of(entry.record())
+                for client in clients:
+                    self._watching[client].discard(entry.id)
+                    self._ledger.notify(client, outcome)
         if self.events:
             run_s = entry.updated_at - attempt.assigned_at if attempt is not None else None
             self.events.emit(
@@ -346,6 +356,42 @@ class TaskBook:
     def _level_of(self, worker: str, task: Task) -> int:
         return self.roster.level(worker, task)
 
+    # --- clients watching outcomes ---------------------------------------------------------
+
+    def watch(self, client: str, task_ids: list[str]) -> list[str]:
+        """Tell ``client`` the outcome of each unfinished one of ``task_ids`` once it is final
+        and stored; returns the others (final, or unknown), in order."""
+        others = []
+        records, watchers = self._records, self._watchers
+        watching = self._watching.setdefault(client, set())
+        for task_id in task_ids:
+            if task_id not in records:
+                others.append(task_id)
+                continue
+            if task_id in watching:
+                continue
+            watching.add(task_id)
+            found = watchers.get(task_id)
+            if found is None:
+                watchers[task_id] = [client]
+            else:
+                found.append(client)
+        return others
+
+    def unwatch(self, client: str) -> None:
+        """``client`` left: forget what it watched."""
+        for task_id in self._watching.pop(client, ()):
+            clients = self._watchers.get(task_id)
+            if clients is not None and client in clients:
+                clients.remove(client)
+                if not clients:
+                    del self._watchers[task_id]
+
+    @property
+    def watched(self) -> int:
+        """Unfinished tasks some client waits on."""
+        return len(self._watchers)
+
     # --- workers -----------------------------------------------------------------------------
 
     def load(self, worker: str) -> int:
@@ -392,7 +438,7 @@ class TaskBook:
         self.scheduler.add_worker(
             info.name,
             info.skills,
-            info.capacity,
+            info.slots,
             load=len(running),
             kinds=info.kinds,
             labels=info.labels,

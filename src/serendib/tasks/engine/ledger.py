@@ -31,8 +31,16 @@ from collections.abc import Awaitable, Callable
 
 from loguru import logger
 
+from serendib.errors import MessageTooLarge
 from serendib.tasks.engine.entries import Entry, Lease
-from serendib.tasks.messages import ResultsAck, TaskAssignment, TaskAssignments, TaskCancel
+from serendib.tasks.messages import (
+    ResultsAck,
+    TaskAssignment,
+    TaskAssignments,
+    TaskCancel,
+    TaskOutcome,
+    TaskOutcomes,
+)
 from serendib.tasks.models import AttemptKey
 from serendib.tasks.store import AttemptRow, Rejected, TaskStore, TaskUpdate
 
@@ -46,8 +54,11 @@ _REJECTS_LOGGED = 3
 
 Send = Callable[[str, object], Awaitable[None]]
 _Messages = tuple[
-    list[tuple[str, TaskAssignment | TaskCancel, Lease | None]], dict[str, list[AttemptKey]]
+    list[tuple[str, TaskAssignment | TaskCancel, Lease | None]],
+    dict[str, list[AttemptKey]],
+    dict[str, list[TaskOutcome]],
 ]
+_OUTCOMES_PER_MESSAGE = 500
 
 
 def _shown(value: object, limit: int = 80) -> str:
@@ -89,6 +100,7 @@ class Ledger:
         self._seq: dict[str, int] = {}
         self.epoch = epoch
         self._acks: dict[str, list[AttemptKey]] = {}
+        self._outcomes: dict[str, list[TaskOutcome]] = {}
         self._stale: list[AttemptKey] = []
         self._saving: dict[str, Entry] = {}
         self._writer: asyncio.Task[None] | None = None
@@ -105,7 +117,14 @@ class Ledger:
         return self._writer is None and not self._pending()
 
     def _pending(self) -> bool:
-        return bool(self._records or self._attempts or self._outbox or self._acks or self._stale)
+        return bool(
+            self._records
+            or self._attempts
+            or self._outbox
+            or self._acks
+            or self._stale
+            or self._outcomes
+        )
 
     def record(self, entry: Entry) -> None:
         """Stage a task: its row is taken when the next batch starts."""
@@ -142,6 +161,11 @@ class Ledger:
         self._acks.setdefault(worker, []).append(key)
         self._kick()
 
+    def notify(self, client: str, outcome: TaskOutcome) -> None:
+        """Push ``outcome`` to ``client`` once everything staged so far is saved."""
+        self._outcomes.setdefault(client, []).append(outcome)
+        self._kick()
+
     async def drain(self, timeout: float = DRAIN_TIMEOUT_S) -> bool:
         """Return once everything staged is saved and sent, or after ``timeout`` seconds.
 
@@ -174,15 +198,17 @@ class Ledger:
         attempts += len(self._attempts)
         stale += len(self._stale)
         messages = len(self._outbox) + sum(len(keys) for keys in self._acks.values())
+        messages += sum(len(outcomes) for outcomes in self._outcomes.values())
         if self._unsent is not None:
-            outbox, acks = self._unsent
+            outbox, acks, outcomes = self._unsent
             messages += len(outbox) + sum(len(keys) for keys in acks.values())
+            messages += sum(len(told) for told in outcomes.values())
         tasks = [task for task in (self._writer, self._saver) if task is not None]
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         self._records, self._attempts, self._stale, self._saving = {}, {}, [], {}
-        self._outbox, self._acks, self._unsent = [], {}, None
+        self._outbox, self._acks, self._outcomes, self._unsent = [], {}, {}, None
         self._in_flight = (0, 0, 0)
         logger.error(
             "{}: the task store at {} did not save within {:.1f}s; dropped unsaved: {} tasks, "
@@ -212,8 +238,8 @@ class Ledger:
                     attempts = [lease.row() for lease in self._attempts.values()]
                     self._saving, self._records, self._attempts = self._records, {}, {}
                     stale, self._stale = self._stale, []
-                    staged = (self._outbox, self._acks)
-                    self._outbox, self._acks = [], {}
+                    staged = (self._outbox, self._acks, self._outcomes)
+                    self._outbox, self._acks, self._outcomes = [], {}, {}
                     if records or attempts or stale:
                         self._in_flight = (len(records), len(attempts), len(stale))
                         self._saver = asyncio.create_task(self._save(records, attempts, stale))
@@ -237,10 +263,32 @@ class Ledger:
         self,
         outbox: list[tuple[str, TaskAssignment | TaskCancel, Lease | None]],
         acks: dict[str, list[AttemptKey]],
+        outcomes: dict[str, list[TaskOutcome]],
     ) -> None:
         await self._deliver(outbox)
         for worker, keys in acks.items():
             await self._try_send(worker, ResultsAck(acks=keys))
+        for client, told in outcomes.items():
+            for start in range(0, len(told), _OUTCOMES_PER_MESSAGE):
+                await self._tell(client, told[start : start + _OUTCOMES_PER_MESSAGE])
+
+    async def _tell(self, client: str, outcomes: list[TaskOutcome]) -> None:
+        """Push outcomes; those whose outputs make the message too large go one by one, and
+        one too large alone goes without its output (the client asks for the task)."""
+        try:
+            await self._send(client, TaskOutcomes(outcomes=outcomes))
+        except MessageTooLarge:
+            if len(outcomes) > 1:
+                half = len(outcomes) // 2
+                await self._tell(client, outcomes[:half])
+                await self._tell(client, outcomes[half:])
+                return
+            bare = outcomes[0].model_copy(update={"output": None, "output_omitted": True})
+            await self._try_send(client, TaskOutcomes(outcomes=[bare]))
+        except Exception as e:  # the client is gone: its watches end with it
+            logger.debug(
+                "{}: could not tell {} of {} outcomes: {}", self._owner, client, len(outcomes), e
+            )
 
     async def _save(
         self, records: list[TaskUpdate], attempts: list[AttemptRow], stale: list[AttemptKey]

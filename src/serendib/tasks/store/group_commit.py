@@ -45,6 +45,7 @@ from serendib.tasks.store.protocol import (
 from serendib.tasks.store.rows import PendingWrite, Written, task_row
 
 _MAX_BATCH_ROWS = 50_000
+_IDS_PER_READ = 500  # ids per query: within every driver's parameter limit
 T = TypeVar("T")
 
 
@@ -182,6 +183,18 @@ class SqlTaskStore:
         """The stored record of task ``task_id``, or None."""
         found = await self._read(self._backend.read_tasks, self._backend.sql.get, (task_id,))
         return found[0][1] if found else None
+
+    async def get_many(self, task_ids: Sequence[str]) -> dict[str, TaskRecord]:
+        """The stored records of those of ``task_ids`` that are stored, by id."""
+        found: dict[str, TaskRecord] = {}
+        ids = list(dict.fromkeys(task_ids))
+        step = _IDS_PER_READ
+        for start in range(0, len(ids), step):
+            chunk = ids[start : start + step]
+            sql = self._backend.sql.get_many(len(chunk))
+            for _, record in await self._read(self._backend.read_tasks, sql, tuple(chunk)):
+                found[record.id] = record
+        return found
 
     async def attempts(self, task_id: str) -> list[AttemptRecord]:
         """Every attempt of task ``task_id``, by attempt number."""

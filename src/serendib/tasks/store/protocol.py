@@ -240,6 +240,10 @@ class TaskStore(Protocol):
         """The stored record of task ``task_id``, or None if there is none."""
         ...
 
+    async def get_many(self, task_ids: Sequence[str]) -> dict[str, TaskRecord]:
+        """The stored records of those of ``task_ids`` that are stored, by id."""
+        ...
+
     async def attempts(self, task_id: str) -> list[AttemptRecord]:
         """Every attempt of task ``task_id``, by attempt number."""
         ...

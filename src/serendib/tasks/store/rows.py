@@ -475,6 +475,11 @@ class Statements:
             where.append(f"worker = {p}")
         return f"{self._tasks_select} WHERE {' AND '.join(where)} ORDER BY seq LIMIT {p}"
 
+    def get_many(self, count: int) -> str:
+        """The records of ``count`` ids (those stored)."""
+        marks = ", ".join(self._dialect.param for _ in range(count))
+        return f"{self._tasks_select} WHERE id IN ({marks})"
+
     def existing(self, count: int) -> str:
         """Which of ``count`` ids are stored."""
         marks = ", ".join(self._dialect.param for _ in range(count))
