@@ -34,6 +34,8 @@ from serendib.errors import (
     MessageError,
     RemoteError,
     RequestTimeout,
+    SerendibError,
+    StoreError,
 )
 from serendib.handlers import HandlerTable, on_message
 from serendib.limits import MAX_HEARTBEAT_INTERVAL_S
@@ -408,14 +410,27 @@ class Agent:
                 try:
                     result = await getattr(self, name)(envelope.data)
                 except Exception as e:
-                    logger.opt(exception=e).error(
-                        "{}: handler {} failed on message {} ({} from {})",
-                        self.name,
-                        name,
-                        envelope.id,
-                        envelope.type,
-                        envelope.sender,
-                    )
+                    if envelope.rq and _answers(e):
+                        # The requester's to act on (an unknown task id): it gets the error
+                        # in the reply; this is no fault of the agent's.
+                        logger.debug(
+                            "{}: handler {} answered {} from {} with {}: {}",
+                            self.name,
+                            name,
+                            envelope.type,
+                            envelope.sender,
+                            type(e).__name__,
+                            e,
+                        )
+                    else:
+                        logger.opt(exception=e).error(
+                            "{}: handler {} failed on message {} ({} from {})",
+                            self.name,
+                            name,
+                            envelope.id,
+                            envelope.type,
+                            envelope.sender,
+                        )
                     if envelope.rq:
                         await self._reply(envelope, RequestFailed(error=f"{type(e).__name__}: {e}"))
                 else:
@@ -775,6 +790,13 @@ class Agent:
 
 
 _STOP: Envelope = Envelope("", "", "", None, 0.0, None)
+
+
+def _answers(error: Exception) -> bool:
+    """Whether a request handler's ``error`` is an expected answer, not a fault: a Serendib
+    error (an unknown task id, bad input) other than the store failing, which stays an ERROR
+    with its traceback like any unexpected exception."""
+    return isinstance(error, SerendibError) and not isinstance(error, StoreError)
 
 
 def _expire(future: asyncio.Future[Envelope]) -> None:
