@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.cli import one_line
 from tests.processes import Process, accepts, free_port, run
 
 pytestmark = pytest.mark.slow
@@ -122,13 +123,6 @@ LAUGHS = (
 )
 
 
-def _one_error_line(stderr: str) -> str:
-    lines = stderr.strip().splitlines()
-    assert len(lines) == 1, stderr
-    assert "Traceback" not in stderr
-    return lines[0]
-
-
 def test_submitting_a_yaml_alias_bomb_exits_2_before_connecting(tmp_path: Path) -> None:
     bomb = tmp_path / "bomb.yaml"
     bomb.write_text(LAUGHS)
@@ -137,7 +131,7 @@ def test_submitting_a_yaml_alias_bomb_exits_2_before_connecting(tmp_path: Path) 
     done = run("submit", str(bomb), "--admin", f"127.0.0.1:{nobody}", timeout=30)
 
     assert done.returncode == 2, done.stderr
-    line = _one_error_line(done.stderr)
+    line = one_line(done.stderr)
     assert "bomb.yaml: line 2: YAML aliases (*name) are not allowed in task files" in line
 
 
@@ -157,7 +151,7 @@ def test_submitting_a_file_too_large_for_one_message_exits_2_saying_split_it(
     done = run("submit", str(big), "--admin", f"127.0.0.1:{port}", "--workspace", "w")
 
     assert done.returncode == 2, done.stderr
-    line = _one_error_line(done.stderr)
+    line = one_line(done.stderr)
     assert "exceeds the limit of" in line
     assert "split the input (the task file) into smaller files" in line
     assert admin.stop(signal.SIGINT) in (0, 130)

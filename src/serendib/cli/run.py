@@ -1,0 +1,448 @@
+"""``serendib admin``, ``worker`` and ``demo``: the long-running commands.
+
+One function per command; :data:`COMMANDS` lists them for :mod:`serendib.cli`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import os
+import random
+import sys
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import click
+from loguru import logger
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from serendib._gc import tune_gc
+from serendib._logging import logs_through
+from serendib.cli.client import offline_report, print_report
+from serendib.cli.options import (
+    DEFAULT_PORT,
+    EXIT_OK,
+    Address,
+    Link,
+    Skills,
+    command,
+    json_option,
+    link_options,
+    option,
+    run_until_signalled,
+)
+from serendib.tasks.manager import TaskManager
+from serendib.tasks.models import Task
+from serendib.tasks.report import Report
+from serendib.tasks.worker import TaskHandler, WorkerAgent
+
+if TYPE_CHECKING:
+    from serendib.dashboard import DashboardServer
+
+__all__ = ["COMMANDS", "demo_scenario", "identity_path", "load_handler"]
+
+SEED_TASKS = [
+    Task(id=1, description="Simple calculation", difficulty=2),
+    Task(id=2, description="Data analysis", difficulty=5),
+    Task(id=3, description="Machine learning model training", difficulty=8),
+]
+SEED_WORKERS = [("Junior", 3), ("Intermediate", 6), ("Senior", 9)]
+UNQUALIFIED_WAIT_S = 1.0  # random demo tasks beyond every worker's skill fail after this
+DASHBOARD_DEFAULT = "127.0.0.1:8080"
+
+Callback = Callable[..., int]
+
+
+def dashboard_options(callback: Callback) -> Callback:
+    """``--dashboard [HOST:PORT]`` and ``--dashboard-token`` (``admin`` and ``demo``)."""
+    callback = option(
+        "--dashboard-token",
+        show_default=False,
+        help="token the dashboard requires; without one, a dashboard beyond loopback is read-only",
+    )(callback)
+    return option(
+        "--dashboard",
+        type=Address(),
+        is_flag=False,
+        flag_value=DASHBOARD_DEFAULT,
+        default=None,
+        help=f"serve the web dashboard, JSON API and /metrics (alone: {DASHBOARD_DEFAULT})",
+    )(callback)
+
+
+def _dashboard(
+    manager: TaskManager, address: tuple[str, int] | None, token: str | None
+) -> DashboardServer | None:
+    """The dashboard ``--dashboard`` asks for, not yet started.
+
+    Raises:
+        ValueError: The ``dashboard`` extra is not installed.
+    """
+    if address is None:
+        return None
+    try:
+        from serendib.dashboard import DashboardServer
+    except ImportError as e:
+        raise ValueError(str(e)) from None
+    host, port = address
+    return DashboardServer(manager, host, port, token)
+
+
+def load_handler(spec: str) -> tuple[str, TaskHandler]:
+    """Load ``[KIND=]MODULE:FUNCTION``; the kind defaults to the function's name.
+
+    Raises:
+        ValueError: The spec is malformed, or the function cannot be imported.
+    """
+    kind, _, target = spec.rpartition("=")
+    module_name, _, function = target.partition(":")
+    if not module_name or not function:
+        raise ValueError(f"--handler {spec!r}: expected [KIND=]MODULE:FUNCTION")
+    # Modules of the working directory import as they would in a script run there (as
+    # `celery -A` does): the console script's own path does not include it.
+    if os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
+    try:
+        handler = getattr(importlib.import_module(module_name), function)
+    except (ImportError, AttributeError) as e:
+        raise ValueError(f"--handler {spec!r}: cannot load {target}: {e}") from None
+    if not asyncio.iscoroutinefunction(handler):
+        raise ValueError(f"--handler {spec!r}: {target} must be an async function (task, context)")
+    return kind or function, handler
+
+
+async def _serve(
+    agent: Any,
+    started: Callable[[], None] | None = None,
+    dashboard: DashboardServer | None = None,
+) -> int:
+    async def body() -> int:
+        if dashboard is not None:
+            await dashboard.start()
+        await agent.start()
+        if started is not None:
+            started()
+        await agent.wait_stopped()
+        return EXIT_OK
+
+    stopping: list[asyncio.Future[None]] = []
+
+    def stop() -> None:
+        stopping.append(asyncio.ensure_future(agent.stop()))
+
+    try:
+        return await run_until_signalled(body(), stop)
+    finally:
+        await agent.stop()
+        if dashboard is not None:
+            await dashboard.stop()
+
+
+@command(
+    "admin",
+    examples=[
+        "serendib admin --port 4222 --store tasks.db",
+        "serendib admin --host 0.0.0.0 --dashboard 0.0.0.0:8080 --dashboard-token SECRET",
+        "serendib admin --nats nats://a:4222 --store postgresql://user@db/serendib",
+    ],
+)
+@option("--port", type=int, default=DEFAULT_PORT, help="embedded NATS port")
+@option("--host", default="127.0.0.1", help="interface the embedded NATS server binds to")
+@option("--nats", metavar="URL", help="use this NATS URL instead of embedding one")
+@option("--tls-cert", metavar="FILE", help="embedded NATS: serve TLS with this certificate")
+@option("--tls-key", metavar="FILE", help="embedded NATS: its key")
+@option("--name", default="manager", help="the manager's agent name")
+@option("--store", metavar="URL", default="serendib.db", help="task store URL or SQLite file")
+@option(
+    "--attempt-unqualified",
+    is_flag=True,
+    help="give tasks nobody is skilled enough for to the most skilled worker anyway",
+)
+@option(
+    "--lost-grace",
+    type=click.FloatRange(min=0),
+    metavar="SECONDS",
+    help="seconds a silent worker keeps its attempts before they are requeued "
+    "(default: 6 heartbeats; 0: at once)",
+)
+@dashboard_options
+@link_options(address=False)
+def admin(
+    port: int,
+    host: str,
+    tls_cert: str | None,
+    tls_key: str | None,
+    name: str,
+    store: str,
+    attempt_unqualified: bool,
+    lost_grace: float | None,
+    dashboard: tuple[str, int] | None,
+    dashboard_token: str | None,
+    link: Link,
+) -> int:
+    """Run a task manager that workers join, on an embedded NATS server or an existing one."""
+    tune_gc()
+    manager = TaskManager(
+        name,
+        None if link.nats else port,
+        workspace_id=link.workspace,
+        host=host,
+        nats_url=link.nats,
+        token=link.token,
+        store=store,
+        attempt_unqualified=attempt_unqualified,
+        lost_grace_s=lost_grace,
+        heartbeat_interval=link.heartbeat,
+        tls_cert=tls_cert,
+        tls_key=tls_key,
+        nats_options=link.nats_options(),
+    )
+    return asyncio.run(_serve(manager, dashboard=_dashboard(manager, dashboard, dashboard_token)))
+
+
+def identity_path(workspace: str, name: str) -> Path:
+    """Where ``serendib worker`` keeps a worker's identity by default."""
+    state = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+    return Path(state) / "serendib" / workspace / f"{name}.nk"
+
+
+@command(
+    "worker",
+    examples=[
+        "serendib worker --name Junior --skill 3",
+        "serendib worker --name Senior --skill general=9,python=9 --handler primes:primes",
+        "serendib worker --name gpu-1 --label gpu --label region=eu --admin 10.0.0.5:4222",
+    ],
+)
+@option("--name", required=True, help="unique name in the workspace")
+@option(
+    "--skill",
+    type=Skills(),
+    default="5",
+    help="a level (7: general 7) or name=level pairs (python=7,sql=3)",
+)
+@option("--capacity", type=click.IntRange(min=1), default=1, help="tasks run at once")
+@option(
+    "--label",
+    "labels",
+    multiple=True,
+    metavar="LABEL",
+    help="a label for constraints that are not levels (gpu, region=eu): a task requiring "
+    "labels goes only to a worker that has them all (repeatable)",
+)
+@option(
+    "--handler",
+    multiple=True,
+    metavar="[KIND=]MODULE:FUNCTION",
+    help="task handler to load, imported from the working directory (repeatable)",
+)
+@option("--time-scale", type=float, default=1.0, help="simulated work: seconds per level")
+@option(
+    "--identity",
+    metavar="FILE",
+    help="file keeping this worker's identity on the admin's server (created if missing; "
+    "default: $XDG_STATE_HOME/serendib/WORKSPACE/NAME.nk); restarted with it, the worker "
+    "takes its own place at once",
+)
+@link_options()
+def worker(
+    name: str,
+    skill: dict[str, int],
+    capacity: int,
+    labels: tuple[str, ...],
+    handler: tuple[str, ...],
+    time_scale: float,
+    identity: str | None,
+    link: Link,
+) -> int:
+    """Run a worker that joins an admin and runs the tasks it assigns."""
+    tune_gc()
+    handlers = dict(load_handler(spec) for spec in handler)
+    host, port = link.admin
+    kept = None if link.nats else (identity or identity_path(link.workspace, name))
+    agent = WorkerAgent(
+        name,
+        skills=skill,
+        capacity=capacity,
+        labels=list(labels),
+        workspace_id=link.workspace,
+        handlers=handlers,
+        time_scale=time_scale,
+        transport=link.nats,
+        admin_ip=host,
+        admin_port=port,
+        token=link.token,
+        heartbeat_interval=link.heartbeat,
+        nats_options=link.nats_options(),
+        identity=kept,
+    )
+
+    def joined() -> None:
+        logger.info(
+            "{}: joined workspace {!r} at {} ({}, capacity {}{})",
+            agent.name,
+            agent.workspace_id,
+            agent.address,
+            ", ".join(f"{k} {v}" for k, v in agent.skills.items()),
+            agent.capacity,
+            "".join(f", label {label}" for label in agent.labels),
+        )
+
+    return asyncio.run(_serve(agent, joined))
+
+
+def demo_scenario(
+    tasks: int | None, workers: int | None, seed: int
+) -> tuple[list[Task], list[tuple[str, int]]]:
+    """The seed's three tasks and workers, or a random scenario of the given size."""
+    if tasks is None and workers is None:
+        return list(SEED_TASKS), list(SEED_WORKERS)
+    rng = random.Random(seed)
+    crew = [(f"worker-{i + 1}", rng.randint(1, 10)) for i in range(workers or 3)]
+    batch = [
+        Task(
+            id=f"t{i + 1}",
+            description=f"random task {i + 1}",
+            difficulty=rng.randint(1, 10),
+            wait_timeout_s=UNQUALIFIED_WAIT_S,
+        )
+        for i in range(tasks or 3)
+    ]
+    return batch, crew
+
+
+@dataclass(frozen=True)
+class _Demo:
+    """What ``serendib demo`` was asked for: its options, by name."""
+
+    time_scale: float
+    tasks: int | None
+    workers: int | None
+    seed: int
+    capacity: int
+    store: str | None
+    attempt_unqualified: bool
+    as_json: bool
+    dashboard: tuple[str, int] | None
+    dashboard_token: str | None
+
+
+async def _demo(demo: _Demo) -> Report:
+    tasks, crew = demo_scenario(demo.tasks, demo.workers, demo.seed)
+    store = demo.store or str(Path(tempfile.mkdtemp(prefix="serendib-demo-")) / "demo.db")
+    manager = TaskManager(
+        "manager",
+        workspace_id="demo",
+        store=store,
+        tasks=tasks,
+        stop_when_done=demo.dashboard is None,
+        attempt_unqualified=demo.attempt_unqualified,
+    )
+    dashboard = _dashboard(manager, demo.dashboard, demo.dashboard_token)
+    workers = [
+        WorkerAgent(
+            name, level, workspace_id="demo", capacity=demo.capacity, time_scale=demo.time_scale
+        )
+        for name, level in crew
+    ]
+    console = Console(stderr=True)
+    live = console.is_terminal and not demo.as_json
+    progress = Progress(
+        TextColumn("[bold]tasks"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=console,
+        disable=not live,
+    )
+    if dashboard is not None:
+        await dashboard.start()
+    try:
+        # While the bar is live, log lines are printed above it by its console, not into it.
+        with progress, logs_through(console if live else None):
+            bar = progress.add_task("tasks", total=len(tasks))
+            run = asyncio.create_task(manager.arun(workers))
+            done = run if dashboard is None else asyncio.ensure_future(manager.wait_done())
+            while not done.done() and not run.done():
+                progress.update(bar, completed=manager.final_count)
+                await asyncio.wait({run, done}, timeout=0.1)
+            progress.update(bar, completed=manager.final_count)  # the end: N/N
+            done.cancel()
+        if dashboard is not None:
+            return await _keep_serving(manager, run, dashboard, store, demo.as_json)
+        await run
+    finally:
+        if dashboard is not None:
+            await dashboard.stop()
+    return await offline_report(store)
+
+
+async def _keep_serving(
+    manager: TaskManager,
+    run: asyncio.Task[None],
+    dashboard: DashboardServer,
+    store: str,
+    as_json: bool,
+) -> Report:
+    """Print the demo's report, then keep the system and its dashboard up until Ctrl-C."""
+    if run.done():
+        await run
+        return await offline_report(store)
+    report = await manager.report()
+    print_report(report, as_json)
+    Console(stderr=True).print(
+        f"Dashboard: {dashboard.url}"
+        + (" (append ?token=YOUR_TOKEN)" if dashboard.policy.token else "")
+        + " - the workers stay up for more tasks; press Ctrl-C to stop."
+    )
+
+    async def until_stopped() -> int:
+        await run
+        return EXIT_OK
+
+    stopping: list[asyncio.Future[None]] = []
+    await run_until_signalled(
+        until_stopped(), lambda: stopping.append(asyncio.ensure_future(manager.stop()))
+    )
+    return report
+
+
+@command(
+    "demo",
+    examples=[
+        "serendib demo",
+        "serendib demo --time-scale 0 --tasks 30 --workers 3 --seed 2",
+        "serendib demo --dashboard",
+    ],
+)
+@option("--time-scale", type=float, default=1.0, help="seconds per difficulty level")
+@option(
+    "--tasks",
+    type=click.IntRange(min=1),
+    help="random scenario: number of tasks (those beyond every worker's skill fail after 1 s)",
+)
+@option("--workers", type=click.IntRange(min=1), help="random scenario: number of workers")
+@option("--seed", type=int, default=1, help="random scenario: seed")
+@option("--capacity", type=click.IntRange(min=1), default=1, help="tasks each worker runs at once")
+@option("--store", metavar="URL", help="task store URL (default: a temporary file)")
+@option("--attempt-unqualified", is_flag=True, help="the seed's behaviour")
+@dashboard_options
+@json_option
+def demo(**options: Any) -> int:
+    """Run the seed's scenario (or a random one) in one process, with a progress bar and the
+    report; exit 1 if a task failed or did not finish."""
+    tune_gc()
+    asked = _Demo(**options)
+    report = asyncio.run(_demo(asked))
+    if asked.dashboard is None:  # with a dashboard, it was printed before serving on
+        print_report(report, asked.as_json)
+    return 0 if report.failed == 0 and report.unfinished == 0 else 1
+
+
+COMMANDS = [admin, worker, demo]
+"""The long-running commands, in the order ``serendib --help`` lists them."""
