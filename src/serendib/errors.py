@@ -255,13 +255,27 @@ class NoEligibleWorker(TaskError):
 
 
 class InvalidTaskFile(TaskError, ValueError):
-    """A task file with an entry that is not a valid task; nothing from it was applied."""
+    """A task file with an entry that is not a valid task.
 
-    def __init__(self, path: str, location: str, reason: str) -> None:
+    Attributes:
+        path: The file.
+        location: Where in it (entry, line).
+        reason: What is wrong.
+        submitted: Tasks of the file submitted before the error was found (a file read as
+            it is submitted), None if nothing was submitted.
+    """
+
+    def __init__(self, path: str, location: str, reason: str, submitted: int | None = None) -> None:
         self.path = path
         self.location = location
         self.reason = reason
-        super().__init__(f"{path}: {location}: {reason} (nothing from this file was submitted)")
+        self.submitted = submitted
+        after = (
+            "nothing from this file was submitted"
+            if not submitted
+            else f"the {submitted} tasks before it were submitted"
+        )
+        super().__init__(f"{path}: {location}: {reason} ({after})")
 
 
 class StoreError(TaskError):
