@@ -20,7 +20,7 @@ from typing import cast
 import pytest
 from loguru import logger
 
-from serendib._cli_client import offline_report
+from serendib.cli.client import offline_report
 from serendib.errors import StoreError
 from serendib.tasks.engine.entries import Entry, Lease
 from serendib.tasks.engine.ledger import Ledger

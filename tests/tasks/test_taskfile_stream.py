@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from serendib.errors import InvalidTaskFile
+from serendib.tasks.models import Task
 from serendib.tasks.taskfile import MAX_ENTRY_BYTES, iter_task_file, load_task_file
 
 
@@ -62,7 +63,7 @@ def test_a_bad_entry_names_its_line_and_reason_after_the_good_ones(
 ) -> None:
     path = tmp_path / name
     path.write_text(text)
-    good = []
+    good: list[Task] = []
     with pytest.raises(InvalidTaskFile) as raised:
         good.extend(iter_task_file(path))
     assert where in str(raised.value)

@@ -42,6 +42,7 @@ from serendib.errors import (
     DashboardError,
     DuplicateAgentName,
     MessageTooLarge,
+    RequestTimeout,
     SerendibError,
     StoreError,
     StoreNotFound,
@@ -139,7 +140,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     except StoreNotFound as e:  # a reader pointed at no store: the user's to fix
         logger.error("{}", e)
         return EXIT_USAGE
-    except (AdminUnreachable, BrokerStartError, ConnectionFailed, DashboardError, StoreError) as e:
+    except (
+        AdminUnreachable,
+        BrokerStartError,
+        ConnectionFailed,
+        DashboardError,
+        RequestTimeout,
+        StoreError,
+    ) as e:  # nothing answers, or not in time
         logger.error("{}", e)
         return EXIT_UNREACHABLE
     except (DuplicateAgentName, TaskError, ValueError) as e:

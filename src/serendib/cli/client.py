@@ -1,4 +1,5 @@
-"""``serendib submit | status | tasks | task | cancel | report``: talk to a running manager.
+"""``serendib submit | result | status | tasks | task | cancel | configure | report``: talk
+to a running manager (``submit`` and ``result`` through :class:`serendib.AsyncClient`).
 
 One function per command, each a :func:`client_command`; :data:`COMMANDS` lists them for
 :mod:`serendib.cli`. A new client command is a function here that asks the manager with
@@ -11,31 +12,60 @@ import asyncio
 import json
 import sys
 import uuid
-from collections.abc import Callable, Sequence
-from typing import Any
+from collections import Counter
+from collections.abc import Awaitable, Callable, Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any, TypeVar
 
 import click
+from pydantic import ValidationError
 from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TaskID,
+    TextColumn,
+    TimeElapsedColumn,
+)
 from rich.table import Table
 
+from serendib._logging import logs_through
 from serendib.agent import Agent
-from serendib.cli.options import Link, command, json_option, link_options, option, remote_failure
-from serendib.errors import RemoteError, StoreNotFound
+from serendib.cli.options import (
+    EXIT_FAILED,
+    EXIT_USAGE,
+    CommandFailed,
+    Link,
+    Skills,
+    command,
+    json_option,
+    link_options,
+    option,
+    remote_failure,
+)
+from serendib.client import AsyncClient, SubmitSummary
+from serendib.errors import RemoteError, RequestTimeout, StoreNotFound, TaskNotFound
+from serendib.messages import summarise
 from serendib.tasks.messages import (
     CancelReply,
     CancelRequest,
+    ConfigureReply,
+    ConfigureRequest,
+    Reconfigure,
     ReportRequest,
     StatusReply,
     StatusRequest,
-    SubmitReply,
-    SubmitTasks,
+    TaskOutcome,
     TaskPage,
     TaskQuery,
 )
-from serendib.tasks.models import TaskRecord, TaskState
+from serendib.tasks.models import TaskRecord, TaskState, WorkerInfo
 from serendib.tasks.report import Report, build_report, render_report
 from serendib.tasks.store import open_store, redact_url
-from serendib.tasks.taskfile import load_task_file
+from serendib.tasks.taskfile import iter_task_file
+
+T = TypeVar("T")
 
 __all__ = ["COMMANDS", "ask", "client_command", "offline_report", "print_report"]
 
@@ -94,26 +124,223 @@ def _console() -> Console:
     return Console(highlight=False, soft_wrap=True, width=width)
 
 
+def _client(link: Link, **options: Any) -> AsyncClient:
+    return AsyncClient(
+        link.admin,
+        nats=link.nats,
+        workspace=link.workspace,
+        token=link.token,
+        nats_options=link.nats_options(),
+        timeout=REQUEST_TIMEOUT_S,
+        **options,
+    )
+
+
+async def _call(link: Link, work: Callable[[AsyncClient], Awaitable[T]], **options: Any) -> T:
+    """Run ``work`` with a client connected to the workspace; the manager's answers of the
+    user's mistakes (an unknown id) are a command failure (exit 2)."""
+    async with _client(link, **options) as client:
+        try:
+            return await work(client)
+        except RemoteError as e:
+            raise remote_failure(e) from None
+
+
+_WAIT_CHUNK = 10_000
+"""Ids waited for at once by ``submit --wait``: outcomes are counted and forgotten."""
+
+
 @client_command(
-    "submit", examples=["serendib submit tasks.yaml", "serendib submit tasks.json --json"]
+    "submit",
+    examples=[
+        "serendib submit tasks.yaml",
+        "serendib submit tasks.jsonl --wait",
+        "serendib submit tasks.json --json",
+    ],
 )
 @click.argument("file")
-def submit(file: str, link: Link, as_json: bool) -> int:
-    """Submit a YAML or JSON file of tasks (a list), validated whole first.
+@option("--wait", is_flag=True, help="wait until every task has ended; exit 1 if any failed")
+@option(
+    "--timeout", type=click.FloatRange(min=0, min_open=True), help="with --wait: give up after S"
+)
+def submit(file: str, wait: bool, timeout: float | None, link: Link, as_json: bool) -> int:
+    """Submit a file of tasks: YAML, JSON or JSON Lines (.jsonl, one task per line).
 
-    FILE is tasks.yaml or tasks.json; a bad entry is reported with its index, line and
-    reason, and nothing from the file is submitted.
+    Every entry is checked first: a bad one is reported with its index, line and reason, and
+    nothing from the file is submitted. A JSON list or JSON Lines file of any size is then
+    streamed in bounded memory; ids already known are left as they were.
     """
-    tasks = load_task_file(file)
-    reply: SubmitReply = asyncio.run(ask(link, SubmitTasks(tasks=tasks)))
-    if as_json:
-        print(reply.model_dump_json(indent=2))
-        return 0
+    count = sum(1 for _ in iter_task_file(file))  # validated whole, nothing kept
     console = _console()
-    console.print(f"submitted {len(reply.accepted)} new tasks from {file}")
-    if reply.duplicates:
-        console.print(f"{len(reply.duplicates)} already known (same id), left as they were")
+
+    async def work(client: AsyncClient) -> tuple[SubmitSummary, Counter[str]]:
+        summary = await client.submit_many(iter_task_file(file), watch=False)
+        ended: Counter[str] = Counter()
+        if wait:
+            with _bar(count, not as_json) as (progress, bar):
+                await asyncio.wait_for(_await_all(client, file, ended, progress, bar), timeout)
+        return summary, ended
+
+    try:
+        summary, ended = asyncio.run(_call(link, work))
+    except RequestTimeout:
+        raise
+    except TimeoutError:
+        raise CommandFailed(f"not every task of {file} ended within {timeout}s", 1) from None
+    failed = ended["failed"] + ended["cancelled"]
+    if as_json:
+        print(
+            json.dumps(
+                {"file": file, "accepted": summary.accepted, "duplicates": summary.duplicates}
+                | ({"ended": dict(ended)} if wait else {}),
+                indent=2,
+            )
+        )
+    else:
+        console.print(f"submitted {summary.accepted} new tasks from {file}")
+        if summary.duplicates:
+            console.print(f"{summary.duplicates} already known (same id), left as they were")
+        if wait:
+            console.print(", ".join(f"{state} {n}" for state, n in sorted(ended.items())))
+    return EXIT_FAILED if wait and failed else 0
+
+
+async def _await_all(
+    client: AsyncClient, file: str, ended: Counter[str], progress: Progress, bar: TaskID
+) -> None:
+    """Wait for every task of ``file``, ``_WAIT_CHUNK`` ids at a time, counting outcomes."""
+    ids: list[str] = []
+
+    async def drain() -> None:
+        async for outcome in client.as_completed(ids):
+            ended[outcome.state.value] += 1
+            progress.advance(bar)
+        client.forget(ids)
+        ids.clear()
+
+    for task in iter_task_file(file):  # ids only, a chunk at a time: memory stays bounded
+        ids.append(task.id)
+        if len(ids) >= _WAIT_CHUNK:
+            await drain()
+    await drain()
+    progress.update(bar, completed=progress.tasks[0].total)  # an id repeated: one task
+
+
+@contextmanager
+def _bar(total: int, visible: bool) -> Iterator[tuple[Progress, TaskID]]:
+    """A progress bar on stderr (on a terminal), log lines printed above it."""
+    console = Console(stderr=True)
+    live = visible and console.is_terminal
+    progress = Progress(
+        TextColumn("[bold]tasks"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=console,
+        disable=not live,
+    )
+    with progress, logs_through(console if live else None):
+        yield progress, progress.add_task("tasks", total=total)
+
+
+@client_command(
+    "result",
+    examples=[
+        "serendib result t1",
+        "serendib result t1 --wait --timeout 60",
+        "serendib result t1 --json",
+    ],
+)
+@click.argument("task_id", metavar="ID")
+@option("--wait", is_flag=True, help="wait for the task to end (pushed, never polled)")
+@option(
+    "--timeout", type=click.FloatRange(min=0, min_open=True), help="with --wait: give up after S"
+)
+def result(task_id: str, wait: bool, timeout: float | None, link: Link, as_json: bool) -> int:
+    """The output of a task (exit 0), or why it has none: it failed or was cancelled, or has
+    not ended (exit 1); exit 2 if there is no such task."""
+
+    async def work(client: AsyncClient) -> TaskOutcome | TaskRecord:
+        if wait:
+            return await client.outcome(task_id, timeout)
+        record = await client.get(task_id)
+        return TaskOutcome.of(record) if record.state.is_final else record
+
+    try:
+        found = asyncio.run(_call(link, work))
+    except RequestTimeout:
+        raise
+    except TimeoutError:
+        raise CommandFailed(f"task {task_id} did not end within {timeout}s", 1) from None
+    except TaskNotFound as e:
+        raise CommandFailed(str(e), EXIT_USAGE) from None
+    if isinstance(found, TaskRecord):
+        if as_json:
+            print(found.model_dump_json(indent=2))
+        else:
+            _console().print(f"task {task_id} has not ended: {found.state.value} ({found.reason})")
+        return EXIT_FAILED
+    if as_json:
+        print(found.model_dump_json(indent=2))
+    elif found.succeeded:
+        print(json.dumps(found.output))
+    else:
+        _console().print(f"task {task_id} {found.state.value}: {found.error or 'no reason given'}")
+    return 0 if found.succeeded else EXIT_FAILED
+
+
+@client_command(
+    "configure",
+    examples=[
+        "serendib configure Senior --capacity 8",
+        "serendib configure gpu-1 --label gpu --label region=eu",
+        "serendib configure Junior --skill general=5,sql=3 --prefetch 0",
+    ],
+)
+@click.argument("worker", metavar="WORKER")
+@option("--skill", type=Skills(), help="its skills from now on: a level (7) or python=7,sql=3")
+@option("--label", multiple=True, help="its labels from now on (repeatable)")
+@option("--no-labels", is_flag=True, help="remove every label")
+@option("--capacity", type=click.IntRange(1, 100_000), help="attempts it runs at once")
+@option(
+    "--prefetch",
+    type=click.IntRange(0, 10_000),
+    help="attempts it keeps ready beyond those it runs (fixed from now on)",
+)
+def configure(
+    worker: str,
+    skill: dict[str, int] | None,
+    label: tuple[str, ...],
+    no_labels: bool,
+    capacity: int | None,
+    prefetch: int | None,
+    link: Link,
+    as_json: bool,
+) -> int:
+    """Change a running worker's skills, labels, capacity or prefetch; the manager places
+    pending work again at once (exit 2 if no worker of that name is connected)."""
+    labels = () if no_labels else (label or None)
+    if skill is None and labels is None and capacity is None and prefetch is None:
+        raise click.UsageError("nothing to change: give --skill, --label, --capacity or --prefetch")
+    try:
+        change = Reconfigure(skills=skill, labels=labels, capacity=capacity, prefetch=prefetch)
+    except ValidationError as e:
+        raise click.UsageError(summarise(e)) from None
+    reply: ConfigureReply = asyncio.run(ask(link, ConfigureRequest(worker=worker, change=change)))
+    if as_json:
+        print(reply.info.model_dump_json(indent=2))
+        return 0
+    _console().print(f"worker {worker}: {_profile(reply.info)}")
     return 0
+
+
+def _profile(info: WorkerInfo) -> str:
+    parts = [", ".join(f"{k} {v}" for k, v in info.skills.items()), f"capacity {info.capacity}"]
+    if info.prefetch:
+        parts.append(f"prefetch {info.prefetch}")
+    if info.labels:
+        parts.append("labels " + ",".join(info.labels))
+    return "; ".join(parts)
 
 
 @client_command(
@@ -131,11 +358,25 @@ def status(link: Link, as_json: bool) -> int:
     console.print(
         f"throughput {reply.tasks_per_s:.1f} tasks/s; stale results ignored {reply.stale_results}"
     )
-    table = Table("worker", "skills", "load", "completed", title=f"{len(reply.workers)} workers")
+    table = Table(
+        "worker",
+        "skills",
+        "kinds",
+        "labels",
+        "load",
+        "completed",
+        title=f"{len(reply.workers)} workers",
+    )
     for worker in reply.workers:
-        skills = ", ".join(f"{k} {v}" for k, v in worker.info.skills.items())
-        name = worker.info.name + (" (suspect: silent, no new work)" if worker.suspect else "")
-        table.add_row(name, skills, f"{worker.load}/{worker.info.capacity}", str(worker.completed))
+        info = worker.info
+        skills = ", ".join(f"{k} {v}" for k, v in info.skills.items())
+        name = info.name + (" (suspect: silent, no new work)" if worker.suspect else "")
+        kinds = "any" if info.kinds is None else ", ".join(info.kinds)
+        running = min(worker.load, info.capacity)
+        load = f"{running}/{info.capacity}" + (
+            f" +{worker.load - running} ready" if worker.load > running else ""
+        )
+        table.add_row(name, skills, kinds, ", ".join(info.labels), load, str(worker.completed))
     console.print(table)
     return 0
 
@@ -261,5 +502,5 @@ def report(store: str | None, link: Link, as_json: bool) -> int:
     return 0
 
 
-COMMANDS = [submit, status, tasks, task, cancel, report]
+COMMANDS = [submit, result, status, tasks, task, cancel, configure, report]
 """The client commands, in the order ``serendib --help`` lists them."""

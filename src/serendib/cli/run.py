@@ -228,6 +228,12 @@ def identity_path(workspace: str, name: str) -> Path:
 )
 @option("--capacity", type=click.IntRange(min=1), default=1, help="tasks run at once")
 @option(
+    "--prefetch",
+    type=click.IntRange(min=0, max=10_000),
+    help="tasks kept ready beyond those running, so a slot never waits a round trip "
+    "[default: adjusted to about 50 ms of work; none for long tasks]",
+)
+@option(
     "--label",
     "labels",
     multiple=True,
@@ -254,6 +260,7 @@ def worker(
     name: str,
     skill: dict[str, int],
     capacity: int,
+    prefetch: int | None,
     labels: tuple[str, ...],
     handler: tuple[str, ...],
     time_scale: float,
@@ -269,6 +276,7 @@ def worker(
         name,
         skills=skill,
         capacity=capacity,
+        prefetch=prefetch,
         labels=list(labels),
         workspace_id=link.workspace,
         handlers=handlers,

@@ -64,7 +64,7 @@ CHUNK = 1_000
 """Tasks per submission message (halved again and again for a message over the limit)."""
 WINDOW = 4
 """Submission messages in flight at once: the backpressure on a large submission."""
-_WATCH_CHUNK = 10_000
+_WATCH_CHUNK = 5_000  # ids per Watch message (its bound)
 
 
 @dataclass(frozen=True, slots=True)
@@ -392,8 +392,6 @@ class AsyncClient:
             first = await self._send_chunk(chunk[:half], watch)
             second = await self._send_chunk(chunk[half:], watch)
             return first[0] + second[0], first[1] + second[1]
-        if reply.outcomes:
-            self._told(reply.outcomes)
         return len(reply.accepted), len(reply.duplicates)
 
     # --- outcomes -----------------------------------------------------------------------------
@@ -514,8 +512,6 @@ class AsyncClient:
             chunk = task_ids[start : start + _WATCH_CHUNK]
             self._watched.update(chunk)
             reply: WatchReply = await self._ask(Watch(task_ids=chunk))
-            if reply.outcomes:
-                self._told(reply.outcomes)
             for task_id in reply.unknown:
                 self._watched.discard(task_id)
                 for future in self._waiters.pop(task_id, []):

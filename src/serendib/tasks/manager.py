@@ -411,36 +411,35 @@ class TaskManager(Admin):
     @on_message
     async def _on_submit(self, request: SubmitTasks) -> SubmitReply:
         reply = await self.submit(request.tasks)
-        if not request.watch:
-            return reply
-        client = self._sender()
-        self.book.watch(client, reply.accepted)  # all unfinished: just submitted
-        if not reply.duplicates:
-            return reply
-        outcomes, _ = await self._watch(client, reply.duplicates)
-        return reply.model_copy(update={"outcomes": outcomes})
+        if request.watch:
+            client = self._sender()
+            self.book.watch(client, reply.accepted)  # all unfinished: just submitted
+            if reply.duplicates:
+                await self._watch(client, reply.duplicates)
+        return reply
 
     @on_message
     async def _on_watch(self, request: Watch) -> WatchReply:
-        outcomes, unknown = await self._watch(self._sender(), request.task_ids)
-        return WatchReply(outcomes=outcomes, unknown=unknown)
+        return WatchReply(unknown=await self._watch(self._sender(), request.task_ids))
 
-    async def _watch(self, client: str, task_ids: list[str]) -> tuple[list[TaskOutcome], list[str]]:
-        """Watch ``task_ids`` for ``client``: the unfinished ones are pushed when final; the
-        outcomes of the final ones, and the unknown ids, are returned."""
+    async def _watch(self, client: str, task_ids: list[str]) -> list[str]:
+        """Push to ``client`` the outcome of each of ``task_ids`` once it is final and
+        stored (at once for those that are); returns the unknown ids. Outcomes always travel
+        as pushed :class:`TaskOutcomes`, in messages of bounded size, never in a reply."""
         stored = []
         for task_id in self.book.watch(client, task_ids):
             unsaved = self._ledger.unsaved(task_id)
             if unsaved is not None and unsaved.state.is_final:
-                # Final, not yet stored: pushed once it is, like the others.
                 self._ledger.notify(client, TaskOutcome.of(unsaved.record()))
             else:
                 stored.append(task_id)
         if not stored:
-            return [], []
+            return []
         found = await self.store.get_many(stored)
-        outcomes = [TaskOutcome.of(r) for r in found.values() if r.state.is_final]
-        return outcomes, [task_id for task_id in stored if task_id not in found]
+        for record in found.values():
+            if record.state.is_final:
+                self._ledger.notify(client, TaskOutcome.of(record))
+        return [task_id for task_id in stored if task_id not in found]
 
     @on_message
     async def _on_subscribe(self, request: Subscribe) -> Subscribed:

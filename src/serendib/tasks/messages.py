@@ -76,6 +76,8 @@ __all__ = [
 ]
 
 _MANY = 100_000
+_WATCHED = 5_000
+"""Ids per Watch: the reply (the unknown ones) stays well within a message."""
 
 
 class _Frozen(BaseModel):
@@ -309,7 +311,7 @@ class SubmitTasks(_Message):
     Attributes:
         tasks: The tasks.
         watch: Push each one's outcome to the sender once it is final (duplicates included:
-            those already final come back in the reply).
+            those final already at once).
     """
 
     tasks: list[Task] = Field(max_length=100_000)
@@ -318,17 +320,16 @@ class SubmitTasks(_Message):
 
 @message_type("serendib.tasks.Watch")
 class Watch(_Message):
-    """Push the outcome of each of these tasks to the sender once it is final; those final
-    already, and the unknown ids, come back in the reply."""
+    """Push the outcome of each of these tasks to the sender once it is final (at once for
+    those final already); the reply names the unknown ids."""
 
-    task_ids: list[TaskId] = Field(max_length=100_000)
+    task_ids: list[TaskId] = Field(max_length=_WATCHED)
 
 
 @message_type("serendib.tasks.WatchReply")
 class WatchReply(_Message):
-    """The watched tasks that are final already, and the ids no task has."""
+    """The watched ids no task has."""
 
-    outcomes: list[TaskOutcome] = Field(default_factory=list)
     unknown: list[TaskId] = Field(default_factory=list)
 
 
@@ -348,12 +349,10 @@ class Subscribed(_Message):
 
 @message_type("serendib.tasks.SubmitReply")
 class SubmitReply(_Message):
-    """Which submitted ids were new, and which were already known (with ``watch``, the
-    outcomes of the known ones that are final already)."""
+    """Which submitted ids were new, and which were already known."""
 
     accepted: list[str]
     duplicates: list[str]
-    outcomes: list[TaskOutcome] = Field(default_factory=list)
 
 
 @message_type("serendib.tasks.StatusRequest")
