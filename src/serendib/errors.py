@@ -194,31 +194,13 @@ class TaskError(SerendibError):
     """The task manager could not do what was asked."""
 
 
-class TaskNotFound(TaskError, KeyError):
-    """No task with this id is known."""
+class _NotFound(TaskError, KeyError):
+    """Nothing known by this name; ``key`` is the name ("" when only a remote agent's
+    message says it)."""
 
-    def __init__(self, task_id: str) -> None:
-        self.task_id = task_id
-        super().__init__(f"no task with id {task_id!r}")
-
-    def __str__(self) -> str:
-        return str(self.args[0])
-
-    @classmethod
-    def from_message(cls, message: str) -> Self:
-        """The error as a remote agent described it (the id only in the message)."""
-        found = cls.__new__(cls)
-        Exception.__init__(found, message)
-        found.task_id = ""
-        return found
-
-
-class WorkerNotFound(TaskError, KeyError):
-    """No worker of this name is connected."""
-
-    def __init__(self, worker: str) -> None:
-        self.worker = worker
-        super().__init__(f"no connected worker named {worker!r}")
+    def __init__(self, key: str, message: str) -> None:
+        self.key = key
+        super().__init__(message)
 
     def __str__(self) -> str:
         return str(self.args[0])
@@ -227,9 +209,32 @@ class WorkerNotFound(TaskError, KeyError):
     def from_message(cls, message: str) -> Self:
         """The error as a remote agent described it (the name only in the message)."""
         found = cls.__new__(cls)
-        Exception.__init__(found, message)
-        found.worker = ""
+        _NotFound.__init__(found, "", message)
         return found
+
+
+class TaskNotFound(_NotFound):
+    """No task with this id is known."""
+
+    def __init__(self, task_id: str) -> None:
+        super().__init__(task_id, f"no task with id {task_id!r}")
+
+    @property
+    def task_id(self) -> str:
+        """The id asked for."""
+        return self.key
+
+
+class WorkerNotFound(_NotFound):
+    """No worker of this name is connected."""
+
+    def __init__(self, worker: str) -> None:
+        super().__init__(worker, f"no connected worker named {worker!r}")
+
+    @property
+    def worker(self) -> str:
+        """The name asked for."""
+        return self.key
 
 
 class ResultError(TaskError):
