@@ -34,6 +34,7 @@ import asyncio
 import cProfile
 import gc
 import io
+import math
 import os
 import pstats
 import re
@@ -52,8 +53,9 @@ from pathlib import Path
 from typing import Any
 
 from bench._util import Table, machine_line, parser, percentile, quiet_logs, render, to_json
-from bench.tasks_e2e import machine_busy, process_cpu, wait_quiet
+from bench.tasks_e2e import _TICKS, machine_busy, process_cpu, wait_quiet
 from serendib import AsyncClient
+from serendib.tasks.messages import TaskOutcome
 from serendib.tasks.models import Task, TaskState
 
 __all__ = ["run"]
@@ -64,8 +66,16 @@ REPEATS = 3
 """Runs of each configuration, alternating; the median is reported."""
 LEVELS_W4 = (3, 5, 8, 10)
 """The issue's four workers."""
-THROUGHPUT_CASES = ((4, 10_000), (10, 10_000), (4, 100), (4, 100_000))
-QUICK_THROUGHPUT_CASES = ((4, 2_000), (4, 100))
+THROUGHPUT_CASES = (
+    (4, 10_000, "wait"),
+    (10, 10_000, "wait"),
+    (4, 100, "wait"),
+    (4, 100_000, "wait"),
+    (4, 10_000, "outcome"),
+    (4, 100_000, "outcome"),
+)
+"""(W, N, how the outcomes are awaited): see ``WAITERS``."""
+QUICK_THROUGHPUT_CASES = ((4, 2_000, "wait"), (4, 100, "wait"), (4, 2_000, "outcome"))
 SUBMIT_TASKS = 100_000
 SUBMIT_BIG = 1_000_000
 """Also submitted if the default configuration's rate says it takes ``BIG_BUDGET_S`` or less."""
@@ -76,7 +86,7 @@ LATENCY_ROUND_TRIPS = 1_000
 LATENCY_WARMUP = 50
 JOIN_S = 60.0
 """Seconds the admin and each worker have to say they are up."""
-LIMIT_S = 180.0
+LIMIT_S = 120.0
 """A timed span longer than this fails the run."""
 QUIET_S = 10.0
 """Each run waits up to this long for the machine to be quiet (it is shared)."""
@@ -113,6 +123,16 @@ def descendants(pid: int) -> list[int]:
         except OSError:
             continue
     return found
+
+
+def thread_cpu(pid: int, tid: int) -> float | None:
+    """CPU seconds thread ``tid`` of ``pid`` has used (the main thread: ``tid == pid``)."""
+    try:
+        with open(f"/proc/{pid}/task/{tid}/stat") as f:
+            fields = f.read().rpartition(")")[2].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / _TICKS
 
 
 def levels_for(workers: int) -> list[int]:
@@ -183,6 +203,12 @@ class Cluster:
             _wait_line(log, f"worker w{i + 1} joined", self.admin, JOIN_S)
         return self
 
+    def clients_lost(self) -> int:
+        """How many times the admin's log says it declared a client lost (missed heartbeats:
+        its watches are dropped with it)."""
+        log = (self.dir / "admin.log").read_text(errors="replace")
+        return sum(1 for line in log.splitlines() if "agent client-" in line and " lost " in line)
+
     def admin_pids(self) -> list[int]:
         assert self.admin is not None
         return descendants(self.admin.pid)
@@ -193,13 +219,16 @@ class Cluster:
     def cpu(self) -> dict[str, float]:
         """CPU seconds used so far by each group: admin (with nats-server), workers, client."""
         admin = self.admin_pids()
+        loop = thread_cpu(admin[0], admin[0])
         groups = {
             "admin": admin,
             "nats": admin[1:],
             "workers": self.worker_pids(),
             "client": [os.getpid()],
         }
-        return {k: sum(process_cpu(p) or 0.0 for p in pids) for k, pids in groups.items()}
+        found = {k: sum(process_cpu(p) or 0.0 for p in pids) for k, pids in groups.items()}
+        found["admin loop"] = loop or 0.0
+        return found
 
     def stop(self, keep: bool = False) -> None:
         """Stop every process; remove the directory unless ``keep`` (a failed run's logs)."""
@@ -284,7 +313,7 @@ class Timer:
         span.client_gc = self._gc.seconds
         span.cpu = {k: after[k] - self._cpu[k] for k in after}
         if busy is not None and self._busy is not None:
-            ours = sum(v for k, v in span.cpu.items() if k != "nats")
+            ours = sum(span.cpu[k] for k in ("admin", "workers", "client"))
             cores = os.cpu_count() or 1
             span.other = max(busy - self._busy - ours, 0.0) / (span.seconds * cores)
 
@@ -308,10 +337,12 @@ class Result:
     tasks: int
     span: Span
     extra: dict[str, Value] = field(default_factory=dict)
+    failed: str = ""
+    """Why the run did not finish ("" if it did)."""
 
     @property
     def rate(self) -> float:
-        return self.tasks / self.span.seconds
+        return math.nan if self.failed else self.tasks / self.span.seconds
 
     def per_task_us(self, group: str) -> float:
         return self.span.cpu.get(group, 0.0) / self.tasks * 1e6
@@ -341,9 +372,26 @@ class Spy:
         self.process.wait(30)
 
 
-async def throughput(levels: Sequence[int], total: int, prefix: str = "t") -> Result:
-    """Submit ``total`` tasks through the client to ``len(levels)`` workers; every outcome."""
+WAITERS = ("wait", "outcome")
+
+
+async def _outcomes(client: AsyncClient, ids: list[str], waiter: str) -> dict[str, TaskOutcome]:
+    if waiter == "wait":
+        return await client.wait(ids, timeout=LIMIT_S)
+    # One handle's outcome() each, gathered: no call that looks at every id still waited for.
+    found = await asyncio.wait_for(
+        asyncio.gather(*(client.outcome(task_id) for task_id in ids)), LIMIT_S
+    )
+    return {o.task_id: o for o in found}
+
+
+async def throughput(
+    levels: Sequence[int], total: int, prefix: str = "t", waiter: str = "wait"
+) -> Result:
+    """Submit ``total`` tasks through the client to ``len(levels)`` workers; every outcome,
+    awaited with ``client.wait(ids)`` or (``waiter="outcome"``) one ``outcome(id)`` per task."""
     tasks = make_tasks(total, prefix)
+    failed = ""
     with Cluster(levels) as cluster:
         async with AsyncClient(cluster.address, timeout=60.0) as client:
             spies = []
@@ -359,28 +407,34 @@ async def throughput(levels: Sequence[int], total: int, prefix: str = "t") -> Re
                 handles = await client.submit(tasks)
                 submitted = time.perf_counter()
                 try:
-                    outcomes = await client.wait([h.id for h in handles], timeout=LIMIT_S)
+                    outcomes = await _outcomes(client, [h.id for h in handles], waiter)
                 except TimeoutError:
+                    outcomes = {}
                     told = sum(1 for h in handles if h.id in client._outcomes)
                     status = await client.status()
-                    raise RuntimeError(
+                    final = status.counts.get(TaskState.SUCCEEDED, 0)
+                    failed = (
                         f"not every outcome within {LIMIT_S:g} s: the client was told "
-                        f"{told:,} of {total:,}; the manager counts {status.counts}"
-                    ) from None
+                        f"{told:,} of {total:,}, the manager had {final:,} succeeded"
+                    )
                 if profile is not None:
                     profile.disable()
             for spy in spies:
                 spy.stop()
             if profile is not None:
                 profile.dump_stats(_PROFILE["cprofile"])
+        lost = cluster.clients_lost()
     states = Counter(o.state for o in outcomes.values())
-    if len(outcomes) != total or states[TaskState.SUCCEEDED] != total:
-        raise RuntimeError(f"expected {total} succeeded, got {dict(states)}")
+    if not failed and (len(outcomes) != total or states[TaskState.SUCCEEDED] != total):
+        failed = f"expected {total} succeeded, got {dict(states)}"
+    if lost:
+        failed += f" (the manager declared the client lost {lost} time(s))"
     return Result(
-        f"W={len(levels)} N={total:,}",
+        f"W={len(levels)} N={total:,}" + ("" if waiter == "wait" else f" ({waiter})"),
         total,
         span,
-        {"submit s": submitted - started},
+        {"submit s": submitted - started, "client lost": lost},
+        failed,
     )
 
 
@@ -434,8 +488,14 @@ def _progress(text: str) -> None:
 
 
 def _median(runs: Sequence[Result]) -> Result:
-    """The run of median rate (an odd count: a measured run, not a blend)."""
-    return sorted(runs, key=lambda r: r.rate)[(len(runs) - 1) // 2]
+    """The finished run of median rate (of an even count, the slower middle one: a measured
+    run, not a blend); the first run if none finished."""
+    finished = sorted((r for r in runs if not r.failed), key=lambda r: r.rate)
+    return finished[(len(finished) - 1) // 2] if finished else runs[0]
+
+
+def _rates(runs: Sequence[Result]) -> str:
+    return " / ".join("DNF" if r.failed else f"{r.rate:,.0f}" for r in runs)
 
 
 def _alternate(
@@ -447,10 +507,8 @@ def _alternate(
         for name, once in configs:
             wait_quiet(QUIET_S)
             found = once(round_)
-            _progress(
-                f"{found.case} #{round_ + 1}: {found.rate:,.0f} tasks/s "
-                f"(load {found.span.load:.2f})"
-            )
+            speed = f"DNF, {found.failed}" if found.failed else f"{found.rate:,.0f} tasks/s"
+            _progress(f"{found.case} #{round_ + 1}: {speed} (load {found.span.load:.2f})")
             runs[name].append(found)
     return runs
 
@@ -461,9 +519,10 @@ def _row(case: str, runs: Sequence[Result]) -> dict[str, Value]:
     return {
         "case": case,
         "tasks/s": m.rate,
-        "runs tasks/s": " / ".join(f"{r.rate:,.0f}" for r in runs),
+        "runs tasks/s": _rates(runs),
         "admin us/task": m.per_task_us("admin"),
         "of which nats us/task": m.per_task_us("nats"),
+        "of which loop us/task": m.per_task_us("admin loop"),
         "workers us/task": m.per_task_us("workers"),
         "client us/task": m.per_task_us("client"),
         "total us/task": m.total_us(),
@@ -473,22 +532,27 @@ def _row(case: str, runs: Sequence[Result]) -> dict[str, Value]:
     }
 
 
-def throughput_table(cases: Sequence[tuple[int, int]], repeats: int) -> Table:
+def throughput_table(cases: Sequence[tuple[int, int, str]], repeats: int) -> Table:
     configs = [
         (
-            f"W={w} N={n:,}",
-            lambda r, w=w, n=n: asyncio.run(throughput(levels_for(w), n, f"r{r}-")),
+            f"W={w} N={n:,}" + ("" if waiter == "wait" else f" ({waiter})"),
+            lambda r, w=w, n=n, waiter=waiter: asyncio.run(
+                throughput(levels_for(w), n, f"r{r}-", waiter)
+            ),
         )
-        for w, n in cases
+        for w, n, waiter in cases
     ]
     runs = _alternate(configs, repeats)
     rows = []
+    failures: list[str] = []
     for name, found in runs.items():
         row = _row(name, found)
         m = _median(found)
         row["submit s"] = m.extra["submit s"]
         row["client GC s"] = m.span.client_gc
+        row["client lost"] = sum(int(r.extra["client lost"] or 0) for r in found)
         rows.append(row)
+        failures += [f"{name} run {i + 1}: {r.failed}" for i, r in enumerate(found) if r.failed]
     return Table(
         "Through the client: no-op tasks, separate processes, SQLite store",
         [
@@ -497,11 +561,13 @@ def throughput_table(cases: Sequence[tuple[int, int]], repeats: int) -> Table:
             "runs tasks/s",
             "admin us/task",
             "of which nats us/task",
+            "of which loop us/task",
             "workers us/task",
             "client us/task",
             "total us/task",
             "submit s",
             "client GC s",
+            "client lost",
             "load",
             "other %",
         ],
@@ -513,11 +579,17 @@ def throughput_table(cases: Sequence[tuple[int, int]], repeats: int) -> Table:
             "window 4, outcomes pushed) then wait(ids); timed first submit -> last outcome",
             "difficulties cycle 1..10, kind simulate (no-op at time scale 0); a fresh admin, "
             f"store and workers per run; median of {repeats} runs by rate (all runs shown)",
-            "us/task: CPU (user+sys, /proc) of the group over the span / N; admin includes its "
-            "nats-server; submit s: until every chunk was acknowledged",
+            "us/task: CPU (user+sys, /proc, 10 ms ticks) of the group over the span / N; admin: "
+            "the admin process and its nats-server child; of which nats: the nats-server; of "
+            "which loop: the admin's main (event-loop) thread, the rest of the admin process "
+            "being mostly the store's SQLite thread; submit s: until every chunk was acknowledged",
             "load: 1-min load average at the run's start; other: CPU used by the rest of the "
             "machine during the run, % of all cores",
+            "(outcome): every outcome awaited by its own client.outcome(id), gathered, instead "
+            "of client.wait(ids); client lost: times the admin declared the client lost "
+            "(missed heartbeats), over all runs; DNF: did not finish (why below)",
             f"target (issue #13): >= {TARGET_RATE:,} tasks/s at W=4 N=10,000 (Ray 2.60: 3,440)",
+            *failures,
         ],
     )
 
@@ -692,6 +764,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--one", choices=("throughput", "submission", "latency"), help="one run")
     p.add_argument("--workers", type=int, default=4, help="with --one throughput (default 4)")
     p.add_argument("--tasks", type=int, default=10_000, help="with --one (default 10,000)")
+    p.add_argument("--waiter", choices=WAITERS, default="wait", help="with --one throughput")
     p.add_argument("--chunk", type=int, default=1_000, help="with --one submission")
     p.add_argument("--window", type=int, default=4, help="with --one submission")
     p.add_argument("--spy-admin", metavar="FILE", help="with --one throughput: py-spy the admin")
@@ -714,7 +787,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         if getattr(args, key):
             _PROFILE[key.replace("_", "-")] = getattr(args, key)
     if args.one == "throughput":
-        result = asyncio.run(throughput(levels_for(args.workers), args.tasks))
+        levels = levels_for(args.workers)
+        result = asyncio.run(throughput(levels, args.tasks, waiter=args.waiter))
+        if result.failed:
+            print(f"did not finish: {result.failed}", flush=True)
     elif args.one == "submission":
         result = asyncio.run(submission(args.tasks, args.chunk, args.window))
     else:
