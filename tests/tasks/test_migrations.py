@@ -224,7 +224,7 @@ def test_pending_steps_follow_the_stored_version() -> None:
     steps = sqlite()
 
     assert pending(None, steps, "db") == list(steps)
-    assert [step.version for step in pending("1", steps, "db")] == [2]
+    assert [step.version for step in pending("1", steps, "db")] == [2, 3]
     assert pending(str(LATEST), steps, "db") == []
 
 

@@ -41,6 +41,11 @@ from serendib.tasks.store.rows import (
     safe_text,
     task_row,
 )
+from serendib.tasks.store.search import (
+    SearchQuery,
+    SearchStatements,
+    prefix_successor,
+)
 from serendib.tasks.store.sqlite import SqliteBackend
 from serendib.tasks.store.urls import _postgres_target
 
@@ -398,6 +403,226 @@ async def test_unfinished_and_open_attempts_are_what_a_restart_resumes(store: Ta
     assert await store.all_attempts() == sorted(
         running + ended, key=lambda a: (a.task_id, a.attempt)
     )
+
+
+# --- searches ---------------------------------------------------------------------------------
+
+
+def _searchable(count: int) -> list[TaskRecord]:
+    """:func:`_mixed` tasks of kinds a and b, described "Job n" (odd ones "job n urgent"),
+    finishing out of submission order."""
+    records = []
+    for record in _mixed(count):
+        n = int(record.id[1:])
+        describe = f"Job {n}" if n % 2 == 0 else f"job {n} URGENT"
+        spec = record.task.model_copy(update={"kind": "ab"[n % 4 == 0], "description": describe})
+        changes: dict[str, Any] = {"task": spec}
+        if record.finished_at is not None:
+            changes["finished_at"] = 3_000.0 + (n * 37) % count  # not in submission order
+        records.append(record.model_copy(update=changes))
+    return records
+
+
+def _expected(records: list[TaskRecord], **query: Any) -> list[TaskRecord]:
+    """What ``search(**query)`` pages through, computed in Python."""
+    text = (query.get("text") or "").lower()
+    found = [
+        r
+        for r in records
+        if r.state == query.get("state", r.state)
+        and r.worker == query.get("worker", r.worker)
+        and r.task.kind == query.get("kind", r.task.kind)
+        and r.id.startswith(query.get("id_prefix") or "")
+        and text in r.task.description.lower()
+        and (query.get("sort") != "finished" or r.finished_at is not None)
+    ]
+    sort = query.get("sort", "submitted")
+    seq = {r.id: i for i, r in enumerate(records)}
+    keys: dict[str, Any] = {
+        "submitted": lambda r: seq[r.id],
+        "finished": lambda r: (r.finished_at, seq[r.id]),
+        "id": lambda r: r.id,
+    }
+    return sorted(found, key=keys[sort], reverse=query.get("descending", False))
+
+
+async def search_through(
+    store: TaskStore, limit: int, scan: int, **query: Any
+) -> tuple[list[TaskRecord], int]:
+    """Every page of ``store.search(**query)``, concatenated, and how many were cut short."""
+    found: list[TaskRecord] = []
+    cursor: str | None = None
+    short = 0
+    for _ in range(10_000):
+        page = await store.search(after=cursor, limit=limit, scan=scan, **query)
+        assert len(page.records) <= limit
+        found += page.records
+        short += page.truncated
+        if page.next_cursor is None:
+            assert not page.truncated
+            return found, short
+        assert page.truncated or len(page.records) == limit
+        cursor = page.next_cursor
+    raise AssertionError("the search never ended")
+
+
+SEARCHES = [
+    {},
+    {"descending": True},
+    {"state": TaskState.RUNNING},
+    {"state": TaskState.SUCCEEDED, "worker": "w1"},
+    {"worker": "w2", "descending": True},
+    {"kind": "a"},
+    {"kind": "b", "state": TaskState.PENDING},
+    {"text": "urgent"},
+    {"text": "JOB 1", "kind": "b"},
+    {"id_prefix": "t0001"},
+    {"sort": "id", "descending": True},
+    {"sort": "id", "id_prefix": "t0002"},
+    {"sort": "id", "id_prefix": "t0003", "state": TaskState.FAILED, "descending": True},
+    {"sort": "finished"},
+    {"sort": "finished", "descending": True, "worker": "w0"},
+    {"sort": "finished", "text": "urgent", "state": TaskState.CANCELLED},
+    {"worker": "nobody"},
+]
+
+
+@pytest.mark.parametrize("query", SEARCHES, ids=[str(q) for q in SEARCHES])
+async def test_a_search_pages_through_every_match_once_in_its_order(
+    store: TaskStore, query: dict[str, Any]
+) -> None:
+    records = _searchable(120)
+    await store.add([task(n) for n in range(120)])
+    await store.save(records)
+    expected = _expected(records, **query)
+
+    for limit, scan in ((7, 10_000), (1_000, 10_000), (5, 9), (3, 1)):
+        found, _ = await search_through(store, limit, scan, **query)
+        assert ids(found) == ids(expected), (limit, scan)
+        assert found == expected
+
+
+async def test_a_rare_match_comes_in_short_pages_each_examining_at_most_scan_rows(
+    store: TaskStore,
+) -> None:
+    await store.add([task(n) for n in range(50)])
+    await store.save([task(49).assigned("w9", "fit", 2_000.0)])
+
+    first = await store.search(worker="w9", state=TaskState.SUCCEEDED, limit=10, scan=20)
+    rare, short = await search_through(store, 10, 20, id_prefix="t00049")
+
+    assert (first.records, first.truncated) == ([], False)  # the worker's index: one row
+    assert ids(rare) == ["t00049"]
+    assert short == 2  # rows 1-20 and 21-40 examined, no match: two short pages
+
+
+async def test_a_search_refuses_a_bad_cursor_or_limit(store: TaskStore) -> None:
+    with pytest.raises(ValueError, match="not a cursor of the 'finished' order"):
+        await store.search(sort="finished", after="12")
+    with pytest.raises(ValueError, match="not a cursor of the 'submitted' order"):
+        await store.search(after="1.5:2")
+    with pytest.raises(ValueError, match="limit"):
+        await store.search(limit=0)
+    with pytest.raises(ValueError, match="scan"):
+        await store.search(scan=0)
+
+
+def test_an_id_prefix_range_ends_at_its_successor() -> None:
+    assert prefix_successor("ab") == "ac"
+    assert prefix_successor("a\ud7ff") == "a\ue000"
+    assert prefix_successor("a\U0010ffff") == "b"
+    assert prefix_successor("\U0010ffff") is None
+
+
+_MANY = 20_000
+_FILL = (
+    "INSERT INTO serendib_tasks (id, state, attempt, worker, reason, difficulty, priority, "
+    "required_skill, kind, submitted_at, updated_at, finished_at, task) "
+    "SELECT 'x' || i, CASE WHEN i % 100 = 0 THEN 'running' ELSE 'succeeded' END, 1, "
+    "'w' || (i % 10), '', 1, 0, 'general', 'k' || (i % 5), i, i, "
+    "CASE WHEN i % 100 = 0 THEN NULL ELSE i END, {task} FROM {numbers}"
+)
+
+
+class _Explainer:
+    """Fills a store's table with :data:`_MANY` tasks (analysed), then shows the query plans
+    of a first search page over them, its window (a few rows of each filter's) in the
+    proportion of 10^4 rows to 2 x 10^6."""
+
+    def __init__(self, store: TaskStore, store_url: str) -> None:
+        sql = _backend(store).sql
+        d = sql.dialect
+        self.statements = SearchStatements(
+            d.param, d.tasks, sql.task_columns, d.description, d.find
+        )
+        self.postgres = _is_postgres(store)
+        if self.postgres:
+            import psycopg
+
+            parts = urlsplit(store_url)
+            self.conn: Any = psycopg.connect(urlunsplit(parts._replace(query="")), autocommit=True)
+            self.conn.execute(f'SET search_path TO "{parts.query.removeprefix("schema=")}"')
+            numbers = f"generate_series(1, {_MANY}) AS i"
+            self.conn.execute(_FILL.format(task="'{}'::json", numbers=numbers))
+            self.conn.execute("ANALYZE serendib_tasks")
+        else:
+            self.conn = sqlite3.connect(store_url.removeprefix("sqlite:///"), isolation_level=None)
+            numbers = "(WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n "
+            numbers += f"WHERE i < {_MANY}) SELECT i FROM n)"
+            self.conn.execute(_FILL.format(task="'{}'", numbers=numbers))
+            self.conn.execute("ANALYZE")
+        self.columns = sql.task_columns
+
+    def plans(self, **query: Any) -> list[str]:
+        """The plans of the window's end (when there is one) and of the page."""
+        search = SearchQuery(**query)
+        end = self.statements.window_end(search, None, _MANY // 200)
+        statements = [end] if end is not None else []
+        until = None
+        if end is not None:
+            keys = end[0].replace(self.columns, "seq, finished_at, id", 1)
+            seq, finished_at, task_id = self.conn.execute(keys, end[1]).fetchone()
+            record = TaskRecord(task=Task(id=task_id, difficulty=1))
+            if finished_at is not None:
+                record = record.assigned("w", "fit", 0.0).succeeded(None, finished_at)
+            until = (seq, record)
+        statements.append(self.statements.page(search, None, 50, until))
+        explain = "EXPLAIN" if self.postgres else "EXPLAIN QUERY PLAN"
+        found = [self.conn.execute(f"{explain} {sql}", p).fetchall() for sql, p in statements]
+        return ["\n".join(str(row[0 if self.postgres else -1]) for row in rows) for rows in found]
+
+
+WALKS: list[tuple[dict[str, Any], str]] = [
+    ({"state": TaskState.RUNNING, "worker": "w1"}, "serendib_tasks_state"),
+    ({"worker": "w1", "state": TaskState.SUCCEEDED}, "serendib_tasks_worker"),
+    ({"kind": "k1", "text": "x"}, "serendib_tasks_kind"),
+    ({"kind": "k1", "descending": True}, "serendib_tasks_kind"),
+    ({"sort": "finished", "descending": True, "state": TaskState.FAILED}, "finished"),
+    ({"sort": "id", "id_prefix": "x1", "worker": "w1"}, ""),
+    ({"text": "x", "descending": True}, ""),
+]
+
+
+async def test_every_search_walks_an_index_without_sorting(
+    store: TaskStore, store_url: str
+) -> None:
+    explainer = _Explainer(store, store_url)
+    try:
+        plans = [(query, index, explainer.plans(**query)) for query, index in WALKS]
+    finally:
+        explainer.conn.close()
+
+    for query, index, statements in plans:
+        for position, plan in enumerate(statements):
+            bounded = position == 1  # a page up to its window's end: at most the window
+            if explainer.postgres:
+                # The planner weighs indexes by the table's statistics: any, but no table scan.
+                assert "Index" in plan, (query, plan)
+                assert "Seq Scan" not in plan, (query, plan)
+                assert bounded or "Sort" not in plan.replace("Sort Key", ""), (query, plan)
+            else:
+                assert "TEMP B-TREE" not in plan, (query, plan)  # no sort of the rows found
+                assert index in plan, (query, plan)  # the walk chosen: others cannot use one
 
 
 # --- lifecycle and durability -----------------------------------------------------------------

@@ -12,6 +12,8 @@ A SQLite file by default, PostgreSQL by URL, one module per concept:
 - :mod:`~serendib.tasks.store.sqlite` and :mod:`~serendib.tasks.store.postgres`: the two
   backends (psycopg is imported only when a PostgreSQL URL is opened);
 - :mod:`~serendib.tasks.store.rows`: row encoding and decoding, batch planning, statements;
+- :mod:`~serendib.tasks.store.search`: searches (filters, orders, keyset paging, each page
+  bounded in the rows it examines);
 - :mod:`~serendib.tasks.store.migrations`: the numbered schema migrations of each backend.
 """
 

@@ -43,6 +43,14 @@ from serendib.tasks.store.protocol import (
     attempt_row,
 )
 from serendib.tasks.store.rows import PendingWrite, Written, task_row
+from serendib.tasks.store.search import (
+    SEARCH_SCAN,
+    SearchQuery,
+    SearchStatements,
+    TaskPage,
+    TaskSort,
+    cursor_of,
+)
 
 _MAX_BATCH_ROWS = 50_000
 _IDS_PER_READ = 500  # ids per query: within every driver's parameter limit
@@ -232,6 +240,49 @@ class SqlTaskStore:
         found = await self._read(self._backend.read_tasks, sql, params)
         cursor = found[limit - 1][0] if len(found) > limit else None
         return [record for _, record in found[:limit]], cursor
+
+    async def search(
+        self,
+        *,
+        state: TaskState | None = None,
+        worker: str | None = None,
+        kind: str | None = None,
+        id_prefix: str | None = None,
+        text: str | None = None,
+        sort: TaskSort = "submitted",
+        descending: bool = False,
+        after: str | None = None,
+        limit: int = 100,
+        scan: int = SEARCH_SCAN,
+    ) -> TaskPage:
+        """One page of matching tasks in the order asked for, at most ``scan`` rows examined."""
+        query = SearchQuery(
+            None if state is None else TaskState(state),
+            worker,
+            kind,
+            id_prefix or None,
+            text or None,
+            sort,
+            descending,
+        )
+        sql = self._backend.sql
+        d = sql.dialect
+        statements = SearchStatements(d.param, d.tasks, sql.task_columns, d.description, d.find)
+        read = self._backend.read_tasks
+        end = statements.window_end(query, after, scan)
+        until = None
+        if end is not None:
+            last = await self._read(read, *end)
+            until = last[0] if last else None
+        found = await self._read(read, *statements.page(query, after, limit, until))
+        if len(found) > limit:
+            seq, record = found[limit - 1]
+            return TaskPage([r for _, r in found[:limit]], cursor_of(sort, seq, record), False)
+        records = [r for _, r in found]
+        if until is None:  # the walk ended before the window's bound: nothing more
+            return TaskPage(records, None, False)
+        seq, record = until
+        return TaskPage(records, cursor_of(sort, seq, record), True)
 
     async def counts(self) -> dict[TaskState, int]:
         """Tasks per state; every state is a key."""

@@ -13,6 +13,9 @@ Serendib is upgraded in place; a store of a *newer* version than this build know
   :func:`serendib.tasks.store.rows.quarantine_row`). Version 1 stores made by a recent
   Serendib already have it (it was first added without a version change), and the oldest
   ones lack the counts per state (added the same way): both are created if missing.
+- Step 3: the indexes a search walks (:mod:`serendib.tasks.store.search`): ``(kind, seq)``
+  and, for finished tasks only, ``(finished_at, seq)``. Neither column changes once set, so
+  neither costs the manager's updates anything.
 
 The counts per state are rebuilt at every open, in the same transaction, whatever the
 migrations did (:attr:`serendib.tasks.store.rows.Statements.recount`).
@@ -43,7 +46,7 @@ class Migration:
     statements: tuple[str, ...]
 
 
-LATEST = 2
+LATEST = 3
 """The schema version this Serendib makes and reads."""
 SCHEMA_VERSION = str(LATEST)
 """:data:`LATEST` as stored in ``serendib_meta``."""
@@ -127,6 +130,15 @@ _SQLITE: tuple[Migration, ...] = (
         record TEXT NOT NULL
     )""",
             *_SQLITE_COUNTS,
+        ),
+    ),
+    Migration(
+        3,
+        "the indexes of searches by kind and by finish time",
+        (
+            "CREATE INDEX IF NOT EXISTS serendib_tasks_kind ON serendib_tasks (kind, seq)",
+            "CREATE INDEX IF NOT EXISTS serendib_tasks_finished "
+            "ON serendib_tasks (finished_at, seq) WHERE finished_at IS NOT NULL",
         ),
     ),
 )
@@ -231,6 +243,16 @@ def postgres(schema: str | None) -> tuple[Migration, ...]:
             record text NOT NULL
         )""",
                 *_postgres_counts(prefix),
+            ),
+        ),
+        Migration(
+            3,
+            "the indexes of searches by kind and by finish time",
+            (
+                f"CREATE INDEX IF NOT EXISTS serendib_tasks_kind "
+                f"ON {prefix}serendib_tasks (kind, seq)",
+                f"CREATE INDEX IF NOT EXISTS serendib_tasks_finished "
+                f"ON {prefix}serendib_tasks (finished_at, seq) WHERE finished_at IS NOT NULL",
             ),
         ),
     )

@@ -70,6 +70,8 @@ class PostgresBackend(Backend):
                 quarantine=f"{prefix}serendib_quarantine",
                 json_param="{}::json",
                 json_text="{}::text",
+                description="(task ->> 'description')",
+                find="strpos({}, {})",
             ),
             postgres_migrations(schema),
             create=create,

@@ -13,6 +13,7 @@ from types import TracebackType
 from typing import NamedTuple, Protocol, Self, runtime_checkable
 
 from serendib.tasks.models import AttemptKey, AttemptRecord, TaskRecord, TaskState
+from serendib.tasks.store.search import SEARCH_SCAN, TaskPage, TaskSort
 
 __all__ = [
     "AttemptRow",
@@ -279,6 +280,47 @@ class TaskStore(Protocol):
 
         Raises:
             ValueError: ``limit`` is less than 1.
+        """
+        ...
+
+    async def search(
+        self,
+        *,
+        state: TaskState | None = None,
+        worker: str | None = None,
+        kind: str | None = None,
+        id_prefix: str | None = None,
+        text: str | None = None,
+        sort: TaskSort = "submitted",
+        descending: bool = False,
+        after: str | None = None,
+        limit: int = 100,
+        scan: int = SEARCH_SCAN,
+    ) -> TaskPage:
+        """One page of tasks matching every filter given, in the order ``sort``.
+
+        Each page walks one index and examines at most ``scan`` rows, so it costs about
+        the same at any size and depth; a page whose filters match rarely may come back
+        short, ``truncated``, with a cursor to go on (see :mod:`serendib.tasks.store.search`).
+
+        Args:
+            state: Only tasks in this state.
+            worker: Only tasks whose latest attempt went to this worker.
+            kind: Only tasks of this kind.
+            id_prefix: Only tasks whose id starts with this.
+            text: Only tasks whose description contains this, ignoring case.
+            sort: ``submitted`` (submission order), ``finished`` (finish time: finished
+                tasks only) or ``id``.
+            descending: Latest (or greatest) first.
+            after: The cursor returned with the previous page; None for the first page.
+            limit: Most records in the page (at least 1).
+            scan: Most rows examined (at least 1).
+
+        Returns:
+            The page, the next page's cursor (None at the end) and whether it was cut short.
+
+        Raises:
+            ValueError: ``limit`` or ``scan`` below 1, or ``after`` not a cursor of ``sort``.
         """
         ...
 

@@ -9,7 +9,8 @@ Schema (the same in SQLite and PostgreSQL, tables prefixed ``serendib_``):
   ``attempt``, ``reason``, ``error``) are plain columns, so the file can be read with SQL.
 - Indexes ``(state, seq)`` and ``(worker, seq)``: ``query`` pages by key (``seq > cursor``)
   along one of them, so a page costs the same at 10^6 tasks as at 10, and ``unfinished``
-  reads only the non-final tasks.
+  reads only the non-final tasks. ``(kind, seq)`` and ``(finished_at, seq)`` of finished
+  tasks serve ``search`` too (:mod:`serendib.tasks.store.search`).
 - ``serendib_attempts``: one row per ``(task_id, attempt)`` (the primary key), with a partial
   index on the RUNNING ones for ``open_attempts``.
 - ``serendib_meta``: ``schema_version``; opening a store of an older version upgrades it in
@@ -345,6 +346,10 @@ class Dialect:
     json_param: str = "{}"
     json_text: str = "{}"
     quarantine: str = "serendib_quarantine"
+    description: str = "json_extract(task, '$.description')"
+    """A task's description, read from its JSON spec."""
+    find: str = "instr({}, {})"
+    """Where a substring starts in a text (1-based; 0 when absent)."""
 
 
 class Statements:
@@ -393,6 +398,9 @@ class Statements:
         )
         columns = ", ".join(d.json_text.format(c) if c in _JSON_COLUMNS else c for c in _TASK_READ)
         tasks = f"SELECT {columns} FROM {d.tasks}"
+        self.task_columns = columns
+        """The columns a task is read from (:func:`record_from_row`), from its table or a
+        subquery of it."""
         attempts = f"SELECT {', '.join(ATTEMPT_COLUMNS)} FROM {d.attempts}"
         self.get = f"{tasks} WHERE id = {p}"
         self.unfinished = f"{tasks} WHERE state IN ({_UNFINISHED}) ORDER BY seq"
@@ -431,6 +439,8 @@ class Statements:
         self.release_savepoint = "RELEASE SAVEPOINT serendib_split"
         self._tasks_select = tasks
         self._dialect = d
+        self.dialect = d
+        """How this database spells things (for statements built elsewhere: searches)."""
 
     def upserts(self, table: str, rows: Sequence[Row]) -> Iterator[tuple[str, list[Any]]]:
         """Statements inserting or replacing ``rows`` of ``table`` ("tasks" or "attempts").
