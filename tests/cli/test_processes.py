@@ -251,7 +251,7 @@ def test_submit_and_cancel_speak_json_and_a_worker_takes_labels(
         submitted = serendib("submit", "tasks.yaml", "--json", *where, cwd=tmp_path)
         assert submitted.returncode == 0, submitted.stderr
         reply = json.loads(submitted.stdout)
-        assert (reply["accepted"], reply["duplicates"]) == (1, 0)  # counts: a file may hold 10^6 ids
+        assert (reply["accepted"], reply["duplicates"]) == (1, 0)  # counts, not ids
 
         status = serendib("status", "--json", *where, cwd=tmp_path)
         [info] = [w["info"] for w in json.loads(status.stdout)["workers"]]
