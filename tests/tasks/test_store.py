@@ -521,6 +521,8 @@ async def test_a_search_refuses_a_bad_cursor_or_limit(store: TaskStore) -> None:
         await store.search(sort="finished", after="12")
     with pytest.raises(ValueError, match="not a cursor of the 'submitted' order"):
         await store.search(after="1.5:2")
+    with pytest.raises(ValueError, match="not a cursor of the 'id' order"):
+        await store.search(sort="id", after=str(2**63))  # beyond any sequence number
     with pytest.raises(ValueError, match="limit"):
         await store.search(limit=0)
     with pytest.raises(ValueError, match="scan"):

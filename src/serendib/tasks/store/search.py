@@ -58,6 +58,7 @@ _KEYS: dict[str, tuple[str, ...]] = {
     "finished": ("finished_at", "seq"),
     "id": ("id",),
 }
+_MAX_SEQ = 2**63 - 1
 _MAX_CODE_POINT = 0x10FFFF
 _SURROGATES = range(0xD800, 0xE000)
 
@@ -122,14 +123,19 @@ def _parse_cursor(sort: TaskSort, cursor: str) -> list[Any]:
         if sort == "finished":
             at, _, seq = cursor.partition(":")
             finished = float(at)
-            if not math.isfinite(finished) or not seq.isdecimal():
+            if not math.isfinite(finished):
                 raise ValueError(cursor)
-            return [finished, int(seq)]
-        if not (cursor.isascii() and cursor.isdecimal()):
-            raise ValueError(cursor)
-        return [int(cursor)]
+            return [finished, _seq(seq)]
+        return [_seq(cursor)]
     except ValueError:
         raise ValueError(f"{cursor!r} is not a cursor of the {sort!r} order") from None
+
+
+def _seq(text: str) -> int:
+    """A sequence number (a 64-bit integer that is not negative) written in decimal."""
+    if not (text.isascii() and text.isdecimal()) or int(text) > _MAX_SEQ:
+        raise ValueError(text)
+    return int(text)
 
 
 def _driving(query: SearchQuery) -> str | None:
