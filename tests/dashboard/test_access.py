@@ -162,6 +162,6 @@ async def test_a_query_token_is_taken_off_before_the_routes_see_it(tmp_path: Pat
         unknown = await anonymous.get("/api/tasks", params={"token": "s3cret", "x": "1"})
 
     assert page.status_code == 200, page.text
-    assert page.json() == {"tasks": [], "next_cursor": None}
+    assert page.json() == {"tasks": [], "next_cursor": None, "truncated": False}
     assert unknown.status_code == 422
     assert unknown.json()["error"] == "invalid x: Extra inputs are not permitted"

@@ -56,6 +56,8 @@ async def test_workers_show_skills_capacity_load_and_connection(
     assert by_name["Junior"] == {
         "name": "Junior",
         "skills": {"general": 3},
+        "labels": [],
+        "kinds": ["gate", "simulate"],
         "capacity": 2,
         "load": 1,
         "status": "connected",

@@ -91,10 +91,16 @@ async def test_malformed_submissions_are_refused_with_the_reason(
         ("limit=100000", "invalid limit: Input should be less than or equal to 1000"),
         ("limit=0", "invalid limit: Input should be greater than or equal to 1"),
         ("limit=ten", "invalid limit: Input should be a valid integer"),
-        ("after=-1", "invalid after: Input should be greater than or equal to 0"),
-        ("after=abc", "invalid after: Input should be a valid integer"),
+        ("after=-1", "invalid after: String should match pattern"),
+        ("after=abc", "invalid after: String should match pattern"),
         ("after=99999999999999999999999", "invalid after"),
+        ("after=9999999999999999999", "invalid after: '9999999999999999999' is not a cursor"),
         ("after=1.5", "invalid after"),
+        ("sort=finished&after=12", "invalid after: '12' is not a cursor of the 'finished'"),
+        ("sort=newest", "invalid sort: Input should be 'submitted'"),
+        ("kind=", "invalid kind"),
+        ("id=" + "x" * 201, "invalid id"),
+        ("text=" + "x" * 201, "invalid text"),
         ("state=lost", "invalid state: Input should be 'pending'"),
         ("worker=", "invalid worker"),
         ("worker=" + "w" * 201, "invalid worker"),
@@ -114,7 +120,7 @@ async def test_bad_task_queries_are_422_with_the_reason(
 async def test_a_cursor_past_the_end_is_an_empty_last_page(client: httpx.AsyncClient) -> None:
     response = await client.get("/api/tasks", params={"after": 2**62})
 
-    assert response.json() == {"tasks": [], "next_cursor": None}
+    assert response.json() == {"tasks": [], "next_cursor": None, "truncated": False}
 
 
 async def test_a_body_over_the_limit_is_413(client: httpx.AsyncClient) -> None:
@@ -146,6 +152,8 @@ async def test_the_openapi_description_covers_every_route_and_resolves(
     assert document["openapi"].startswith("3.1")
     assert set(document["paths"]) == {
         "/api/workers",
+        "/api/workers/{name}",
+        "/api/access",
         "/api/tasks",
         "/api/tasks/{task_id}",
         "/api/tasks/{task_id}/cancel",
@@ -310,6 +318,9 @@ async def test_a_task_id_longer_than_any_task_has_is_422(any_store: httpx.AsyncC
         ("state=pending%00", "invalid state"),
         ("after=1%00", "invalid after"),
         ("limit=%00", "invalid limit"),
+        ("kind=a%00", f"invalid kind: Value error, {CONTROL}"),
+        ("id=t%00", f"invalid id: Value error, {CONTROL}"),
+        ("text=%07", f"invalid text: Value error, {CONTROL}"),
     ],
 )
 async def test_a_filter_with_control_characters_is_422_on_every_store(
@@ -329,7 +340,7 @@ async def test_ordinary_ids_and_filters_still_reach_the_store(
 
     assert unknown.status_code == 404
     assert unknown.json()["error"] == "no task with id 'no such task'"
-    assert filtered.json() == {"tasks": [], "next_cursor": None}
+    assert filtered.json() == {"tasks": [], "next_cursor": None, "truncated": False}
 
 
 # --- security headers on every response -------------------------------------------------------

@@ -307,7 +307,7 @@ async def test_a_screenshot_of_a_busy_system(browser: Browser, tmp_path: Path) -
 
 # --- the API's Swagger UI ---------------------------------------------------------------------
 
-OPERATIONS = 8
+OPERATIONS = 10
 
 
 async def _try_out(page: Page, operation: str) -> None:

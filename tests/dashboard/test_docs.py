@@ -52,6 +52,8 @@ async def test_the_document_lists_every_route_with_its_generated_schemas(
     operations = {(m.upper(), p): op for p, ops in paths.items() for m, op in ops.items()}
     assert set(operations) == {
         ("GET", "/api/workers"),
+        ("GET", "/api/workers/{name}"),
+        ("GET", "/api/access"),
         ("GET", "/api/stats"),
         ("GET", "/api/tasks"),
         ("POST", "/api/tasks"),
@@ -91,7 +93,7 @@ async def test_the_documents_parameters_are_the_models_fields(client: httpx.Asyn
     one = document["paths"]["/api/tasks/{task_id}"]["get"]
 
     query = {p["name"]: p for p in listing["parameters"]}
-    assert set(query) == {"state", "worker", "after", "limit"}
+    assert set(query) == {"state", "worker", "kind", "id", "text", "sort", "after", "limit"}
     assert all(p["in"] == "query" and not p["required"] for p in query.values())
     assert query["limit"]["schema"]["maximum"] == 1000
     assert query["limit"]["schema"]["default"] == 50

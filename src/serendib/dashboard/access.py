@@ -124,13 +124,22 @@ class AccessPolicy:
             if not hmac.compare_digest(presented.encode(), self.token.encode()):
                 return Denial(401, "wrong token")
             return None
-        if mutating and not self.loopback:
-            return Denial(
-                403,
-                "submitting and cancelling need --dashboard-token when the dashboard listens "
-                f"on a non-loopback address ({self.host})",
-            )
+        refused = self.read_only
+        if mutating and refused is not None:
+            return Denial(403, refused)
         return None
+
+    @property
+    def read_only(self) -> str | None:
+        """Why a request let through may not submit or cancel, or None when it may: with a
+        token, every request let through carries it; without, only a loopback dashboard's
+        local users may."""
+        if self.token is not None or self.loopback:
+            return None
+        return (
+            "submitting and cancelling need --dashboard-token when the dashboard listens "
+            f"on a non-loopback address ({self.host})"
+        )
 
 
 def _bearer(value: str) -> str | None:

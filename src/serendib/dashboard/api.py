@@ -25,21 +25,25 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 
+from serendib.dashboard.access import AccessPolicy
 from serendib.dashboard.core import Dashboard
 from serendib.dashboard.metrics import CONTENT_TYPE
 from serendib.dashboard.schemas import (
+    AccessView,
     CancelResult,
     ErrorBody,
     PathTaskId,
+    PathWorkerName,
     StatsView,
     SubmitBody,
     SubmitResult,
     TaskDetail,
     TaskFilter,
     TaskPageView,
+    WorkerDetail,
     WorkerView,
 )
-from serendib.errors import AgentNotRunning, StoreError, TaskNotFound
+from serendib.errors import AgentNotRunning, StoreError, TaskNotFound, WorkerNotFound
 from serendib.limits import check_json_depth
 
 __all__ = ["MAX_BODY_BYTES", "MAX_BODY_DEPTH", "api_router", "exception_handlers"]
@@ -145,7 +149,7 @@ def _responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
     described = {
         400: "The body is not JSON, or nests too deep",
         403: "Needs a token (non-loopback dashboard) or comes from another origin",
-        404: "No task has this id",
+        404: "No task has this id (or no worker this name)",
         413: f"The body is larger than {MAX_BODY_BYTES} bytes",
         415: "The body is not sent as application/json",
         422: "The input is not valid: one detail entry per problem",
@@ -175,13 +179,15 @@ _BEARER = HTTPBearer(
     description="The dashboard's token, if it has one (or ?token= where headers cannot be set)",
 )
 TaskIdPath = Annotated[PathTaskId, Path()]
+WorkerNamePath = Annotated[PathWorkerName, Path()]
 
 
-def api_router(dashboard: Dashboard) -> APIRouter:
+def api_router(dashboard: Dashboard, policy: AccessPolicy) -> APIRouter:
     """The API routes of ``dashboard``, with their OpenAPI descriptions.
 
     Args:
         dashboard: What the routes show and change.
+        policy: Who may see and change it (told to the page by ``/api/access``).
 
     Returns:
         A router to include in the dashboard's FastAPI application.
@@ -198,17 +204,37 @@ def api_router(dashboard: Dashboard) -> APIRouter:
     async def workers() -> Sequence[WorkerView]:
         return dashboard.workers()
 
-    @router.get("/api/stats", summary="Counts by state, success rate, counters, throughput")
+    @router.get(
+        "/api/workers/{name}",
+        summary="One worker: its skills, labels, kinds, load, current and recent tasks",
+        responses=_responses(404, 422),
+    )
+    async def one_worker(name: WorkerNamePath) -> WorkerDetail:
+        return await dashboard.worker(name)
+
+    @router.get("/api/access", summary="Whether this caller may submit and cancel")
+    async def access() -> AccessView:
+        refused = policy.read_only
+        return AccessView(token=policy.token is not None, writable=refused is None, reason=refused)
+
+    @router.get(
+        "/api/stats",
+        summary="Counts by state, success rate, counters, throughput, queue depth, latency",
+    )
     async def stats() -> StatsView:
         return await dashboard.stats()
 
     @router.get(
         "/api/tasks",
-        summary="One page of tasks in submission order (keyset paging)",
+        summary="One page of tasks: filtered, searched, sorted (keyset paging, bounded)",
         responses=_responses(422),
     )
     async def list_tasks(query: Annotated[TaskFilter, Query()]) -> TaskPageView:
-        return await dashboard.tasks(query)
+        try:
+            return await dashboard.tasks(query)
+        except ValueError as e:  # a cursor of another order, or past any task's
+            problem = {"loc": ("query", "after"), "msg": str(e), "type": "value_error"}
+            raise RequestValidationError([problem]) from None
 
     @router.post(
         "/api/tasks",
@@ -325,6 +351,7 @@ def exception_handlers() -> dict[int | type[Exception], Handler]:
         HTTPException: _http_error,
         RequestValidationError: _invalid,
         TaskNotFound: _not_found,
+        WorkerNotFound: _not_found,
         StoreError: _unavailable,
         AgentNotRunning: _unavailable,
     }

@@ -82,7 +82,7 @@ def create_app(dashboard: Dashboard, policy: AccessPolicy) -> FastAPI:
     async def docs() -> FileResponse:
         return FileResponse(STATIC_DIR / "docs.html", headers=_PAGE_HEADERS)
 
-    app.include_router(api_router(dashboard))
+    app.include_router(api_router(dashboard, policy))
     # Mounted before /static, which would otherwise take its paths.
     app.mount("/static/swagger-ui", StaticFiles(directory=SWAGGER_UI_DIR), name="swagger-ui")
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")

@@ -27,19 +27,33 @@ from serendib.dashboard.schemas import (
     TaskDetail,
     TaskFilter,
     TaskPageView,
+    WorkerDetail,
     WorkerView,
 )
-from serendib.dashboard.views import task_detail, task_row, worker_views
-from serendib.errors import AgentNotRunning, StoreError, TaskNotFound
+from serendib.dashboard.views import task_detail, task_row, worker_detail, worker_views
+from serendib.errors import AgentNotRunning, StoreError, TaskNotFound, WorkerNotFound
 from serendib.tasks.events import EventKind, TaskEvent
 from serendib.tasks.manager import TaskManager
 from serendib.tasks.models import TaskRecord, TaskState
 from serendib.tasks.report import success_rate
+from serendib.tasks.store.search import TaskSort
 
 __all__ = ["Dashboard"]
 
 _IDLE_PUBLISH_S = 2.0
 _MAX_WORKERS_PUSHED = 1_000
+_CURRENT_SHOWN = 100
+"""A worker's current tasks shown, per state (assigned, running), at most."""
+_RECENT_SHOWN = 20
+"""A worker's recent tasks shown."""
+_SORTS: dict[str, tuple[TaskSort, bool]] = {
+    "submitted": ("submitted", False),
+    "-submitted": ("submitted", True),
+    "finished": ("finished", False),
+    "-finished": ("finished", True),
+    "id": ("id", False),
+    "-id": ("id", True),
+}
 
 
 class Dashboard:
@@ -151,17 +165,49 @@ class Dashboard:
         return self._stats(await self.counts())
 
     async def tasks(self, query: TaskFilter) -> TaskPageView:
-        """One page of the task table (keyset paging over the store: same cost at any depth).
+        """One page of the task table (a store search: keyset paging along one index, at most
+        10,000 stored tasks examined, the same cost at any depth).
 
         Raises:
+            ValueError: ``query.after`` is not a cursor of ``query.sort``.
             StoreError: The store cannot be read.
         """
-        records, cursor = await self.manager.store.query(
-            state=query.state, worker=query.worker, after=query.after, limit=query.limit
+        sort, descending = _SORTS[query.sort]
+        page = await self.manager.store.search(
+            state=query.state,
+            worker=query.worker,
+            kind=query.kind,
+            id_prefix=query.id,
+            text=query.text,
+            sort=sort,
+            descending=descending,
+            after=query.after,
+            limit=query.limit,
         )
         return TaskPageView(
-            tasks=[task_row(r, self._waiting_reason(r)) for r in records], next_cursor=cursor
+            tasks=[task_row(r, self._waiting_reason(r)) for r in page.records],
+            next_cursor=page.next_cursor,
+            truncated=page.truncated,
         )
+
+    async def worker(self, name: str) -> WorkerDetail:
+        """One worker (connected, or lost since the dashboard started): its line, its tasks
+        assigned or running now, its latest tasks, and its success by difficulty.
+
+        Raises:
+            WorkerNotFound: No such worker is connected or remembered.
+            StoreError: The store cannot be read.
+        """
+        view = next((w for w in self.workers() if w.name == name), None)
+        if view is None:
+            raise WorkerNotFound(name)
+        store = self.manager.store
+        current: list[TaskRecord] = []
+        for state in (TaskState.RUNNING, TaskState.ASSIGNED):
+            found = await store.search(state=state, worker=name, limit=_CURRENT_SHOWN)
+            current += found.records
+        recent = await store.search(worker=name, descending=True, limit=_RECENT_SHOWN)
+        return worker_detail(view, current, recent.records, self.feed.tallies.get(name))
 
     async def task(self, task_id: str) -> TaskDetail:
         """One task and its attempts.
@@ -213,9 +259,19 @@ class Dashboard:
     def _on_event(self, event: TaskEvent) -> None:
         if not self._listening:
             return
-        self.feed.observe(event)
+        kind = event.kind
+        if kind is EventKind.ASSIGNED and event.task_id:
+            # What the event does not say, while the task is in the manager's memory: for
+            # the success by difficulty and the latency once it ends.
+            record = self.manager.book.get(event.task_id)
+            if record is not None:
+                self.feed.observe(event, record.task.difficulty, record.submitted_at)
+            else:
+                self.feed.observe(event)
+        else:
+            self.feed.observe(event)
         self.metrics.observe(event)
-        if event.kind is EventKind.WORKER_JOINED and event.worker:
+        if (kind is EventKind.WORKER_JOINED or kind is EventKind.WORKER_CHANGED) and event.worker:
             # Learn its skills now: once it has left, the manager no longer knows them.
             info = self.manager.workers.get(event.worker)
             if info is not None:
@@ -223,6 +279,8 @@ class Dashboard:
 
     def _stats(self, counts: dict[TaskState, int]) -> StatsView:
         stats = self.manager.stats
+        now = time.time()
+        self._sample_depth(now)
         return StatsView(
             workspace=self.manager.workspace_id,
             manager=self.manager.name,
@@ -247,7 +305,9 @@ class Dashboard:
                 workers_lost=stats.workers_lost,
             ),
             dropped=dict(self.manager.drops.counts),
-            throughput=self.feed.throughput.snapshot(time.time()),
+            throughput=self.feed.throughput.snapshot(now),
+            queue=self.feed.depth.snapshot(now),
+            latency=self.feed.latency.snapshot(now),
             uptime_s=max(time.time() - self.started_at, 0.0),
             quarantined=self._quarantined,
         )
@@ -273,10 +333,14 @@ class Dashboard:
         }
         return json.dumps(payload, separators=(",", ":")).encode()
 
+    def _sample_depth(self, now: float) -> None:
+        self.feed.depth.sample(now, self.manager.scheduler.pending_count)
+
     async def _tick_loop(self) -> None:
         last = time.monotonic()
         while True:
             await asyncio.sleep(self.interval_s)
+            self._sample_depth(time.time())
             happened = self.feed.take_changes()
             # Tasks changed when the store committed something: what the page then reads is
             # at least that (an event alone may precede its write).

@@ -11,15 +11,18 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
-from serendib.limits import MAX_ID_CHARS
+from serendib.limits import MAX_ID_CHARS, MAX_NAME_CHARS
 from serendib.tasks.models import AttemptOutcome, Task, TaskState
 
 __all__ = [
     "MAX_PAGE",
     "MAX_SUBMIT",
+    "AccessView",
     "AttemptView",
     "CancelResult",
+    "DifficultyTally",
     "ErrorBody",
+    "LatencySeries",
     "ManagerCounters",
     "StatsView",
     "SubmitBody",
@@ -28,8 +31,12 @@ __all__ = [
     "TaskFilter",
     "TaskPageView",
     "PathTaskId",
+    "PathWorkerName",
+    "QueueSeries",
     "TaskRow",
+    "TaskSortParam",
     "Throughput",
+    "WorkerDetail",
     "WorkerView",
 ]
 
@@ -71,13 +78,34 @@ PathTaskId = Annotated[
 that no task can have is 422 (with the reason), not a store query."""
 
 
+PathWorkerName = Annotated[
+    str,
+    Field(min_length=1, max_length=MAX_NAME_CHARS, description="A worker's name"),
+    AfterValidator(_no_control),
+]
+"""The ``{name}`` of ``/api/workers/{name}``."""
+
+TaskSortParam = Literal["submitted", "-submitted", "finished", "-finished", "id", "-id"]
+"""A task table order: submission, finish time (finished tasks only) or id; ``-`` for
+latest (or greatest) first."""
+
+_CURSOR = r"^(\d{1,19}|[0-9.eE+-]{1,32}:\d{1,19})$"
+
+
 class TaskFilter(_Model):
-    """Query parameters of ``GET /api/tasks``.
+    """Query parameters of ``GET /api/tasks``: filters (all must match), an order and paging.
+
+    Each page walks one index of the store and examines at most 10,000 stored tasks: a
+    filter that matches rarely may give short pages (``truncated``) with a cursor to go on.
 
     Attributes:
         state: Only tasks in this state.
         worker: Only tasks whose latest attempt went to this worker.
-        after: The ``next_cursor`` of the previous page; omit for the first page.
+        kind: Only tasks of this kind.
+        id: Only tasks whose id starts with this.
+        text: Only tasks whose description contains this (ignoring case).
+        sort: The order.
+        after: The ``next_cursor`` of the previous page (same filters and order).
         limit: Tasks per page.
     """
 
@@ -85,8 +113,20 @@ class TaskFilter(_Model):
     worker: FilterText | None = Field(
         default=None, description="Only tasks whose latest attempt went to this worker"
     )
-    after: int | None = Field(
-        default=None, ge=0, le=2**63 - 1, description="The next_cursor of the previous page"
+    kind: FilterText | None = Field(default=None, description="Only tasks of this kind")
+    id: FilterText | None = Field(default=None, description="Only tasks whose id starts with this")
+    text: FilterText | None = Field(
+        default=None, description="Only tasks whose description contains this, ignoring case"
+    )
+    sort: TaskSortParam = Field(
+        default="submitted",
+        description="submitted, finished (finished tasks only) or id; '-' for latest first",
+    )
+    after: str | None = Field(
+        default=None,
+        max_length=64,
+        pattern=_CURSOR,
+        description="The next_cursor of the previous page (same filters and sort)",
     )
     limit: int = Field(default=50, ge=1, le=MAX_PAGE, description="Tasks per page")
 
@@ -118,6 +158,8 @@ class WorkerView(_Model):
     Attributes:
         name: The worker's agent name.
         skills: Its level per named skill.
+        labels: Its labels (a task requiring labels runs only where they all are).
+        kinds: The task kinds it has handlers for; None: every kind.
         capacity: Attempts it runs at once.
         load: Attempts it has now (0 when lost).
         status: ``connected``, ``suspect`` (silent lately: no new work, its attempts kept
@@ -129,6 +171,8 @@ class WorkerView(_Model):
 
     name: str
     skills: dict[str, int]
+    labels: list[str] = Field(default_factory=list)
+    kinds: list[str] | None = None
     capacity: int
     load: int
     status: Literal["connected", "suspect", "lost"]
@@ -143,6 +187,7 @@ class TaskRow(_Model):
     Attributes:
         id: The task's id.
         description: What it is.
+        kind: Which handler runs it.
         difficulty: 1 to 10.
         required_skill: The skill it needs.
         priority: Higher goes first.
@@ -158,6 +203,7 @@ class TaskRow(_Model):
 
     id: str
     description: str
+    kind: str
     difficulty: int
     required_skill: str
     priority: int
@@ -175,12 +221,47 @@ class TaskPageView(_Model):
     """A page of the task table.
 
     Attributes:
-        tasks: The tasks, in submission order.
+        tasks: The tasks, in the order asked for.
         next_cursor: Pass as ``after`` for the next page; None on the last page.
+        truncated: The page stopped at the 10,000 stored tasks one request examines before
+            it was full: more may match after ``next_cursor``.
     """
 
     tasks: list[TaskRow]
-    next_cursor: int | None
+    next_cursor: str | None
+    truncated: bool = False
+
+
+class DifficultyTally(_Model):
+    """Attempts of one difficulty that ended on a worker.
+
+    Attributes:
+        difficulty: 1 to 10.
+        succeeded: Attempts that succeeded.
+        failed: Attempts that failed or timed out.
+        success_rate: ``succeeded / (succeeded + failed)``.
+    """
+
+    difficulty: int
+    succeeded: int
+    failed: int
+    success_rate: float | None
+
+
+class WorkerDetail(_Model):
+    """One worker: what it is, what it runs now, what it ran lately, how well.
+
+    Attributes:
+        worker: Its line of the worker table.
+        current: Its tasks assigned or running now.
+        recent: The latest tasks whose last attempt went to it, newest first.
+        by_difficulty: Attempts ended on it since the dashboard started, by difficulty.
+    """
+
+    worker: WorkerView
+    current: list[TaskRow]
+    recent: list[TaskRow]
+    by_difficulty: list[DifficultyTally]
 
 
 class AttemptView(_Model):
@@ -249,6 +330,48 @@ class Throughput(_Model):
     per_s: float
 
 
+class QueueSeries(_Model):
+    """Tasks waiting for a worker, sampled each second, for the chart.
+
+    Attributes:
+        start: The first second of the series (whole seconds since the epoch).
+        pending: Tasks pending in each second from ``start`` (None before the first sample).
+    """
+
+    start: int
+    pending: list[int | None]
+
+
+class LatencySeries(_Model):
+    """Seconds from submission to the final result of tasks that ended, for the chart.
+
+    Attributes:
+        start: The first second of the series (whole seconds since the epoch).
+        window_s: Each point summarises the tasks that ended in this many seconds up to it.
+        p50: The median in each second from ``start`` (None when none ended in the window).
+        p95: The 95th percentile in each second from ``start``.
+    """
+
+    start: int
+    window_s: int
+    p50: list[float | None]
+    p95: list[float | None]
+
+
+class AccessView(_Model):
+    """What the caller may do here (``GET /api/access``).
+
+    Attributes:
+        token: The dashboard needs a token (this call carried it, or it would be refused).
+        writable: Submitting and cancelling are allowed.
+        reason: Why they are not, when they are not.
+    """
+
+    token: bool
+    writable: bool
+    reason: str | None = None
+
+
 class ManagerCounters(_Model):
     """The manager's running counters since it started."""
 
@@ -279,6 +402,8 @@ class StatsView(_Model):
         counters: The manager's counters since it started.
         dropped: Bad messages dropped by the manager, by reason.
         throughput: Tasks ended per second, recently.
+        queue: Tasks pending, each second, recently.
+        latency: Submission to final result, p50 and p95, each second, recently.
         uptime_s: Seconds since the dashboard started.
         quarantined: Records the store refused to save (quarantined in it; see the report).
     """
@@ -293,6 +418,8 @@ class StatsView(_Model):
     counters: ManagerCounters
     dropped: dict[str, int]
     throughput: Throughput
+    queue: QueueSeries
+    latency: LatencySeries
     uptime_s: float
     quarantined: int = 0
 

@@ -24,6 +24,18 @@ __all__ = ["DEFAULT_HOST", "DEFAULT_PORT", "DashboardServer", "ServerStatus"]
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8080
 _GRACE_S = 5
+_WILDCARDS = {"0.0.0.0": "127.0.0.1", "": "127.0.0.1", "::": "::1"}
+"""Addresses meaning every interface, and the loopback address a local browser opens."""
+
+
+def _reachable(host: str) -> str:
+    """An address of ``host`` that a client can connect to (not a wildcard)."""
+    name = host.strip("[]")
+    return _WILDCARDS.get(name, name)
+
+
+def _http_url(host: str, port: int) -> str:
+    return f"http://{f'[{host}]' if ':' in host else host}:{port}/"
 
 
 class ServerStatus(Enum):
@@ -90,9 +102,17 @@ class DashboardServer:
 
     @property
     def url(self) -> str:
-        """The dashboard page's address."""
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"http://{host}:{self.port}/"
+        """The dashboard page's address, one a browser on this machine can open: listening
+        on every interface (``0.0.0.0``, ``::``), that is the loopback address."""
+        return _http_url(_reachable(self.host), self.port)
+
+    @property
+    def remote_url(self) -> str | None:
+        """Its address for other machines when it listens on every interface (by this
+        machine's host name), else None (:attr:`url` is the address)."""
+        if self.host.strip("[]") not in _WILDCARDS:
+            return None
+        return _http_url(socket.gethostname(), self.port)
 
     async def start(self) -> None:
         """Listen and serve, returning once connections are accepted.
@@ -135,7 +155,15 @@ class DashboardServer:
                 "submitting and cancelling are refused (use --dashboard-token)",
                 self.host,
             )
-        logger.info("dashboard at {}", self.url)
+        remote = self.remote_url
+        logger.info(
+            "dashboard at {}{}{}",
+            self.url,
+            f" (from other machines: {remote})" if remote else "",
+            "; it needs its token: Authorization: Bearer, or ?token= in the address"
+            if self.policy.token
+            else "",
+        )
 
     async def stop(self) -> None:
         """End the live streams, finish the requests in progress, and stop listening."""

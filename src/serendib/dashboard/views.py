@@ -5,7 +5,14 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Literal
 
-from serendib.dashboard.schemas import AttemptView, TaskDetail, TaskRow, WorkerView
+from serendib.dashboard.schemas import (
+    AttemptView,
+    DifficultyTally,
+    TaskDetail,
+    TaskRow,
+    WorkerDetail,
+    WorkerView,
+)
 from serendib.tasks.models import AttemptOutcome, AttemptRecord, TaskRecord, TaskState, WorkerInfo
 from serendib.tasks.report import success_rate
 
@@ -14,6 +21,7 @@ __all__ = [
     "attempt_views",
     "task_detail",
     "task_row",
+    "worker_detail",
     "worker_views",
 ]
 
@@ -32,6 +40,7 @@ def task_row(record: TaskRecord, waiting_reason: str | None = None) -> TaskRow:
     return TaskRow(
         id=task.id,
         description=task.description,
+        kind=task.kind,
         difficulty=task.difficulty,
         required_skill=task.required_skill,
         priority=task.priority,
@@ -105,13 +114,25 @@ def task_detail(
 
 
 class WorkerTally:
-    """Attempts that ended on one worker: the basis of its success rate."""
+    """Attempts that ended on one worker: the basis of its success rate, in all and by the
+    task's difficulty (for attempts the dashboard saw assigned)."""
 
-    __slots__ = ("failed", "succeeded")
+    __slots__ = ("by_difficulty", "failed", "succeeded")
 
     def __init__(self) -> None:
         self.succeeded = 0
         self.failed = 0
+        self.by_difficulty: dict[int, list[int]] = {}  # difficulty -> [succeeded, failed]
+
+    def count(self, success: bool, difficulty: int | None = None) -> None:
+        """Count one attempt that ended."""
+        if success:
+            self.succeeded += 1
+        else:
+            self.failed += 1
+        if difficulty is not None:
+            pair = self.by_difficulty.setdefault(difficulty, [0, 0])
+            pair[0 if success else 1] += 1
 
 
 def worker_views(
@@ -144,10 +165,43 @@ def _worker(
     return WorkerView(
         name=info.name,
         skills=dict(info.skills),
+        labels=list(info.labels),
+        kinds=None if info.kinds is None else list(info.kinds),
         capacity=info.capacity,
         load=load,
         status=status,
         succeeded=tally.succeeded,
         failed=tally.failed,
         success_rate=success_rate(tally.succeeded, tally.failed),
+    )
+
+
+def worker_detail(
+    view: WorkerView,
+    current: Iterable[TaskRecord],
+    recent: Iterable[TaskRecord],
+    tally: WorkerTally | None,
+) -> WorkerDetail:
+    """One worker's page: its line, current and recent tasks, success by difficulty.
+
+    Args:
+        view: Its line of the worker table.
+        current: Its tasks assigned or running now.
+        recent: Its latest tasks, newest first.
+        tally: Attempts ended on it, if any.
+    """
+    by_difficulty = sorted((tally.by_difficulty if tally else {}).items())
+    return WorkerDetail(
+        worker=view,
+        current=[task_row(r) for r in current],
+        recent=[task_row(r) for r in recent],
+        by_difficulty=[
+            DifficultyTally(
+                difficulty=difficulty,
+                succeeded=ok,
+                failed=bad,
+                success_rate=success_rate(ok, bad),
+            )
+            for difficulty, (ok, bad) in by_difficulty
+        ],
     )

@@ -1,4 +1,4 @@
-// Serendib dashboard: live workers, tasks and throughput of one task manager.
+// Serendib dashboard: live workers, tasks, throughput, queue depth and latency of one task manager.
 // Plain JavaScript, no build step and no outside resources, so it works offline.
 // Everything shown from the server is set as text (never as HTML): task data is user input.
 "use strict";
@@ -6,6 +6,8 @@
 (() => {
   const STATES = ["pending", "assigned", "running", "succeeded", "failed", "cancelled"];
   const FINAL = new Set(["succeeded", "failed", "cancelled"]);
+  const SORTS = ["submitted", "-submitted", "finished", "-finished", "id", "-id"];
+  const SCANNED = "10,000"; // stored tasks one page of a search examines at most
   const $ = (id) => document.getElementById(id);
 
   // The token arrives once as ?token=...; keep it for this tab and take it out of the address bar.
@@ -22,14 +24,22 @@
   const view = {
     state: "",
     worker: "",
+    kind: "",
+    search: "",
+    searchIn: "id",
+    sort: "submitted",
     limit: 50,
     cursors: [null], // cursor of each page visited; the last is the current page's
     next: null,
+    truncated: false,
     selected: null,
+    workerPage: null,
     tasksVersion: null,
     loading: false,
     again: false,
     workers: [],
+    running: [],
+    writable: false, // until /api/access says otherwise, no button that would be refused
   };
 
   // --- helpers -------------------------------------------------------------------------------
@@ -59,6 +69,10 @@
     if (value < 120) return value.toFixed(1) + " s";
     if (value < 7200) return (value / 60).toFixed(1) + " min";
     return (value / 3600).toFixed(1) + " h";
+  }
+
+  function since(epoch) {
+    return seconds(Math.max(Date.now() / 1000 - epoch, 0));
   }
 
   function clock(epoch) {
@@ -95,22 +109,37 @@
     return body;
   }
 
-  // --- summary, workers and chart (from live updates) ------------------------------------------
+  // "workspace dash", but "manager" alone for a manager named so: a label the name repeats is left out.
+  function fact(label, value) {
+    const text = String(value);
+    return text.toLowerCase().includes(label) ? text : label + " " + text;
+  }
+
+  // A SQLite store is a file: its path reads better than sqlite:////path (PostgreSQL keeps its URL).
+  function storeText(url) {
+    if (url === "sqlite://:memory:") return "store in memory";
+    return "store " + (url.startsWith("sqlite:///") ? url.slice("sqlite:///".length) : url);
+  }
+
+  // --- summary, workers and charts (from live updates) ---------------------------------------
 
   function renderStats(stats) {
-    $("where").textContent =
-      "workspace " + stats.workspace + " · manager " + stats.manager +
-      (stats.running ? "" : " (stopped)") + " · " + stats.store +
-      // Records the store refused to save: rare, and worth a look in the report.
-      (stats.quarantined ? " · " + stats.quarantined.toLocaleString() + " quarantined (see the report)" : "");
+    const parts = [fact("workspace", stats.workspace), fact("manager", stats.manager) + (stats.running ? "" : " (stopped)"), storeText(stats.store)];
+    // Records the store refused to save: rare, and worth a look in the report.
+    if (stats.quarantined) parts.push(stats.quarantined.toLocaleString() + " quarantined (see the report)");
+    $("where").textContent = parts.join(" · ");
+    $("where").title = parts.join("\n");
     $("count-total").textContent = stats.total.toLocaleString();
     for (const state of STATES) {
       const card = document.querySelector('.card[data-state="' + state + '"] .value');
       card.textContent = (stats.counts[state] || 0).toLocaleString();
     }
+    $("running-summary").textContent = (stats.counts.running || 0).toLocaleString() + " running, " + (stats.counts.assigned || 0).toLocaleString() + " assigned not started";
     $("success-rate").textContent = percent(stats.success_rate);
     $("rate").textContent = stats.throughput.per_s.toFixed(1);
-    drawChart(stats.throughput);
+    drawThroughput(stats.throughput);
+    drawQueue(stats.queue);
+    drawLatency(stats.latency);
   }
 
   function renderWorkers(workers, total) {
@@ -118,16 +147,12 @@
     const body = document.querySelector("#workers tbody");
     const rows = workers.map((w) => {
       const skills = Object.entries(w.skills).map(([k, v]) => k + " " + v).join(", ");
-      const share = w.capacity ? Math.min(w.load / w.capacity, 1) : 0;
-      const fill = el("span", { class: "fill" });
-      fill.style.width = (share * 100).toFixed(0) + "%"; // CSSOM, which the page's CSP allows
-      const bar = el("span", { class: "bar" }, fill);
       return el(
         "tr",
-        { "data-worker": w.name, class: w.status === "lost" ? "lost" : null },
+        { "data-worker": w.name, class: (w.status === "lost" ? "lost" : "") + (w.name === view.workerPage ? " selected" : ""), tabindex: "0", title: "open " + w.name },
         el("td", {}, w.name),
         el("td", {}, skills),
-        el("td", { class: "load" }, bar, " " + w.load + "/" + w.capacity),
+        el("td", { class: "load" }, loadBar(w), " " + w.load + "/" + w.capacity),
         el("td", {}, el("span", { class: "status " + w.status }, w.status)),
         el("td", { class: "num" }, w.succeeded),
         el("td", { class: "num" }, percent(w.success_rate)),
@@ -149,6 +174,22 @@
       select.replaceChildren(el("option", { value: "" }, "all"), ...names.map((n) => el("option", { value: n }, n)));
       select.value = view.worker;
     }
+    const kinds = Array.from(new Set(workers.flatMap((w) => w.kinds || []))).sort();
+    const list = $("kinds");
+    if (Array.from(list.options).map((o) => o.value).join("\n") !== kinds.join("\n")) {
+      list.replaceChildren(...kinds.map((k) => el("option", { value: k })));
+    }
+    if (view.workerPage !== null) {
+      const shown = workers.find((w) => w.name === view.workerPage);
+      if (shown) renderWorkerFacts(shown);
+    }
+  }
+
+  function loadBar(w) {
+    const share = w.capacity ? Math.min(w.load / w.capacity, 1) : 0;
+    const fill = el("span", { class: "fill" });
+    fill.style.width = (share * 100).toFixed(0) + "%"; // CSSOM, which the page's CSP allows
+    return el("span", { class: "bar" }, fill);
   }
 
   function svg(tag, attrs) {
@@ -157,36 +198,118 @@
     return node;
   }
 
-  function drawChart(series) {
-    const chart = $("chart");
-    const width = 600;
-    const height = 150;
+  const WIDTH = 600;
+  const HEIGHT = 150;
+
+  function grid() {
+    return [0.25, 0.5, 0.75, 1].map((fraction) => {
+      const y = HEIGHT - fraction * (HEIGHT - 10);
+      return svg("line", { x1: 0, x2: WIDTH, y1: y, y2: y, class: "grid" });
+    });
+  }
+
+  function drawThroughput(series) {
     const n = series.succeeded.length;
     let max = 1;
     for (let i = 0; i < n; i++) max = Math.max(max, series.succeeded[i] + series.failed[i]);
-    const step = width / n;
-    const nodes = [];
-    for (const fraction of [0.25, 0.5, 0.75, 1]) {
-      const y = height - fraction * (height - 10);
-      nodes.push(svg("line", { x1: 0, x2: width, y1: y, y2: y, class: "grid" }));
-    }
+    const step = WIDTH / n;
+    const nodes = grid();
     for (let i = 0; i < n; i++) {
       const ok = series.succeeded[i];
       const bad = series.failed[i];
       if (!ok && !bad) continue;
-      const hOk = (ok / max) * (height - 10);
-      const hBad = (bad / max) * (height - 10);
+      const hOk = (ok / max) * (HEIGHT - 10);
+      const hBad = (bad / max) * (HEIGHT - 10);
       const x = i * step + 0.5;
       const w = Math.max(step - 1, 1);
-      if (ok) nodes.push(svg("rect", { x, y: height - hOk, width: w, height: hOk, class: "ok" }));
-      if (bad) nodes.push(svg("rect", { x, y: height - hOk - hBad, width: w, height: hBad, class: "bad" }));
+      if (ok) nodes.push(svg("rect", { x, y: HEIGHT - hOk, width: w, height: hOk, class: "ok" }));
+      if (bad) nodes.push(svg("rect", { x, y: HEIGHT - hOk - hBad, width: w, height: hBad, class: "bad" }));
     }
+    const chart = $("chart");
     chart.replaceChildren(...nodes);
     chart.dataset.total = String(series.succeeded.reduce((a, b) => a + b, 0) + series.failed.reduce((a, b) => a + b, 0));
     $("chart-max").textContent = "· scale: " + max + " tasks/s";
   }
 
+  // Lines through the known points of each series (null: nothing known, the line breaks there).
+  function drawLines(chart, lines, max) {
+    const nodes = grid();
+    for (const line of lines) {
+      const n = line.values.length;
+      const step = WIDTH / Math.max(n - 1, 1);
+      let points = [];
+      const flush = () => {
+        if (points.length === 1) points.push([points[0][0] + 2, points[0][1]]); // a dot-wide line
+        if (points.length) nodes.push(svg("polyline", { points: points.map((p) => p.join(",")).join(" "), class: line.class }));
+        points = [];
+      };
+      line.values.forEach((value, i) => {
+        if (value === null || value === undefined) return flush();
+        points.push([(i * step).toFixed(1), (HEIGHT - (value / max) * (HEIGHT - 10)).toFixed(1)]);
+      });
+      flush();
+    }
+    chart.replaceChildren(...nodes);
+  }
+
+  function last(values) {
+    for (let i = values.length - 1; i >= 0; i--) if (values[i] !== null && values[i] !== undefined) return values[i];
+    return null;
+  }
+
+  function drawQueue(series) {
+    const max = Math.max(1, ...series.pending.filter((v) => v !== null));
+    const chart = $("queue-chart");
+    drawLines(chart, [{ values: series.pending, class: "queue" }], max);
+    const now = last(series.pending);
+    chart.dataset.latest = now === null ? "" : String(now);
+    $("queue-now").textContent = now === null ? "" : "· now " + now.toLocaleString() + " · scale: " + max.toLocaleString();
+  }
+
+  function drawLatency(series) {
+    const known = series.p95.filter((v) => v !== null);
+    const max = Math.max(0.001, ...known);
+    const chart = $("latency-chart");
+    drawLines(chart, [{ values: series.p95, class: "p95" }, { values: series.p50, class: "p50" }], max);
+    const p50 = last(series.p50);
+    const p95 = last(series.p95);
+    chart.dataset.p50 = p50 === null ? "" : String(p50);
+    chart.dataset.p95 = p95 === null ? "" : String(p95);
+    $("latency-now").textContent = p50 === null ? "· nothing ended lately" : "· now p50 " + seconds(p50) + ", p95 " + seconds(p95) + " · scale: " + seconds(max);
+  }
+
+  // --- running now ---------------------------------------------------------------------------
+
+  async function loadRunning() {
+    try {
+      const page = await api("/api/tasks?state=running&limit=100");
+      view.running = page.tasks;
+      renderRunning();
+    } catch (e) {
+      showError("Could not load the running tasks: " + e.message);
+    }
+  }
+
+  function renderRunning() {
+    const rows = view.running.map((t) =>
+      el(
+        "tr",
+        { "data-task-id": t.id },
+        el("td", { class: "id" }, el("a", { href: "#", "data-open-task": t.id }, t.id)),
+        el("td", {}, t.worker ? el("a", { href: "#", "data-open-worker": t.worker }, t.worker) : "–"),
+        el("td", { class: "num" }, since(t.updated_at)),
+        el("td", { class: "reason", title: t.reason }, t.reason),
+      ),
+    );
+    if (!rows.length) rows.push(el("tr", { class: "empty" }, el("td", { colspan: "4" }, "nothing is running")));
+    document.querySelector("#running tbody").replaceChildren(...rows);
+  }
+
   // --- the task table ----------------------------------------------------------------------------
+
+  function filtering() {
+    return Boolean(view.state || view.worker || view.kind || view.search);
+  }
 
   async function loadTasks() {
     if (view.loading) {
@@ -198,11 +321,13 @@
     $("prev").disabled = true;
     $("next").disabled = true;
     try {
-      const params = new URLSearchParams({ limit: String(view.limit) });
+      const params = new URLSearchParams({ limit: String(view.limit), sort: view.sort });
       if (view.state) params.set("state", view.state);
       if (view.worker) params.set("worker", view.worker);
+      if (view.kind) params.set("kind", view.kind);
+      if (view.search) params.set(view.searchIn === "text" ? "text" : "id", view.search);
       const after = view.cursors[view.cursors.length - 1];
-      if (after !== null) params.set("after", String(after));
+      if (after !== null) params.set("after", after);
       const page = await api("/api/tasks?" + params.toString());
       renderTasks(page);
       showError("");
@@ -227,7 +352,8 @@
         "tr",
         { "data-task-id": t.id, "data-state": t.state, class: t.id === view.selected ? "selected" : null, tabindex: "0" },
         el("td", { class: "id" }, t.id),
-        el("td", {}, t.description),
+        el("td", { class: "description", title: t.description }, t.description),
+        el("td", {}, t.kind),
         el("td", { class: "num" }, t.difficulty),
         el("td", {}, badge(t.state)),
         el("td", { class: "num" }, t.attempt),
@@ -237,33 +363,69 @@
       );
     });
     if (!rows.length) {
-      rows.push(el("tr", { class: "empty" }, el("td", { colspan: "8" }, "no tasks" + (view.state || view.worker ? " match the filter" : " yet"))));
+      const why = page.truncated
+        ? "no match among the next " + SCANNED + " tasks searched: next → searches on"
+        : "no tasks" + (filtering() ? " match" : " yet");
+      rows.push(el("tr", { class: "empty" }, el("td", { colspan: "9" }, why)));
     }
     body.replaceChildren(...rows);
     view.next = page.next_cursor;
+    view.truncated = page.truncated;
     $("prev").disabled = view.cursors.length <= 1;
     $("next").disabled = page.next_cursor === null;
-    const first = (view.cursors.length - 1) * view.limit;
-    $("page-label").textContent = page.tasks.length
-      ? "tasks " + (first + 1).toLocaleString() + "–" + (first + page.tasks.length).toLocaleString()
-      : "";
+    // Unfiltered pages are full but for the last; a filtered one may stop short: count pages.
+    const counted = !filtering();
+    const start = (view.cursors.length - 1) * view.limit;
+    let label = "";
+    if (page.tasks.length) {
+      label = counted
+        ? "tasks " + (start + 1).toLocaleString() + "–" + (start + page.tasks.length).toLocaleString()
+        : "page " + view.cursors.length + ": " + page.tasks.length + " task" + (page.tasks.length === 1 ? "" : "s");
+    }
+    if (page.truncated && page.tasks.length) label += " (search stopped after " + SCANNED + " tasks: next → goes on)";
+    $("page-label").textContent = label;
+  }
+
+  function writeHash() {
+    const hash = new URLSearchParams();
+    if (view.state) hash.set("state", view.state);
+    if (view.worker) hash.set("worker", view.worker);
+    if (view.kind) hash.set("kind", view.kind);
+    if (view.search) {
+      hash.set("q", view.search);
+      hash.set("in", view.searchIn);
+    }
+    if (view.sort !== "submitted") hash.set("sort", view.sort);
+    if (view.workerPage !== null) hash.set("open", view.workerPage);
+    const text = hash.toString();
+    history.replaceState(null, "", location.pathname + location.search + (text ? "#" + text : ""));
+  }
+
+  function applyFilters(changes) {
+    Object.assign(view, changes);
+    view.cursors = [null];
+    $("filter-state").value = view.state;
+    $("filter-worker").value = view.worker;
+    $("filter-kind").value = view.kind;
+    $("search").value = view.search;
+    $("search-in").value = view.searchIn;
+    $("sort").value = view.sort;
+    for (const card of document.querySelectorAll(".card[data-state]")) {
+      card.classList.toggle("active", card.dataset.state === view.state);
+    }
+    writeHash();
+    loadTasks();
   }
 
   function setFilter(state, worker) {
-    view.state = state;
-    view.worker = worker;
-    view.cursors = [null];
-    $("filter-state").value = state;
-    $("filter-worker").value = worker;
-    for (const card of document.querySelectorAll(".card[data-state]")) {
-      card.classList.toggle("active", card.dataset.state === state);
-    }
-    const hash = new URLSearchParams();
-    if (state) hash.set("state", state);
-    if (worker) hash.set("worker", worker);
-    const text = hash.toString();
-    history.replaceState(null, "", location.pathname + location.search + (text ? "#" + text : ""));
-    loadTasks();
+    applyFilters({ state, worker });
+  }
+
+  function search(text, where) {
+    const changes = { search: text.trim(), searchIn: where };
+    // Ids are found along the id index: in id order, a prefix is one range, at any size.
+    if (changes.search && where === "id" && view.sort.endsWith("submitted")) changes.sort = "id";
+    applyFilters(changes);
   }
 
   // --- one task ----------------------------------------------------------------------------------
@@ -296,6 +458,7 @@
       ["finished", clock(row.finished_at)],
       [FINAL.has(row.state) ? "took" : "so far", seconds(d.total_s)],
     ];
+    if (t.labels && t.labels.length) facts.splice(3, 0, ["labels", t.labels.join(", ")]);
     if (row.error) facts.push(["error", row.error]);
     $("detail-facts").replaceChildren(...facts.flatMap(([k, v]) => [el("dt", {}, k), el("dd", {}, v)]));
     const attempts = d.attempts.map((a) =>
@@ -316,7 +479,8 @@
     $("output-title").hidden = !hasOutput;
     $("detail-output").hidden = !hasOutput;
     $("detail-output").textContent = hasOutput ? JSON.stringify(d.output, null, 2) : "";
-    $("cancel").hidden = FINAL.has(row.state);
+    // Only where cancelling would be allowed: a read-only dashboard shows no button it refuses.
+    $("cancel").hidden = FINAL.has(row.state) || !view.writable;
   }
 
   function select(taskId) {
@@ -329,6 +493,7 @@
       $("detail").hidden = true;
       return;
     }
+    closeWorker();
     loadDetail(taskId);
   }
 
@@ -349,6 +514,119 @@
     }
   }
 
+  // --- one worker --------------------------------------------------------------------------------
+
+  function openWorker(name) {
+    view.workerPage = name;
+    view.selected = null;
+    $("detail").hidden = true;
+    for (const tr of document.querySelectorAll("#workers tbody tr")) {
+      tr.classList.toggle("selected", tr.dataset.worker === name);
+    }
+    writeHash();
+    loadWorker(name);
+  }
+
+  function closeWorker() {
+    if (view.workerPage === null) return;
+    view.workerPage = null;
+    $("worker-page").hidden = true;
+    for (const tr of document.querySelectorAll("#workers tbody tr.selected")) tr.classList.remove("selected");
+    writeHash();
+  }
+
+  async function loadWorker(name) {
+    try {
+      const detail = await api("/api/workers/" + encodeURIComponent(name));
+      if (view.workerPage === name) renderWorker(detail);
+    } catch (e) {
+      if (view.workerPage === name) showError("Could not load worker " + name + ": " + e.message);
+    }
+  }
+
+  function renderWorkerFacts(w) {
+    $("worker-title").textContent = "Worker " + w.name;
+    const status = el("span", { class: "status " + w.status, "data-status": w.status }, w.status);
+    const notes = {
+      connected: "",
+      suspect: " silent lately: given no new work, its attempts kept for a grace",
+      lost: " no longer connected",
+    };
+    $("worker-status").replaceChildren(status, notes[w.status] || "");
+    const skills = Object.entries(w.skills).map(([k, v]) => k + " " + v).join(", ");
+    const facts = [
+      ["skills", skills],
+      ["labels", w.labels.length ? w.labels.join(", ") : "none"],
+      ["kinds", w.kinds === null ? "any (it does not say)" : w.kinds.join(", ")],
+      ["load", el("span", {}, loadBar(w), " " + w.load + " of " + w.capacity + " slots")],
+      ["attempts", w.succeeded + " succeeded, " + w.failed + " failed (" + percent(w.success_rate) + ")"],
+    ];
+    $("worker-facts").replaceChildren(...facts.flatMap(([k, v]) => [el("dt", {}, k), el("dd", { "data-fact": k }, v)]));
+  }
+
+  function taskLink(t) {
+    return el("a", { href: "#", "data-open-task": t.id }, t.id);
+  }
+
+  function renderWorker(d) {
+    $("worker-page").hidden = false;
+    renderWorkerFacts(d.worker);
+    const current = d.current.map((t) =>
+      el(
+        "tr",
+        { "data-task-id": t.id },
+        el("td", { class: "id" }, taskLink(t)),
+        el("td", {}, badge(t.state)),
+        el("td", {}, since(t.updated_at)),
+        el("td", { class: "reason", title: t.reason }, t.reason),
+      ),
+    );
+    if (!current.length) current.push(el("tr", { class: "empty" }, el("td", { colspan: "4" }, "idle")));
+    document.querySelector("#worker-current tbody").replaceChildren(...current);
+    const recent = d.recent.map((t) =>
+      el(
+        "tr",
+        { "data-task-id": t.id },
+        el("td", { class: "id" }, taskLink(t)),
+        el("td", {}, badge(t.state)),
+        el("td", { class: "num" }, t.difficulty),
+        el("td", { class: "time" }, clock(t.updated_at)),
+      ),
+    );
+    if (!recent.length) recent.push(el("tr", { class: "empty" }, el("td", { colspan: "4" }, "no task yet")));
+    document.querySelector("#worker-recent tbody").replaceChildren(...recent);
+    const tallies = d.by_difficulty.map((row) => {
+      const fill = el("span", { class: "fill" });
+      fill.style.width = ((row.success_rate || 0) * 100).toFixed(0) + "%";
+      return el(
+        "tr",
+        { "data-difficulty": row.difficulty },
+        el("td", { class: "num" }, row.difficulty),
+        el("td", { class: "num" }, row.succeeded),
+        el("td", { class: "num" }, row.failed),
+        el("td", {}, el("span", { class: "bar ok" }, fill), " " + percent(row.success_rate)),
+      );
+    });
+    if (!tallies.length) tallies.push(el("tr", { class: "empty" }, el("td", { colspan: "4" }, "no attempt ended yet")));
+    document.querySelector("#worker-difficulty tbody").replaceChildren(...tallies);
+  }
+
+  // --- who may do what -----------------------------------------------------------------------
+
+  async function loadAccess() {
+    try {
+      const access = await api("/api/access");
+      view.writable = access.writable;
+      const shown = $("access");
+      shown.hidden = access.writable;
+      shown.textContent = access.writable ? "" : "read-only";
+      shown.title = access.reason || "";
+      if (view.selected !== null) loadDetail(view.selected);
+    } catch (e) {
+      showError("Could not learn what this page may do: " + e.message);
+    }
+  }
+
   // --- live updates ------------------------------------------------------------------------------
 
   function connect() {
@@ -366,22 +644,50 @@
       const update = JSON.parse(event.data);
       renderStats(update.stats);
       renderWorkers(update.workers, update.workers_total);
+      renderRunning(); // the times running go on
       document.body.dataset.updates = String(Number(document.body.dataset.updates || "0") + 1);
       if (update.tasks_version !== view.tasksVersion) {
         view.tasksVersion = update.tasks_version;
         loadTasks();
+        loadRunning();
         if (view.selected !== null) loadDetail(view.selected);
+        if (view.workerPage !== null) loadWorker(view.workerPage);
       }
     });
   }
 
   // --- wiring ----------------------------------------------------------------------------------
 
+  function openFromLink(e) {
+    const link = e.target.closest("a[data-open-task], a[data-open-worker]");
+    if (!link) return false;
+    e.preventDefault();
+    e.stopPropagation();
+    if (link.dataset.openTask !== undefined) select(link.dataset.openTask);
+    else openWorker(link.dataset.openWorker);
+    return true;
+  }
+
   function start() {
     const initial = new URLSearchParams(location.hash.slice(1));
     const state = STATES.includes(initial.get("state")) ? initial.get("state") : "";
-    $("filter-state").addEventListener("change", (e) => setFilter(e.target.value, view.worker));
-    $("filter-worker").addEventListener("change", (e) => setFilter(view.state, e.target.value));
+    const sort = SORTS.includes(initial.get("sort")) ? initial.get("sort") : "submitted";
+    $("filter-state").addEventListener("change", (e) => applyFilters({ state: e.target.value }));
+    $("filter-worker").addEventListener("change", (e) => applyFilters({ worker: e.target.value }));
+    $("filter-kind").addEventListener("change", (e) => applyFilters({ kind: e.target.value.trim() }));
+    $("sort").addEventListener("change", (e) => applyFilters({ sort: e.target.value }));
+    $("search-in").addEventListener("change", (e) => search($("search").value, e.target.value));
+    $("filters").addEventListener("submit", (e) => {
+      e.preventDefault();
+      search($("search").value, $("search-in").value);
+    });
+    $("search").addEventListener("search", (e) => search(e.target.value, $("search-in").value)); // the clear button
+    $("search").addEventListener("keydown", (e) => {
+      if (e.key === "Enter") {
+        e.preventDefault();
+        search(e.target.value, $("search-in").value);
+      }
+    });
     $("page-size").addEventListener("change", (e) => {
       view.limit = Number(e.target.value);
       view.cursors = [null];
@@ -412,9 +718,31 @@
       const tr = e.target.closest("tr[data-task-id]");
       if (tr && e.key === "Enter") select(tr.dataset.taskId);
     });
+    for (const id of ["running", "worker-current", "worker-recent"]) {
+      document.querySelector("#" + id + " tbody").addEventListener("click", openFromLink);
+    }
+    const workers = document.querySelector("#workers tbody");
+    workers.addEventListener("click", (e) => {
+      const tr = e.target.closest("tr[data-worker]");
+      if (tr) openWorker(tr.dataset.worker);
+    });
+    workers.addEventListener("keydown", (e) => {
+      const tr = e.target.closest("tr[data-worker]");
+      if (tr && e.key === "Enter") openWorker(tr.dataset.worker);
+    });
     $("detail-close").addEventListener("click", () => select(null));
+    $("worker-close").addEventListener("click", closeWorker);
     $("cancel").addEventListener("click", cancelSelected);
-    setFilter(state, initial.get("worker") || "");
+    applyFilters({
+      state,
+      worker: initial.get("worker") || "",
+      kind: initial.get("kind") || "",
+      search: initial.get("q") || "",
+      searchIn: initial.get("in") === "text" ? "text" : "id",
+      sort,
+    });
+    if (initial.get("open")) openWorker(initial.get("open"));
+    loadAccess();
     connect();
   }
 
