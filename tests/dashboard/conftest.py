@@ -15,7 +15,7 @@ from typing import Any
 
 import httpx
 
-from serendib.dashboard import DashboardServer
+from serendib.dashboard import AccessPolicy, DashboardServer, create_app
 from serendib.tasks.manager import TaskManager
 from serendib.tasks.models import Task
 from serendib.tasks.worker import TaskContext, TaskFailed, WorkerAgent
@@ -122,8 +122,14 @@ async def running_system(
     capacity: int = 2,
     interval_s: float = 0.05,
     time_scale: float = 0.001,
+    labels: Sequence[str] = (),
+    policy_host: str | None = None,
 ) -> AsyncIterator[System]:
-    """Start a manager with ``crew`` and a dashboard on a free port; stop it all after."""
+    """Start a manager with ``crew`` and a dashboard on a free port; stop it all after.
+
+    ``policy_host`` applies the access policy of a dashboard listening there (a non-loopback
+    address: read-only without a token) to this one, which listens on loopback all the same.
+    """
     hub = MemoryHub.private()
     gates = Gates()
     manager = TaskManager(
@@ -141,11 +147,15 @@ async def running_system(
             capacity=capacity,
             time_scale=time_scale,
             handlers={"gate": gates.handler},
+            labels=labels,
             transport=MemoryTransport(hub),
         )
         for name, level in crew
     ]
     server = DashboardServer(manager, host, 0, token, interval_s=interval_s)
+    if policy_host is not None:
+        server.policy = AccessPolicy(policy_host, token)
+        server.app = create_app(server.dashboard, server.policy)
     await server.start()
     run = asyncio.create_task(manager.arun(workers))
     system = System(manager, server, workers, gates, hub)

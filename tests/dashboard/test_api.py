@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import socket
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -336,3 +337,223 @@ async def test_a_port_in_use_is_refused_with_the_reason(system: System) -> None:
     with pytest.raises(DashboardError, match=r"cannot serve the dashboard on 127\.0\.0\.1"):
         await second.start()
     await second.stop()
+
+
+# --- running tasks, search and sort -----------------------------------------------------------
+
+
+async def test_a_started_task_is_counted_and_listed_as_running(
+    system: System, client: httpx.AsyncClient
+) -> None:
+    await system.submit(gate_task("busy"), impossible("waits"))
+    await until(lambda: stored_as(system, "busy", "running"), "busy to be stored as running")
+
+    async def counted() -> bool:
+        return bool((await client.get("/api/stats")).json()["counts"]["running"] == 1)
+
+    await until(counted, "the running task to be counted")
+    running = (await client.get("/api/tasks", params={"state": "running"})).json()["tasks"]
+
+    assert [(t["id"], t["worker"], t["kind"]) for t in running] == [("busy", "Junior", "gate")]
+
+
+async def test_the_task_table_is_searched_filtered_and_sorted_on_the_server(
+    system: System, client: httpx.AsyncClient
+) -> None:
+    await system.submit(
+        Task(id="etl/1", difficulty=IMPOSSIBLE, kind="etl", description="Nightly load"),
+        Task(id="etl/2", difficulty=IMPOSSIBLE, kind="etl", description="hourly LOAD"),
+        Task(id="api-9", difficulty=IMPOSSIBLE, kind="web", description="render page"),
+        gate_task("done-1"),
+        gate_task("done-2"),
+    )
+    system.gates.open("done-2")
+    await until(lambda: stored_as(system, "done-2", "succeeded"), "done-2 to be stored")
+    system.gates.open("done-1")
+    await until(lambda: stored_as(system, "done-1", "succeeded"), "done-1 to be stored")
+
+    async def ids(**params: str) -> list[str]:
+        response = await client.get("/api/tasks", params=params)
+        assert response.status_code == 200, response.text
+        return [t["id"] for t in response.json()["tasks"]]
+
+    assert await ids(id="etl/") == ["etl/1", "etl/2"]
+    assert await ids(id="etl/", sort="-id") == ["etl/2", "etl/1"]
+    assert await ids(text="load") == ["etl/1", "etl/2"]
+    assert await ids(text="LOAD", kind="etl", id="etl/2") == ["etl/2"]
+    assert await ids(kind="web") == ["api-9"]
+    assert await ids(kind="gate", worker="Junior") == ["done-1", "done-2"]
+    assert await ids(sort="-submitted") == ["done-2", "done-1", "api-9", "etl/2", "etl/1"]
+    assert await ids(sort="id") == ["api-9", "done-1", "done-2", "etl/1", "etl/2"]
+    assert await ids(sort="-finished") == ["done-1", "done-2"]  # finished tasks, latest first
+    assert await ids(sort="finished", state="succeeded") == ["done-2", "done-1"]
+    assert await ids(text="nothing like it") == []
+
+
+async def test_a_sorted_search_pages_with_its_cursor(
+    system: System, client: httpx.AsyncClient
+) -> None:
+    await system.submit(*(impossible(f"p{i:02d}") for i in range(12)))
+
+    seen: list[str] = []
+    params: dict[str, Any] = {"limit": 5, "sort": "-id", "id": "p"}
+    while True:
+        page = (await client.get("/api/tasks", params=params)).json()
+        seen += [t["id"] for t in page["tasks"]]
+        assert page["truncated"] is False
+        if page["next_cursor"] is None:
+            break
+        params["after"] = page["next_cursor"]
+
+    assert seen == [f"p{i:02d}" for i in reversed(range(12))]
+
+
+# --- one worker -------------------------------------------------------------------------------
+
+
+async def test_a_worker_page_shows_its_profile_tasks_and_success_by_difficulty(
+    system: System, client: httpx.AsyncClient
+) -> None:
+    # Junior (3) fails the first attempt of "flaky" (2): the retry escalates to Intermediate.
+    await system.submit(gate_task("flaky", difficulty=2, payload={"fail_attempts": [1]}))
+    system.gates.open("flaky")
+    await until(lambda: stored_as(system, "flaky", "succeeded"), "flaky to succeed")
+    await system.submit(gate_task("ok", difficulty=1), gate_task("held", difficulty=3))
+    system.gates.open("ok")
+    await until(lambda: stored_as(system, "ok", "succeeded"), "ok to succeed")
+    await until(lambda: stored_as(system, "held", "running"), "held to run")
+
+    junior = (await client.get("/api/workers/Junior")).json()
+    senior = (await client.get("/api/workers/Senior")).json()
+
+    assert junior["worker"]["kinds"] == ["gate", "simulate"]
+    assert junior["worker"]["labels"] == []
+    assert (junior["worker"]["load"], junior["worker"]["capacity"]) == (1, 2)
+    assert [t["id"] for t in junior["current"]] == ["held"]
+    assert [t["id"] for t in junior["recent"]] == ["held", "ok"]  # newest first
+    assert junior["by_difficulty"] == [
+        {"difficulty": 1, "succeeded": 1, "failed": 0, "success_rate": 1.0},
+        {"difficulty": 2, "succeeded": 0, "failed": 1, "success_rate": 0.0},
+    ]
+    assert (senior["current"], senior["recent"], senior["by_difficulty"]) == ([], [], [])
+
+
+async def test_an_unknown_or_malformed_worker_name_is_4xx(client: httpx.AsyncClient) -> None:
+    unknown = await client.get("/api/workers/nobody")
+    control = await client.get("/api/workers/a%00b")
+    long = await client.get("/api/workers/" + "w" * 129)
+
+    assert unknown.status_code == 404
+    assert unknown.json()["error"] == "no connected worker named 'nobody'"
+    assert control.status_code == 422
+    assert long.status_code == 422
+
+
+async def test_a_lost_workers_page_still_shows_what_it_ran(
+    system: System, client: httpx.AsyncClient
+) -> None:
+    await system.submit(gate_task("once"))
+    system.gates.open("once")
+    await until(lambda: stored_as(system, "once", "succeeded"), "once to succeed")
+    await system.workers[0].stop()
+    await until(lambda: "Junior" not in system.manager.workers, "Junior to leave")
+
+    junior = (await client.get("/api/workers/Junior")).json()
+
+    assert junior["worker"]["status"] == "lost"
+    assert [t["id"] for t in junior["recent"]] == ["once"]
+
+
+# --- queue depth and latency ------------------------------------------------------------------
+
+
+async def test_stats_chart_the_queue_depth_and_the_latency(
+    system: System, client: httpx.AsyncClient
+) -> None:
+    await system.submit(*(impossible(f"w{i}") for i in range(3)), gate_task("quick"))
+    system.gates.open("quick")
+    await until(lambda: stored_as(system, "quick", "succeeded"), "quick to succeed")
+
+    async def charted() -> bool:
+        stats = (await client.get("/api/stats")).json()
+        return bool(stats["queue"]["pending"][-1] == 3 and stats["latency"]["p50"][-1])
+
+    await until(charted, "the queue of 3 and the latency of quick to be charted")
+    stats = (await client.get("/api/stats")).json()
+
+    assert len(stats["queue"]["pending"]) == len(stats["latency"]["p95"]) == 120
+    assert stats["latency"]["window_s"] == 10
+    assert 0 < stats["latency"]["p50"][-1] <= stats["latency"]["p95"][-1] < DEADLINE
+
+
+# --- who may cancel ---------------------------------------------------------------------------
+
+
+async def test_a_loopback_dashboard_without_a_token_lets_local_users_change_things(
+    client: httpx.AsyncClient,
+) -> None:
+    access = (await client.get("/api/access")).json()
+
+    assert access == {"token": False, "writable": True, "reason": None}
+
+
+async def test_with_a_token_cancelling_needs_it(tmp_path: Path) -> None:
+    async with running_system(tmp_path / "t.db", token="s3cret") as system:
+        await system.submit(impossible("waits"))
+        async with system.client() as anonymous, system.client("s3cret") as authorised:
+            refused = await anonymous.post("/api/tasks/waits/cancel")
+            still = await system.state_of("waits")
+            access = (await authorised.get("/api/access")).json()
+            cancelled = await authorised.post("/api/tasks/waits/cancel")
+
+    assert refused.status_code == 401
+    assert still == "pending"
+    assert access == {"token": True, "writable": True, "reason": None}
+    assert cancelled.json()["cancelled"] is True
+    assert cancelled.json()["task"]["state"] == "cancelled"
+
+
+async def test_beyond_loopback_without_a_token_the_dashboard_says_it_is_read_only(
+    tmp_path: Path,
+) -> None:
+    async with (
+        running_system(tmp_path / "t.db", policy_host="203.0.113.5") as system,
+        system.client() as client,
+    ):
+        await system.submit(impossible("waits"))
+        access = (await client.get("/api/access")).json()
+        refused = await client.post("/api/tasks/waits/cancel")
+        still = await system.state_of("waits")
+
+    assert access["writable"] is False
+    assert "--dashboard-token" in access["reason"]
+    assert refused.status_code == 403
+    assert refused.json()["error"] == access["reason"]
+    assert still == "pending"
+
+
+# --- the server's address ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("host", "url", "remote"),
+    [
+        ("127.0.0.1", "http://127.0.0.1:8080/", None),
+        ("::1", "http://[::1]:8080/", None),
+        ("0.0.0.0", "http://127.0.0.1:8080/", True),
+        ("::", "http://[::1]:8080/", True),
+        ("192.0.2.7", "http://192.0.2.7:8080/", None),
+    ],
+)
+def test_the_servers_address_is_one_a_browser_can_open(
+    tmp_path: Path, host: str, url: str, remote: bool | None
+) -> None:
+    from serendib.tasks.manager import TaskManager
+
+    server = DashboardServer(TaskManager("manager", store=str(tmp_path / "t.db")), host, 8080)
+
+    assert server.url == url
+    if remote:
+        assert server.remote_url == f"http://{socket.gethostname()}:8080/"
+    else:
+        assert server.remote_url is None

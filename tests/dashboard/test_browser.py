@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import os
 import random
+import re
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -269,6 +270,192 @@ async def test_the_page_takes_its_token_from_the_address(browser: Browser, tmp_p
             assert "token" not in page.url
         finally:
             await context.close()
+
+
+async def test_the_running_panel_shows_what_runs_where(system: System, tab: Tab) -> None:
+    await system.submit(gate_task("busy", 2), Task(id="hard", difficulty=10))
+    await until(lambda: "busy" in system.gates.started, "busy to start")
+    page = tab.page
+
+    await page.goto(system.url)
+
+    running = page.locator('#running tr[data-task-id="busy"]')
+    await expect(running).to_contain_text("Junior")
+    await expect(running.locator("td.reason")).to_contain_text("least skilled eligible")
+    await expect(page.locator("#running tbody tr[data-task-id]")).to_have_count(1)
+    await expect(page.locator("[data-testid=count-running] .value")).to_have_text("1")
+
+    await running.locator("a[data-open-worker]").click()
+
+    await expect(page.locator("#worker-title")).to_have_text("Worker Junior")
+    system.gates.open("busy")
+    await expect(page.locator("#running tbody tr.empty")).to_have_text("nothing is running")
+
+
+async def test_the_table_is_searched_and_sorted(system: System, tab: Tab) -> None:
+    await system.submit(
+        Task(id="etl-1", difficulty=10, kind="etl", description="Nightly load"),
+        Task(id="etl-2", difficulty=10, kind="etl", description="hourly LOAD"),
+        Task(id="web-1", difficulty=10, kind="web", description="render page"),
+    )
+    page = tab.page
+    await page.goto(system.url)
+    rows = page.locator("#tasks tbody tr[data-task-id]")
+    await expect(rows).to_have_count(3)
+
+    await page.fill("#search", "etl-2")
+    await page.press("#search", "Enter")
+
+    await expect(rows).to_have_count(1)
+    await expect(rows.first).to_have_attribute("data-task-id", "etl-2")
+    await expect(page.locator("#sort")).to_have_value("id")  # ids are searched in id order
+
+    await page.select_option("#search-in", "text")
+    await page.fill("#search", "load")
+    await page.press("#search", "Enter")
+
+    await expect(rows).to_have_count(2)
+    assert "q=load" in page.url
+
+    await page.fill("#search", "")
+    await page.press("#search", "Enter")
+    await page.fill("#filter-kind", "web")
+    await page.press("#filter-kind", "Enter")
+
+    await expect(rows).to_have_count(1)
+    await expect(rows.first).to_contain_text("render page")
+
+    await page.fill("#filter-kind", "")
+    await page.press("#filter-kind", "Enter")
+    await page.select_option("#sort", "-submitted")
+
+    await expect(rows).to_have_count(3)
+    assert await rows.evaluate_all("rows => rows.map(r => r.dataset.taskId)") == [
+        "web-1",
+        "etl-2",
+        "etl-1",
+    ]
+
+
+async def test_a_worker_page_shows_its_profile_tasks_and_success_by_difficulty(
+    browser: Browser, tmp_path: Path
+) -> None:
+    async with (
+        running_system(tmp_path / "w.db", labels=("gpu", "region=eu")) as system,
+        offline_tab(browser, system) as opened,
+    ):
+        await system.submit(gate_task("flaky", 2, payload={"fail_attempts": [1]}))
+        system.gates.open("flaky")
+        await until(lambda: system.manager.stats.succeeded == 1, "flaky to succeed")
+        await system.submit(gate_task("held", 3))
+        await until(lambda: "held" in system.gates.started, "held to start")
+        page = opened.page
+        await page.goto(system.url)
+
+        await page.click('#workers tr[data-worker="Junior"]')
+
+        worker = page.locator("[data-testid=worker-page]")
+        await expect(worker).to_be_visible()
+        await expect(worker.locator('dd[data-fact="labels"]')).to_have_text("gpu, region=eu")
+        await expect(worker.locator('dd[data-fact="kinds"]')).to_have_text("gate, simulate")
+        await expect(worker.locator('dd[data-fact="load"]')).to_contain_text("1 of 2 slots")
+        await expect(worker.locator('#worker-current tr[data-task-id="held"]')).to_be_visible()
+        # flaky's last attempt went to Intermediate: Junior's failed one is in its tally only.
+        recent = worker.locator("#worker-recent tbody tr[data-task-id]")
+        await expect(recent).to_have_count(1)
+        await expect(recent.first).to_have_attribute("data-task-id", "held")
+        tally = worker.locator('#worker-difficulty tr[data-difficulty="2"]')
+        await expect(tally).to_contain_text("0.0 %")
+        assert "open=Junior" in page.url
+
+        await worker.locator('#worker-recent a[data-open-task="held"]').click()
+
+        await expect(page.locator("#detail-title")).to_have_text("Task held")
+        await expect(worker).to_be_hidden()
+
+
+async def test_queue_depth_and_latency_are_charted(system: System, tab: Tab) -> None:
+    await system.submit(*(Task(id=f"wait{i}", difficulty=10) for i in range(4)))
+    await system.submit(gate_task("quick"))
+    system.gates.open("quick")
+    await until(lambda: system.manager.stats.succeeded == 1, "quick to succeed")
+    page = tab.page
+
+    await page.goto(system.url)
+
+    await expect(page.locator("#queue-chart")).to_have_attribute("data-latest", "4")
+    await expect(page.locator("#queue-chart polyline")).to_have_count(1)
+    await expect(page.locator("#latency-chart polyline")).not_to_have_count(0)
+    await expect(page.locator("#latency-now")).to_contain_text("now p50")
+    p50 = float(await page.locator("#latency-chart").get_attribute("data-p50") or "nan")
+    p95 = float(await page.locator("#latency-chart").get_attribute("data-p95") or "nan")
+    assert 0 < p50 <= p95 < DEADLINE
+
+
+async def test_the_header_names_each_thing_once_with_and_without_a_token(
+    browser: Browser, tmp_path: Path
+) -> None:
+    for token, policy_host in ((None, None), ("s3cret", None), (None, "203.0.113.5")):
+        async with (
+            running_system(
+                tmp_path / f"h{len(str(policy_host))}{token}.db",
+                token=token,
+                policy_host=policy_host,
+            ) as system,
+            offline_tab(browser, system) as opened,
+        ):
+            page = opened.page
+            await page.goto(system.url + (f"?token={token}" if token else ""))
+
+            where = page.locator("[data-testid=where]")
+            await expect(where).to_contain_text("workspace dash")
+            text = await where.inner_text()
+            assert text == f"workspace dash · manager · store {system.manager.store.url[10:]}"
+            words = text.replace("·", " ").split()
+            assert len(words) == len(set(words)), text
+            access = page.locator("[data-testid=access]")
+            if policy_host:
+                await expect(access).to_have_text("read-only")
+                await expect(access).to_have_attribute("title", re.compile("--dashboard-token"))
+            else:
+                await expect(access).to_be_hidden()
+
+
+async def test_a_read_only_dashboard_shows_no_cancel_button(
+    browser: Browser, tmp_path: Path
+) -> None:
+    async with (
+        running_system(tmp_path / "ro.db", policy_host="203.0.113.5") as system,
+        offline_tab(browser, system) as opened,
+    ):
+        await system.submit(Task(id="hard", difficulty=10))
+        page = opened.page
+        await page.goto(system.url)
+        await expect(page.locator("[data-testid=access]")).to_have_text("read-only")
+
+        await page.click('#tasks tr[data-task-id="hard"]')
+
+        await expect(page.locator("[data-testid=detail-waiting]")).to_be_visible()
+        await expect(page.locator("[data-testid=cancel]")).to_be_hidden()
+
+
+async def test_with_a_token_the_page_cancels_a_task(browser: Browser, tmp_path: Path) -> None:
+    async with (
+        running_system(tmp_path / "tok.db", token="s3cret") as system,
+        offline_tab(browser, system) as opened,
+    ):
+        await system.submit(Task(id="hard", difficulty=10))
+        page = opened.page
+        await page.goto(system.url + "?token=s3cret")
+        await page.click('#tasks tr[data-task-id="hard"]')
+
+        await page.click("[data-testid=cancel]")
+
+        await expect(page.locator("#cancel-result")).to_have_text("cancelled")
+        await expect(page.locator('#tasks tr[data-task-id="hard"]')).to_have_attribute(
+            "data-state", "cancelled"
+        )
+        assert await system.state_of("hard") == "cancelled"
 
 
 async def test_a_screenshot_of_a_busy_system(browser: Browser, tmp_path: Path) -> None:

@@ -6,7 +6,13 @@ import asyncio
 
 import pytest
 
-from serendib.dashboard.live import Broadcast, LiveFeed, ThroughputSeries
+from serendib.dashboard.live import (
+    Broadcast,
+    DepthSeries,
+    LatencyWindow,
+    LiveFeed,
+    ThroughputSeries,
+)
 from serendib.dashboard.views import attempt_views, task_detail, task_row
 from serendib.tasks.events import EventKind, TaskEvent
 from serendib.tasks.models import AttemptOutcome, AttemptRecord, Task, TaskRecord, WorkerInfo
@@ -33,6 +39,72 @@ def test_throughput_counts_tasks_ended_per_second_over_the_window() -> None:
     assert shot.succeeded == [2, 0, 0, 0, 1]
     assert shot.failed == [0, 1, 0, 0, 0]
     assert shot.per_s == pytest.approx(4 / 5)
+
+
+# --- queue depth and latency ------------------------------------------------------------------
+
+
+def test_queue_depth_keeps_each_seconds_last_sample_and_carries_it_over_gaps() -> None:
+    depth = DepthSeries(window_s=5)
+    for at, pending in [(T0 + 0.1, 7), (T0 + 0.8, 9), (T0 + 3.2, 4)]:
+        depth.sample(at, pending)
+
+    shot = depth.snapshot(T0 + 4.5)
+
+    assert shot.start == int(T0)
+    assert shot.pending == [9, 9, 9, 4, 4]
+    assert DepthSeries(window_s=2).snapshot(T0).pending == [None, None]
+
+
+def test_latency_is_p50_and_p95_over_the_seconds_of_its_window() -> None:
+    latency = LatencyWindow(window_s=30)
+    for n in range(1, 101):  # 1..100 s, ended within one second
+        latency.add(T0 + 0.5, float(n))
+    latency.add(T0 + 20.5, 1_000.0)  # alone in its window: the earlier ones are 20 s older
+
+    shot = latency.snapshot(T0 + 25)
+
+    at = {
+        second: (p50, p95)
+        for second, p50, p95 in zip(
+            range(shot.start, shot.start + 30), shot.p50, shot.p95, strict=True
+        )
+    }
+    assert at[int(T0)] == (50.0, 95.0)
+    assert at[int(T0) + 9] == (50.0, 95.0)  # still in the 10 s window
+    assert at[int(T0) + 10] == (None, None)
+    assert at[int(T0) + 20] == (1_000.0, 1_000.0)
+    assert at[int(T0) - 1] == (None, None)
+
+
+def test_a_busy_seconds_latency_is_a_sample_of_bounded_size() -> None:
+    latency = LatencyWindow(window_s=5)
+    for n in range(10_000):
+        latency.add(T0 + 0.5, float(n % 100))
+
+    shot = latency.snapshot(T0 + 1)
+
+    p50, p95 = shot.p50[-2], shot.p95[-2]
+    assert p50 is not None
+    assert 40 <= p50 <= 60
+    assert p95 is not None
+    assert 90 <= p95 <= 99
+
+
+def test_the_feed_measures_latency_and_success_by_difficulty_of_assigned_tasks() -> None:
+    feed = LiveFeed(window_s=10)
+    feed.observe(event(EventKind.WORKER_JOINED, worker="w"))
+    feed.remember(WorkerInfo(name="w", skills={"general": 5}))
+    assigned = TaskEvent(EventKind.ASSIGNED, T0, task_id="a", worker="w")
+    feed.observe(assigned, difficulty=4, submitted_at=T0 - 3)
+    feed.observe(TaskEvent(EventKind.REQUEUED, T0 + 1, task_id="a", worker="w"))
+    feed.observe(TaskEvent(EventKind.ASSIGNED, T0 + 1, task_id="a", worker="w"), 4, T0 - 3)
+    feed.observe(TaskEvent(EventKind.SUCCEEDED, T0 + 2, task_id="a", worker="w"))
+
+    tally = feed.tallies["w"]
+    assert (tally.succeeded, tally.failed) == (1, 1)
+    assert tally.by_difficulty == {4: [1, 1]}
+    assert feed.latency.snapshot(T0 + 2).p50[-1] == 5.0  # submitted 3 s before T0, ended at +2
 
 
 def test_throughput_forgets_seconds_that_left_the_window() -> None:
