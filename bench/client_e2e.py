@@ -71,11 +71,11 @@ THROUGHPUT_CASES = (
     (10, 10_000, "wait"),
     (4, 100, "wait"),
     (4, 100_000, "wait"),
-    (4, 10_000, "outcome"),
-    (4, 100_000, "outcome"),
+    (4, 10_000, "slices"),
+    (4, 100_000, "slices"),
 )
 """(W, N, how the outcomes are awaited): see ``WAITERS``."""
-QUICK_THROUGHPUT_CASES = ((4, 2_000, "wait"), (4, 100, "wait"), (4, 2_000, "outcome"))
+QUICK_THROUGHPUT_CASES = ((4, 2_000, "wait"), (4, 100, "wait"), (4, 2_000, "slices"))
 SUBMIT_TASKS = 100_000
 SUBMIT_BIG = 1_000_000
 """Also submitted if the default configuration's rate says it takes ``BIG_BUDGET_S`` or less."""
@@ -372,17 +372,40 @@ class Spy:
         self.process.wait(30)
 
 
-WAITERS = ("wait", "outcome")
+_LAGS: list[float] = []
+
+
+async def _loop_lag(period: float = 0.05) -> None:
+    """Note how late this loop wakes a task sleeping ``period`` (its longest stalls)."""
+    loop = asyncio.get_running_loop()
+    while True:
+        before = loop.time()
+        await asyncio.sleep(period)
+        _LAGS.append(loop.time() - before - period)
+
+
+WAITERS = ("wait", "slices", "outcome")
+SLICE = 1_000
+"""Ids per ``wait`` call with ``waiter="slices"``."""
 
 
 async def _outcomes(client: AsyncClient, ids: list[str], waiter: str) -> dict[str, TaskOutcome]:
     if waiter == "wait":
         return await client.wait(ids, timeout=LIMIT_S)
-    # One handle's outcome() each, gathered: no call that looks at every id still waited for.
-    found = await asyncio.wait_for(
+    if waiter == "slices":
+        # wait() of SLICE ids at a time, one slice after the other: the outcomes keep coming
+        # meanwhile (kept by the client), and no call looks at more than SLICE ids.
+        deadline = time.monotonic() + LIMIT_S
+        found: dict[str, TaskOutcome] = {}
+        for start in range(0, len(ids), SLICE):
+            left = max(deadline - time.monotonic(), 0.001)
+            found.update(await client.wait(ids[start : start + SLICE], timeout=left))
+        return found
+    # One outcome(id) each, gathered.
+    each = await asyncio.wait_for(
         asyncio.gather(*(client.outcome(task_id) for task_id in ids)), LIMIT_S
     )
-    return {o.task_id: o for o in found}
+    return {o.task_id: o for o in each}
 
 
 async def throughput(
@@ -400,6 +423,7 @@ async def throughput(
             if "spy-worker" in _PROFILE:
                 spies.append(Spy(cluster.worker_pids()[0], _PROFILE["spy-worker"]))
             profile = cProfile.Profile() if "cprofile" in _PROFILE else None
+            lag = asyncio.create_task(_loop_lag())
             with Timer(cluster) as span:
                 started = time.perf_counter()
                 if profile is not None:
@@ -419,6 +443,9 @@ async def throughput(
                     )
                 if profile is not None:
                     profile.disable()
+            lag.cancel()
+            worst = max(_LAGS, default=0.0)
+            _LAGS.clear()
             for spy in spies:
                 spy.stop()
             if profile is not None:
@@ -433,7 +460,7 @@ async def throughput(
         f"W={len(levels)} N={total:,}" + ("" if waiter == "wait" else f" ({waiter})"),
         total,
         span,
-        {"submit s": submitted - started, "client lost": lost},
+        {"submit s": submitted - started, "client lost": lost, "client max lag s": worst},
         failed,
     )
 
@@ -445,8 +472,13 @@ async def submission(
     tasks: Iterable[Task] = lazy_tasks(total, prefix) if lazy else make_tasks(total, prefix)
     with Cluster() as cluster:
         async with AsyncClient(cluster.address, timeout=60.0, chunk=chunk, window=window) as client:
+            spy: Spy | None = None
+            if "spy-admin" in _PROFILE:
+                spy = Spy(cluster.admin_pids()[0], _PROFILE["spy-admin"])
             with Timer(cluster) as span:
                 summary = await client.submit_many(tasks, watch=False)
+            if spy is not None:
+                spy.stop()
     if summary.accepted != total:
         raise RuntimeError(f"expected {total} accepted, got {summary}")
     case = f"N={total:,} chunk={chunk:,} window={window}" + (" (built lazily)" if lazy else "")
@@ -461,12 +493,17 @@ async def latency(round_trips: int, prefix: str = "l") -> Result:
                 await (await client.submit(Task(id=f"{prefix}w{i}", difficulty=1))).result()
             tasks = [Task(id=f"{prefix}{i}", difficulty=i % 10 + 1) for i in range(round_trips)]
             took: list[float] = []
+            spy: Spy | None = None
+            if "spy-admin" in _PROFILE:
+                spy = Spy(cluster.admin_pids()[0], _PROFILE["spy-admin"])
             with Timer(cluster) as span:
                 for task in tasks:
                     started = time.perf_counter()
                     handle = await client.submit(task)
                     await handle.result()
                     took.append(time.perf_counter() - started)
+            if spy is not None:
+                spy.stop()
     return Result(
         f"{round_trips:,} sequential round trips",
         round_trips,
@@ -551,6 +588,7 @@ def throughput_table(cases: Sequence[tuple[int, int, str]], repeats: int) -> Tab
         row["submit s"] = m.extra["submit s"]
         row["client GC s"] = m.span.client_gc
         row["client lost"] = sum(int(r.extra["client lost"] or 0) for r in found)
+        row["client max lag s"] = max(float(r.extra["client max lag s"] or 0) for r in found)
         rows.append(row)
         failures += [f"{name} run {i + 1}: {r.failed}" for i, r in enumerate(found) if r.failed]
     return Table(
@@ -568,6 +606,7 @@ def throughput_table(cases: Sequence[tuple[int, int, str]], repeats: int) -> Tab
             "submit s",
             "client GC s",
             "client lost",
+            "client max lag s",
             "load",
             "other %",
         ],
@@ -585,9 +624,12 @@ def throughput_table(cases: Sequence[tuple[int, int, str]], repeats: int) -> Tab
             "being mostly the store's SQLite thread; submit s: until every chunk was acknowledged",
             "load: 1-min load average at the run's start; other: CPU used by the rest of the "
             "machine during the run, % of all cores",
-            "(outcome): every outcome awaited by its own client.outcome(id), gathered, instead "
-            "of client.wait(ids); client lost: times the admin declared the client lost "
-            "(missed heartbeats), over all runs; DNF: did not finish (why below)",
+            f"(slices): client.wait() of {SLICE:,} ids at a time, one slice after the other, "
+            "instead of one wait(ids) of all N; (outcome): one client.outcome(id) per task, "
+            "gathered; client lost: times the admin declared the client lost "
+            "(missed heartbeats), over all runs; client max lag: the longest the client's "
+            "event loop was late waking a 50 ms sleep, over all runs (3 s without a "
+            "heartbeat: lost); DNF: did not finish (why below)",
             f"target (issue #13): >= {TARGET_RATE:,} tasks/s at W=4 N=10,000 (Ray 2.60: 3,440)",
             *failures,
         ],
@@ -698,16 +740,23 @@ def latency_table(round_trips: int, repeats: int) -> Table:
     )
 
 
-def run(quick: bool = False) -> list[Table]:
-    """Run the client benchmarks; ``quick`` uses smaller sizes and one run each."""
+PARTS = ("throughput", "submission", "latency")
+
+
+def run(quick: bool = False, parts: Sequence[str] = PARTS) -> list[Table]:
+    """Run the client benchmarks (``parts`` of them); ``quick``: smaller sizes, one run each."""
     quiet_logs()
     repeats = 1 if quick else REPEATS
-    cases = QUICK_THROUGHPUT_CASES if quick else THROUGHPUT_CASES
-    tables = [throughput_table(cases, repeats)]
-    tables += submission_tables(SUBMIT_TASKS // 10 if quick else SUBMIT_TASKS, repeats, not quick)
-    tables.append(
-        latency_table(LATENCY_ROUND_TRIPS // 10 if quick else LATENCY_ROUND_TRIPS, repeats)
-    )
+    tables: list[Table] = []
+    if "throughput" in parts:
+        cases = QUICK_THROUGHPUT_CASES if quick else THROUGHPUT_CASES
+        tables.append(throughput_table(cases, repeats))
+    if "submission" in parts:
+        total = SUBMIT_TASKS // 10 if quick else SUBMIT_TASKS
+        tables += submission_tables(total, repeats, not quick)
+    if "latency" in parts:
+        trips = LATENCY_ROUND_TRIPS // 10 if quick else LATENCY_ROUND_TRIPS
+        tables.append(latency_table(trips, repeats))
     return tables
 
 
@@ -764,17 +813,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--one", choices=("throughput", "submission", "latency"), help="one run")
     p.add_argument("--workers", type=int, default=4, help="with --one throughput (default 4)")
     p.add_argument("--tasks", type=int, default=10_000, help="with --one (default 10,000)")
+    p.add_argument("--part", action="append", choices=PARTS, help="run only this part")
     p.add_argument("--waiter", choices=WAITERS, default="wait", help="with --one throughput")
     p.add_argument("--chunk", type=int, default=1_000, help="with --one submission")
     p.add_argument("--window", type=int, default=4, help="with --one submission")
-    p.add_argument("--spy-admin", metavar="FILE", help="with --one throughput: py-spy the admin")
+    p.add_argument("--spy-admin", metavar="FILE", help="with --one: py-spy the admin")
     p.add_argument("--spy-worker", metavar="FILE", help="with --one throughput: py-spy worker 1")
     p.add_argument("--cprofile", metavar="FILE", help="with --one throughput: cProfile the client")
     args = p.parse_args(argv)
     if not args.one:
         if not args.json:
             print(machine_line(), flush=True)
-        tables = run(args.quick)
+        tables = run(args.quick, args.part or PARTS)
         if args.json:
             print(to_json(tables, args.quick))
         else:
