@@ -113,3 +113,35 @@ def test_configure_changes_a_running_worker_and_pending_work_moves(
     code, _, err = serendib("configure", "W", *system, cwd=tmp_path)
     assert code == 2
     assert "nothing to change" in err
+
+
+def test_retry_runs_failed_tasks_again_by_id_or_by_state(tmp_path: Path, system: list[str]) -> None:
+    tasks = tmp_path / "t.jsonl"
+    tasks.write_text(
+        "".join(
+            json.dumps({"id": f"f{i}", "difficulty": 9, "wait_timeout_s": 0.1}) + "\n"
+            for i in range(3)
+        )
+    )
+    code, _, _ = serendib("submit", str(tasks), "--wait", *system, cwd=tmp_path)
+    assert code == 1  # all three failed: nobody skilled enough within 0.1 s
+    code, out, _ = serendib("configure", "W", "--skill", "9", *system, cwd=tmp_path)
+    assert code == 0
+
+    code, out, _ = serendib("retry", "f0", "--json", *system, cwd=tmp_path)
+    assert (code, json.loads(out)["retried"]) == (0, ["f0"])
+    code, out, _ = serendib("result", "f0", "--wait", "--timeout", "30", *system, cwd=tmp_path)
+    assert code == 0
+    code, out, _ = serendib("retry", "--state", "failed", "--since", "1h", *system, cwd=tmp_path)
+    assert (code, out.strip()) == (0, "2 tasks run again")
+    for task_id in ("f1", "f2"):
+        assert serendib("result", task_id, "--wait", *system, cwd=tmp_path)[0] == 0
+    code, out, _ = serendib("retry", "f0", "nosuch", *system, cwd=tmp_path)
+    assert code == 2
+    assert "not f0: task 'f0' succeeded: there is nothing to retry" in out
+    assert "unknown: nosuch" in out
+    code, out, _ = serendib("report", "--json", *system, cwd=tmp_path)
+    assert json.loads(out)["attempts"]["replays"] == 3
+    code, _, err = serendib("retry", *system, cwd=tmp_path)
+    assert code == 2
+    assert "give task IDs" in err

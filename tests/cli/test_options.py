@@ -38,6 +38,7 @@ def test_every_command_is_there() -> None:
         "demo",
         "report",
         "result",
+        "retry",
         "status",
         "submit",
         "task",

@@ -18,7 +18,7 @@ from serendib.tasks.models import AttemptOutcome, AttemptRecord, Task, TaskRecor
 from serendib.tasks.store import TaskUpdate, attempt_row, open_store
 from serendib.tasks.store.backend import Backend
 from serendib.tasks.store.migrations import LATEST, Migration, pending, postgres, sqlite
-from serendib.tasks.store.rows import quarantine_row, task_row
+from serendib.tasks.store.rows import TASK_COLUMNS, quarantine_row, task_row
 from serendib.tasks.store.sqlite import SqliteBackend
 
 POSTGRES_ENV = "SERENDIB_TEST_POSTGRES_URL"
@@ -33,8 +33,14 @@ def _postgres_url() -> str:
     return url
 
 
+_SINCE_4 = ("replays", "attempt_base")
+
+
 class RawStore:
     """A store's database reached without the store: to build old versions and look inside."""
+
+    param = ""
+    """How the database spells a parameter."""
 
     def __init__(
         self, url: str, backend: Backend, migrations: Sequence[Migration], prefix: str = ""
@@ -72,7 +78,11 @@ class RawStore:
             if not (leave_out and leave_out in sql)
         ]
         statements.append((self.sql.set_schema_version, (str(version),)))
-        statements += [(self.sql.upsert_text("tasks", 1), task_row(r)) for r in tasks]
+        # The task columns of that version (version 4 added the replay counts).
+        columns = [c for c in TASK_COLUMNS if version >= 4 or c not in _SINCE_4]
+        marks = ", ".join(self.param for _ in columns)
+        insert = f"INSERT INTO {self.prefix}serendib_tasks ({', '.join(columns)}) VALUES ({marks})"
+        statements += [(insert, task_row(r)[: len(columns)]) for r in tasks]
         statements += [
             (self.sql.upsert_text("attempts", 1), tuple(attempt_row(a)))
             for r in tasks
@@ -82,6 +92,8 @@ class RawStore:
 
 
 class SqliteRaw(RawStore):
+    param = "?"
+
     def __init__(self, path: Path) -> None:
         super().__init__(f"sqlite:///{path}", SqliteBackend(path), sqlite())
         self.path = path
@@ -108,6 +120,8 @@ class SqliteRaw(RawStore):
 
 
 class PostgresRaw(RawStore):
+    param = "%s"
+
     def __init__(self, base: str, schema: str) -> None:
         from serendib.tasks.store.postgres import PostgresBackend
 
@@ -224,7 +238,7 @@ def test_pending_steps_follow_the_stored_version() -> None:
     steps = sqlite()
 
     assert pending(None, steps, "db") == list(steps)
-    assert [step.version for step in pending("1", steps, "db")] == [2, 3]
+    assert [step.version for step in pending("1", steps, "db")] == list(range(2, LATEST + 1))
     assert pending(str(LATEST), steps, "db") == []
 
 

@@ -8,13 +8,35 @@ from serendib.tasks.engine.entries import Entry
 from serendib.tasks.models import TRANSITIONS, Task, TaskRecord, TaskState, check_move
 
 
-def test_final_states_never_move_and_every_state_is_defined() -> None:
+def test_final_states_move_only_back_to_pending_by_a_replay_and_every_state_is_defined() -> None:
     assert set(TRANSITIONS) == set(TaskState)
-    for state in TaskState:
-        if state.is_final:
-            assert TRANSITIONS[state] == frozenset()
-            with pytest.raises(ValueError, match="already"):
-                check_move("t", state, TaskState.PENDING)
+    assert TRANSITIONS[TaskState.SUCCEEDED] == frozenset()
+    with pytest.raises(ValueError, match="already succeeded"):
+        check_move("t", TaskState.SUCCEEDED, TaskState.PENDING)
+    for state in (TaskState.FAILED, TaskState.CANCELLED):
+        assert TRANSITIONS[state] == {TaskState.PENDING}
+        for other in TaskState:
+            if other is not TaskState.PENDING:
+                with pytest.raises(ValueError, match="already"):
+                    check_move("t", state, other)
+
+
+def test_a_replay_counts_attempts_afresh_and_keeps_the_count() -> None:
+    task = Task(id="t", difficulty=1, max_attempts=2)
+    record = TaskRecord(task=task, submitted_at=1.0, updated_at=1.0)
+    failed = record.assigned("w", "why", 2.0).failed("boom", 3.0)
+    assert failed.attempts_left == 1
+    again = failed.replayed("run again", 4.0)
+    assert (again.state, again.replays, again.attempt_base, again.finished_at) == (
+        TaskState.PENDING,
+        1,
+        1,
+        None,
+    )
+    assert again.attempts_left == 2
+    entry = Entry.of(failed)
+    entry.replay("run again", 4.0)
+    assert entry.record() == again
 
 
 def test_a_pending_task_cannot_succeed_without_an_attempt() -> None:

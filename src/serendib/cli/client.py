@@ -1,4 +1,4 @@
-"""``serendib submit | result | status | tasks | task | cancel | configure | report``: talk
+"""``serendib submit | result | status | tasks | task | cancel | retry | configure | report``: talk
 to a running manager (``submit`` and ``result`` through :class:`serendib.AsyncClient`).
 
 One function per command, each a :func:`client_command`; :data:`COMMANDS` lists them for
@@ -11,10 +11,12 @@ from __future__ import annotations
 import asyncio
 import json
 import sys
+import time
 import uuid
 from collections import Counter
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from contextlib import contextmanager
+from datetime import datetime
 from typing import Any, TypeVar
 
 import click
@@ -54,6 +56,7 @@ from serendib.tasks.messages import (
     ConfigureRequest,
     Reconfigure,
     ReportRequest,
+    RetryReply,
     StatusReply,
     StatusRequest,
     TaskOutcome,
@@ -88,7 +91,7 @@ async def ask(link: Link, message: object) -> Any:
         admin_port=port,
         token=link.token,
         nats_options=link.nats_options(),
-        join_timeout=5.0,
+        join_timeout=15.0,  # a busy machine may take seconds to welcome a new agent
     )
     await client.start()
     try:
@@ -334,6 +337,89 @@ def configure(
     return 0
 
 
+_SINCE_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def _since(text: str | None) -> float | None:
+    """``--since``: a duration back from now (``90s``, ``15m``, ``2h``, ``1d``) or an ISO
+    8601 time, as seconds since the epoch."""
+    if text is None:
+        return None
+    unit = _SINCE_UNITS.get(text[-1:])
+    try:
+        if unit is not None:
+            return time.time() - float(text[:-1]) * unit
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        raise click.BadParameter(
+            f"expected a duration (90s, 15m, 2h, 1d) or an ISO time, got {text!r}",
+            param_hint="'--since'",
+        ) from None
+    if moment.tzinfo is None:
+        moment = moment.astimezone()  # local time, as a user means it
+    return moment.timestamp()
+
+
+@client_command(
+    "retry",
+    examples=[
+        "serendib retry t3 t7",
+        "serendib retry --state failed --since 2h",
+        "serendib retry --state cancelled --json",
+    ],
+)
+@click.argument("task_ids", metavar="[ID]...", nargs=-1)
+@option(
+    "--state",
+    type=click.Choice(["failed", "cancelled"]),
+    help="every task in this state (with the IDs given, if any)",
+)
+@option(
+    "--since", help="with --state: only those that ended since: 90s, 15m, 2h, 1d or an ISO time"
+)
+def retry(
+    task_ids: tuple[str, ...], state: str | None, since: str | None, link: Link, as_json: bool
+) -> int:
+    """Run failed or cancelled tasks again as new attempts, keeping their history (the report
+    counts replays); exit 2 if an id is unknown, 1 if a task was refused (it succeeded or has
+    not ended)."""
+    if not task_ids and state is None:
+        raise click.UsageError("give task IDs, or --state failed|cancelled")
+    if since is not None and state is None:
+        raise click.UsageError("--since goes with --state")
+    after = _since(since)
+
+    async def work(client: AsyncClient) -> RetryReply:
+        ids = list(task_ids)
+        if state is not None:
+            cursor = None
+            while True:
+                page = await client.list(state=state, after=cursor, limit=10_000)
+                ids += [
+                    r.id for r in page.records if after is None or (r.finished_at or 0) >= after
+                ]
+                if page.next_cursor is None:
+                    break
+                cursor = page.next_cursor
+        if not ids:
+            return RetryReply()
+        return await client.retry(ids)
+
+    reply = asyncio.run(_call(link, work))
+    if as_json:
+        print(reply.model_dump_json(indent=2))
+    else:
+        console = _console()
+        console.print(f"{len(reply.retried)} tasks run again")
+        for task_id, why in reply.refused.items():
+            console.print(f"not {task_id}: {why}")
+        if reply.unknown:
+            console.print(f"unknown: {', '.join(reply.unknown)}")
+    if reply.unknown:
+        return EXIT_USAGE
+    return EXIT_FAILED if reply.refused else 0
+
+
 def _profile(info: WorkerInfo) -> str:
     parts = [", ".join(f"{k} {v}" for k, v in info.skills.items()), f"capacity {info.capacity}"]
     if info.prefetch:
@@ -502,5 +588,5 @@ def report(store: str | None, link: Link, as_json: bool) -> int:
     return 0
 
 
-COMMANDS = [submit, result, status, tasks, task, cancel, configure, report]
+COMMANDS = [submit, result, status, tasks, task, cancel, retry, configure, report]
 """The client commands, in the order ``serendib --help`` lists them."""

@@ -39,6 +39,8 @@ from serendib.tasks.messages import (
     ConfigureRequest,
     EventMessage,
     Reconfigure,
+    RetryReply,
+    RetryRequest,
     StatusReply,
     StatusRequest,
     SubmitReply,
@@ -230,7 +232,7 @@ class AsyncClient:
             admin_port=port,
             token=token,
             nats_options=nats_options,
-            join_timeout=min(timeout, 10.0),
+            join_timeout=min(timeout, 15.0),
         )
         self._outcomes: dict[str, TaskOutcome] = {}
         self._waiters: dict[str, list[asyncio.Future[TaskOutcome]]] = {}
@@ -578,6 +580,21 @@ class AsyncClient:
         """
         reply: CancelReply = await self._ask(CancelRequest(task_id=task_id))
         return reply.cancelled
+
+    async def retry(self, task_ids: Iterable[str]) -> RetryReply:
+        """Run failed or cancelled tasks again as new attempts (their history kept);
+        ``reply.refused`` says why a task was not (it succeeded, or has not ended)."""
+        ids = list(dict.fromkeys(task_ids))
+        total = RetryReply()
+        for start in range(0, len(ids), _WATCH_CHUNK):
+            chunk = ids[start : start + _WATCH_CHUNK]
+            reply: RetryReply = await self._ask(RetryRequest(task_ids=chunk))
+            total.retried.extend(reply.retried)
+            total.refused.update(reply.refused)
+            total.unknown.extend(reply.unknown)
+        for task_id in total.retried:  # ended before; it will end again
+            self._outcomes.pop(task_id, None)
+        return total
 
     async def status(self) -> StatusReply:
         """Task counts and the connected workers."""

@@ -14,7 +14,13 @@ from types import TracebackType
 from typing import Any, Self, TypeVar
 
 from serendib.client.aio import AsyncClient, EventStream, SubmitSummary, TaskInput
-from serendib.tasks.messages import EventMessage, StatusReply, TaskOutcome, TaskPage
+from serendib.tasks.messages import (
+    EventMessage,
+    RetryReply,
+    StatusReply,
+    TaskOutcome,
+    TaskPage,
+)
 from serendib.tasks.models import TaskRecord, TaskState, WorkerInfo
 
 __all__ = ["Client", "SyncEventStream", "TaskHandle"]
@@ -183,6 +189,10 @@ class Client:
     def cancel(self, task_id: str) -> bool:
         """Cancel a task that has not ended; False if it had ended already."""
         return self._run(self.aio.cancel(task_id))
+
+    def retry(self, task_ids: Iterable[str]) -> RetryReply:
+        """Run failed or cancelled tasks again (see :meth:`AsyncClient.retry`)."""
+        return self._run(self.aio.retry(list(task_ids)))
 
     def status(self) -> StatusReply:
         """Task counts and the connected workers."""

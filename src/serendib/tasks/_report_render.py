@@ -178,7 +178,9 @@ def render_report(
     out(
         f"Attempts: {a.total} ({_plural(a.retries, 'retry', 'retries')}, "
         f"{_plural(a.escalations, 'escalation')}; {a.lost} lost, {a.timed_out} timed out, "
-        f"{a.cancelled} cancelled; {_plural(a.stale_results, 'stale result')})",
+        f"{a.cancelled} cancelled; {_plural(a.stale_results, 'stale result')}"
+        + (f"; {_plural(a.replays, 'replay')}" if a.replays else "")
+        + ")",
         markup=False,
     )
     out(_duration_line("Latency, end to end", report.latency.end_to_end, "task"), markup=False)

@@ -105,6 +105,7 @@ class ManagerStats:
     submitted: int = 0
     assignments: int = 0
     retries: int = 0
+    replays: int = 0
     escalations: int = 0
     requeued_lost: int = 0
     assignments_resent: int = 0

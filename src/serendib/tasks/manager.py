@@ -35,6 +35,8 @@ from serendib.tasks.messages import (
     EventMessage,
     Reconfigure,
     ReportRequest,
+    RetryReply,
+    RetryRequest,
     StatusReply,
     StatusRequest,
     SubmitReply,
@@ -280,6 +282,43 @@ class TaskManager(Admin):
             duplicates=len(duplicates),
         )
         return SubmitReply(accepted=accepted, duplicates=duplicates)
+
+    async def retry(self, task_ids: Iterable[str]) -> RetryReply:
+        """Run failed or cancelled tasks again as new attempts, keeping their history: each
+        goes back to the queue with ``max_attempts`` counted afresh (the report counts the
+        replays). A task that succeeded or has not ended is refused, with why."""
+        now = time.time()
+        reply = RetryReply()
+        stored = []
+        for task_id in dict.fromkeys(task_ids):
+            record = self.book.get(task_id)
+            if record is None:
+                unsaved = self._ledger.unsaved(task_id)
+                record = unsaved.record() if unsaved is not None else None
+            if record is None:
+                stored.append(task_id)
+            else:
+                self._replay(record, now, reply)
+        found = await self.store.get_many(stored) if stored else {}
+        for task_id in stored:
+            record = self.book.get(task_id) or found.get(task_id)
+            if record is None:
+                reply.unknown.append(task_id)
+            else:
+                self._replay(record, now, reply)
+        if reply.retried:
+            self._done.clear()
+            self.book.pump()
+            logger.info("{}: {} tasks run again", self.name, len(reply.retried))
+        return reply
+
+    def _replay(self, record: TaskRecord, at: float, reply: RetryReply) -> None:
+        try:
+            self.book.replay(record, at)
+        except ValueError as e:
+            reply.refused[record.id] = str(e)
+        else:
+            reply.retried.append(record.id)
 
     async def configure(self, worker: str, change: Reconfigure) -> WorkerInfo:
         """Change a connected worker's skills, labels or capacity (``None`` fields stay).
@@ -532,6 +571,10 @@ class TaskManager(Admin):
     @on_message
     async def _on_report(self, request: ReportRequest) -> Report:
         return await self.report()
+
+    @on_message
+    async def _on_retry(self, request: RetryRequest) -> RetryReply:
+        return await self.retry(request.task_ids)
 
     @on_message
     async def _on_configure(self, request: ConfigureRequest) -> ConfigureReply:

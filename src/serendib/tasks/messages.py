@@ -55,6 +55,8 @@ __all__ = [
     # from clients
     "ConfigureRequest",
     "ConfigureReply",
+    "RetryReply",
+    "RetryRequest",
     "CancelReply",
     "CancelRequest",
     "ReportRequest",
@@ -418,6 +420,22 @@ class CancelReply(_Message):
 @message_type("serendib.tasks.ReportRequest")
 class ReportRequest(_Message):
     """Ask for the report of every task in the store."""
+
+
+@message_type("serendib.tasks.RetryRequest")
+class RetryRequest(_Message):
+    """Run failed or cancelled tasks again, as new attempts (their history kept)."""
+
+    task_ids: list[TaskId] = Field(min_length=1, max_length=_WATCHED)
+
+
+@message_type("serendib.tasks.RetryReply")
+class RetryReply(_Message):
+    """Which tasks run again, which were refused (and why), and the unknown ids."""
+
+    retried: list[TaskId] = Field(default_factory=list)
+    refused: dict[TaskId, Note] = Field(default_factory=dict)
+    unknown: list[TaskId] = Field(default_factory=list)
 
 
 @message_type("serendib.tasks.ConfigureRequest")

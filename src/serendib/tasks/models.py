@@ -85,13 +85,16 @@ TRANSITIONS: dict[TaskState, frozenset[TaskState]] = {
     _P: frozenset({_P, _A, TaskState.FAILED, TaskState.CANCELLED}),
     _A: frozenset({_R, _P, *_FINAL}),
     _R: frozenset({_P, *_FINAL}),
-    **{state: frozenset() for state in _FINAL},
+    TaskState.SUCCEEDED: frozenset(),
+    TaskState.FAILED: frozenset({_P}),
+    TaskState.CANCELLED: frozenset({_P}),
 }
 """A task's state machine, the one definition: the states each state may move to.
 
 PENDING → ASSIGNED (an attempt is given out) → RUNNING (its worker started it) →
 SUCCEEDED | FAILED; ASSIGNED/RUNNING → PENDING (lost, timed out, or failed with attempts
-left); PENDING → FAILED (no worker before its deadline); any unfinished → CANCELLED. The
+left); PENDING → FAILED (no worker before its deadline); any unfinished → CANCELLED;
+FAILED/CANCELLED → PENDING only by a replay (run again, keeping its history). The
 manager's working copies (:class:`~serendib.tasks.engine.entries.Entry`) and the frozen
 records here both move through :func:`check_move`."""
 
@@ -275,6 +278,9 @@ class TaskRecord(_Frozen):
         finished_at: When it reached a final state.
         output: The successful attempt's output.
         error: The last failure's reason.
+        replays: Times it was run again after it had failed or was cancelled.
+        attempt_base: Its attempts before the last replay (``max_attempts`` counts from
+            there).
     """
 
     task: Task
@@ -287,11 +293,18 @@ class TaskRecord(_Frozen):
     finished_at: float | None = None
     output: Any = None
     error: str | None = None
+    replays: int = Field(default=0, ge=0)
+    attempt_base: int = Field(default=0, ge=0)
 
     @property
     def id(self) -> str:
         """The task's id."""
         return self.task.id
+
+    @property
+    def attempts_left(self) -> int:
+        """Attempts it may still make in this run (``max_attempts`` from the last replay)."""
+        return max(self.task.max_attempts - (self.attempt - self.attempt_base), 0)
 
     @model_validator(mode="after")
     def _final_has_time(self) -> TaskRecord:
@@ -303,6 +316,18 @@ class TaskRecord(_Frozen):
         check_move(self.id, self.state, state)
         final = {"finished_at": at} if state.is_final else {}
         return self.model_copy(update={"state": state, "updated_at": at, **final, **changes})
+
+    def replayed(self, reason: str, at: float) -> TaskRecord:
+        """FAILED/CANCELLED → PENDING: run again, ``max_attempts`` counted from here."""
+        return self._to(
+            TaskState.PENDING,
+            at,
+            replays=self.replays + 1,
+            attempt_base=self.attempt,
+            finished_at=None,
+            output=None,
+            reason=reason,
+        )
 
     def assigned(self, worker: str, reason: str, at: float) -> TaskRecord:
         """PENDING → ASSIGNED: a new attempt for ``worker``."""

@@ -95,6 +95,7 @@ class AttemptStats(_Row):
         timed_out: Attempts abandoned for running past the task's timeout.
         cancelled: Attempts ended by cancelling their task.
         stale_results: Results that arrived after their attempt had ended (never counted).
+        replays: Times a failed or cancelled task was run again (``serendib retry``).
     """
 
     total: int
@@ -104,6 +105,7 @@ class AttemptStats(_Row):
     timed_out: int
     cancelled: int
     stale_results: int
+    replays: int = 0
 
 
 class DurationStats(_Row):
@@ -312,7 +314,9 @@ def build_report(
     difficulties: dict[int, _Tally] = {}
     end_to_end: list[float] = []
     unassigned: list[UnassignedRow] = []
+    replays = 0
     for record in records:
+        replays += record.replays
         state = record.state
         by_state[state] += 1
         tally = difficulties.get(record.task.difficulty)
@@ -406,6 +410,7 @@ def build_report(
             timed_out=outcomes[AttemptOutcome.TIMED_OUT],
             cancelled=outcomes[AttemptOutcome.CANCELLED],
             stale_results=stale,
+            replays=replays,
         ),
         latency=LatencyStats(end_to_end=_durations(end_to_end), run=_durations(run)),
         never_assigned=unassigned,

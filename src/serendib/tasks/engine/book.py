@@ -113,7 +113,7 @@ class TaskBook:
             kind=task.kind,
             labels=task.labels,
         )
-        if task.wait_timeout_s is not None and entry.attempt == 0:
+        if task.wait_timeout_s is not None and entry.tries == 0:
             self._arm(entry.id, task.wait_timeout_s, self._wait_expired, entry.id)
         if stage:
             self._ledger.record(entry)
@@ -294,7 +294,7 @@ class TaskBook:
 
     async def _wait_expired(self, task_id: str) -> None:
         entry = self._records.get(task_id)
-        if entry is None or entry.state is not TaskState.PENDING or entry.attempt:
+        if entry is None or entry.state is not TaskState.PENDING or entry.tries:
             return
         self._timers.pop(task_id, None)
         task = entry.task
@@ -313,9 +313,7 @@ class TaskBook:
             return
         now = time.time()
         task = entry.task
-        verdict = after_timeout(
-            entry.attempt, task.max_attempts, attempt.worker, task.timeout_s or 0
-        )
+        verdict = after_timeout(entry.tries, task.max_attempts, attempt.worker, task.timeout_s or 0)
         self._end_attempt(attempt, AttemptOutcome.TIMED_OUT, now, verdict.error)
         self._ledger.post(attempt.worker, TaskCancel(task_id=task_id, attempt=attempt_no))
         self.stats.timeouts += 1
@@ -587,6 +585,26 @@ class TaskBook:
         self.stats.submitted += len(tasks)
         self.pump()
 
+    def replay(self, record: TaskRecord, at: float) -> TaskRecord:
+        """Run a failed or cancelled task again as new attempts (its history kept).
+
+        Raises:
+            ValueError: It has not ended, or it succeeded.
+        """
+        if record.id in self._records:
+            raise ValueError(
+                f"task {record.id!r} has not ended ({self._records[record.id].state.value})"
+            )
+        if record.state is TaskState.SUCCEEDED:
+            raise ValueError(f"task {record.id!r} succeeded: there is nothing to retry")
+        entry = Entry.of(record)
+        entry.replay(f"replayed after it {record.state.value}", at)
+        self.stats.replays += 1
+        self._queue(entry, stage=True)
+        if self.events:
+            self.events.emit(EventKind.REQUEUED, task_id=entry.id, reason=entry.reason)
+        return entry.record()
+
     def cancel(self, task_id: str) -> TaskRecord | None:
         """Cancel an unfinished task; ``None`` if it is not unfinished."""
         entry = self._records.get(task_id)
@@ -677,7 +695,7 @@ class TaskBook:
             return
         error = result.error or "failed"
         self._end_attempt(attempt, AttemptOutcome.FAILED, now, error, started)
-        verdict = after_failure(entry.attempt, entry.task.max_attempts, result.worker, error)
+        verdict = after_failure(entry.tries, entry.task.max_attempts, result.worker, error)
         if not verdict.again:
             entry.fail(verdict.error, now)
             self._finalise(entry, attempt)

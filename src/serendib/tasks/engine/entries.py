@@ -36,11 +36,13 @@ class Entry:
 
     __slots__ = (
         "attempt",
+        "attempt_base",
         "error",
         "finished_at",
         "id",
         "output",
         "reason",
+        "replays",
         "state",
         "submitted_at",
         "task",
@@ -60,6 +62,8 @@ class Entry:
         self.finished_at: float | None = None
         self.output: Any = None
         self.error: str | None = None
+        self.replays = 0
+        self.attempt_base = 0
 
     @classmethod
     def of(cls, record: TaskRecord) -> Entry:
@@ -73,6 +77,8 @@ class Entry:
         entry.finished_at = record.finished_at
         entry.output = record.output
         entry.error = record.error
+        entry.replays = record.replays
+        entry.attempt_base = record.attempt_base
         return entry
 
     def record(self) -> TaskRecord:
@@ -88,7 +94,14 @@ class Entry:
             finished_at=self.finished_at,
             output=self.output,
             error=self.error,
+            replays=self.replays,
+            attempt_base=self.attempt_base,
         )
+
+    @property
+    def tries(self) -> int:
+        """Attempts made in this run (since the last replay)."""
+        return self.attempt - self.attempt_base
 
     def update(self) -> TaskUpdate:
         """What the store writes of the task as it is now."""
@@ -109,6 +122,8 @@ class Entry:
             self.finished_at,
             output,
             error,
+            self.replays,
+            self.attempt_base,
         )
 
     # The transitions of TaskRecord, in place.
@@ -120,6 +135,16 @@ class Entry:
         self.updated_at = at
         if state.is_final:
             self.finished_at = at
+
+    def replay(self, reason: str, at: float) -> None:
+        """FAILED/CANCELLED → PENDING: run again, with ``max_attempts`` from here; its
+        attempts so far stay in the history."""
+        self._to(_PENDING, at)
+        self.replays += 1
+        self.attempt_base = self.attempt
+        self.finished_at = None
+        self.output = None
+        self.reason = reason
 
     def assign(self, worker: str, reason: str, at: float) -> None:
         """PENDING → ASSIGNED: a new attempt for ``worker``."""

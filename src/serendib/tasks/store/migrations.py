@@ -46,7 +46,7 @@ class Migration:
     statements: tuple[str, ...]
 
 
-LATEST = 3
+LATEST = 4
 """The schema version this Serendib makes and reads."""
 SCHEMA_VERSION = str(LATEST)
 """:data:`LATEST` as stored in ``serendib_meta``."""
@@ -139,6 +139,14 @@ _SQLITE: tuple[Migration, ...] = (
             "CREATE INDEX IF NOT EXISTS serendib_tasks_kind ON serendib_tasks (kind, seq)",
             "CREATE INDEX IF NOT EXISTS serendib_tasks_finished "
             "ON serendib_tasks (finished_at, seq) WHERE finished_at IS NOT NULL",
+        ),
+    ),
+    Migration(
+        4,
+        "replays: how often a task was run again, and its attempts before the last replay",
+        (
+            "ALTER TABLE serendib_tasks ADD COLUMN replays INTEGER NOT NULL DEFAULT 0",
+            "ALTER TABLE serendib_tasks ADD COLUMN attempt_base INTEGER NOT NULL DEFAULT 0",
         ),
     ),
 )
@@ -253,6 +261,16 @@ def postgres(schema: str | None) -> tuple[Migration, ...]:
                 f"ON {prefix}serendib_tasks (kind, seq)",
                 f"CREATE INDEX IF NOT EXISTS serendib_tasks_finished "
                 f"ON {prefix}serendib_tasks (finished_at, seq) WHERE finished_at IS NOT NULL",
+            ),
+        ),
+        Migration(
+            4,
+            "replays: how often a task was run again, and its attempts before the last replay",
+            (
+                f"ALTER TABLE {prefix}serendib_tasks "
+                "ADD COLUMN IF NOT EXISTS replays integer NOT NULL DEFAULT 0",
+                f"ALTER TABLE {prefix}serendib_tasks "
+                "ADD COLUMN IF NOT EXISTS attempt_base integer NOT NULL DEFAULT 0",
             ),
         ),
     )

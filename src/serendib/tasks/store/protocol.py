@@ -41,6 +41,8 @@ class TaskUpdate(NamedTuple):
     finished_at: float | None
     output: str | None
     error: str | None
+    replays: int = 0
+    attempt_base: int = 0
 
 
 class AttemptRow(NamedTuple):

@@ -54,6 +54,8 @@ TASK_COLUMNS = (
     "task",
     "output",
     "error",
+    "replays",
+    "attempt_base",
 )
 _TASK_READ = (
     "seq",
@@ -67,6 +69,8 @@ _TASK_READ = (
     "task",
     "output",
     "error",
+    "replays",
+    "attempt_base",
 )
 ATTEMPT_COLUMNS = (
     "task_id",
@@ -121,12 +125,17 @@ def task_row(record: TaskRecord) -> Row:
         spec,
         output,
         record.error,
+        record.replays,
+        record.attempt_base,
     )
 
 
 def record_from_row(row: Row) -> tuple[int, TaskRecord]:
     """The submission sequence number and the record of a row read with :class:`Statements`."""
-    seq, state, attempt, worker, reason, submitted, updated, finished, spec, output, error = row
+    seq, state, attempt, worker, reason, submitted, updated, finished, spec, output, error = row[
+        :11
+    ]
+    replays, attempt_base = row[11:13]
     record = TaskRecord(
         task=Task.model_validate_json(spec),
         state=state,
@@ -138,6 +147,8 @@ def record_from_row(row: Row) -> tuple[int, TaskRecord]:
         finished_at=finished,
         output=None if output is None else json.loads(output),
         error=error,
+        replays=replays,
+        attempt_base=attempt_base,
     )
     return seq, record
 
