@@ -38,20 +38,15 @@ class ActivityLog:
         self._flush: asyncio.TimerHandle | None = None
         self._warn = False  # a held event was above INFO: the summary is a warning
 
-    def event(
-        self, outcome: str, message: str, *args: Any, level: str = "INFO", **fields: Any
-    ) -> None:
-        """Log ``message`` (formatted with ``args``) with ``fields``, or count it under
-        ``outcome`` for the summary when this second's budget is spent."""
+    def held(self, outcome: str, level: str = "INFO") -> bool:
+        """Count an event under ``outcome`` for the summary if this second's budget is
+        spent (True: the caller logs nothing, and builds nothing to log). Busy, this is all
+        an event costs."""
         now = time.monotonic()
         if now >= self._window_end:
             self._roll(now)
         if self._lines < self.per_second:
-            self._lines += 1
-            logger.bind(owner=self.owner, outcome=outcome, **fields).log(
-                level, "{}: " + message, self.owner, *args
-            )
-            return
+            return False
         self._held[outcome] = self._held.get(outcome, 0) + 1
         if level != "INFO":
             self._warn = True
@@ -59,8 +54,21 @@ class ActivityLog:
             try:
                 loop = asyncio.get_running_loop()
             except RuntimeError:
-                return
+                return True
             self._flush = loop.call_later(max(self._window_end - now, 0.0), self._summarise)
+        return True
+
+    def event(
+        self, outcome: str, message: str, *args: Any, level: str = "INFO", **fields: Any
+    ) -> None:
+        """Log ``message`` (formatted with ``args``) with ``fields``, or count it under
+        ``outcome`` for the summary when this second's budget is spent."""
+        if self.held(outcome, level):
+            return
+        self._lines += 1
+        logger.bind(owner=self.owner, outcome=outcome, **fields).log(
+            level, "{}: " + message, self.owner, *args
+        )
 
     def _roll(self, now: float) -> None:
         self._summarise()

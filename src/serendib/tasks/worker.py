@@ -348,17 +348,18 @@ class WorkerAgent(Agent):
         ):
             return
         task = assignment.task
-        self.activity.event(
-            "received",
-            "received task {} ({}, difficulty {}, attempt {})",
-            task.id,
-            task.kind,
-            task.difficulty,
-            assignment.attempt,
-            task_id=task.id,
-            kind=task.kind,
-            attempt=assignment.attempt,
-        )
+        if not self.activity.held("received"):
+            self.activity.event(
+                "received",
+                "received task {} ({}, difficulty {}, attempt {})",
+                task.id,
+                task.kind,
+                task.difficulty,
+                assignment.attempt,
+                task_id=task.id,
+                kind=task.kind,
+                attempt=assignment.attempt,
+            )
         attempt = asyncio.create_task(self._run(assignment), name=f"{self.name}-task-{task.id}")
         self._running[key] = attempt
         # A task cancelled before it starts never runs its own clean-up: this does.
@@ -502,7 +503,9 @@ class WorkerAgent(Agent):
         took = max(result.finished_at - result.started_at, 0.0)
         if self._auto_prefetch:
             self._tune_prefetch(took)
-        if result.success:
+        if self.activity.held(*(("succeeded",) if result.success else ("failed", "WARNING"))):
+            pass  # counted for the summary
+        elif result.success:
             self.activity.event(
                 "succeeded",
                 "task {} succeeded in {:.3f}s",

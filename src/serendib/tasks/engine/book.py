@@ -207,6 +207,8 @@ class TaskBook:
 
     def _log_final(self, entry: Entry) -> None:
         state = entry.state
+        if self.activity.held(state.value, "WARNING" if state is TaskState.FAILED else "INFO"):
+            return
         took = max(entry.updated_at - entry.submitted_at, 0.0)
         where = f" on {entry.worker}" if entry.worker else ""
         if state is TaskState.SUCCEEDED:
