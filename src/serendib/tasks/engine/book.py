@@ -25,7 +25,7 @@ from serendib.tasks.engine.entries import Entry, Lease
 from serendib.tasks.engine.ledger import Ledger
 from serendib.tasks.engine.roster import CallSoon, Roster
 from serendib.tasks.events import EventBus, EventKind, ManagerStats
-from serendib.tasks.messages import TaskCancel, TaskOutcome, TaskProgress, TaskResult
+from serendib.tasks.messages import TaskCancel, TaskProgress, TaskResult
 from serendib.tasks.models import (
     AttemptOutcome,
     AttemptRecord,
@@ -190,7 +190,7 @@ class TaskBook:
         if self._watchers:
             clients = self._watchers.pop(entry.id, None)
             if clients is not None:
-                outcome = TaskOutcome.of(entry.record())
+                outcome = entry.outcome()
                 for client in clients:
                     self._watching[client].discard(entry.id)
                     self._ledger.notify(client, outcome)

@@ -14,7 +14,7 @@ from typing import Any
 
 import pydantic_core
 
-from serendib.tasks.messages import TaskAssignment
+from serendib.tasks.messages import TaskAssignment, TaskOutcome
 from serendib.tasks.models import (
     TRANSITIONS,
     AttemptOutcome,
@@ -96,6 +96,20 @@ class Entry:
             error=self.error,
             replays=self.replays,
             attempt_base=self.attempt_base,
+        )
+
+    def outcome(self) -> TaskOutcome:
+        """What a watching client is told of the task now that it is final (built from
+        the manager's own fields, not validated again)."""
+        return TaskOutcome.model_construct(
+            task_id=self.id,
+            state=self.state,
+            attempt=self.attempt,
+            worker=self.worker,
+            output=self.output,
+            error=self.error,
+            finished_at=self.finished_at,
+            output_omitted=False,
         )
 
     @property
