@@ -482,6 +482,8 @@ async def test_a_screenshot_of_a_busy_system(browser: Browser, tmp_path: Path) -
             await page.click('#tasks tr[data-task-id="etl-nightly"]')
             await expect(page.locator("#attempts tbody tr[data-attempt]")).to_have_count(2)
             await expect(page.locator("#live")).to_have_text("live")
+            await expect(page.locator("#running tbody tr[data-task-id]")).to_have_count(3)
+            await expect(page.locator("#latency-now")).to_contain_text("now p50")
             path = (
                 SCREENSHOT if os.environ.get("SERENDIB_UPDATE_SCREENSHOT") else tmp_path / "d.png"
             )
