@@ -156,6 +156,17 @@ def _wait_line(log: Path, text: str, process: subprocess.Popen[bytes], limit_s: 
         time.sleep(0.05)
 
 
+WORKER_RETRIES = 2
+"""Times a worker that exits before joining is started again (each one is reported)."""
+RESTARTS: list[str] = []
+"""Workers that exited before joining and were started again: what they said last."""
+
+
+def _last_lines(directory: Path, name: str, attempt: int) -> str:
+    text = (directory / f"{name}.failed{attempt}.log").read_text(errors="replace")
+    return " | ".join(line.strip() for line in text.strip().splitlines()[-3:])
+
+
 class Cluster:
     """An admin (embedded NATS, SQLite store) and workers, each a ``serendib`` process.
 
@@ -192,15 +203,28 @@ class Cluster:
         args = ["admin", "--port", str(self.port), "--store", str(self.dir / "tasks.db")]
         self.admin = self._start(args, log)
         _wait_line(log, "admin of workspace", self.admin, JOIN_S)
+        commands = []
         for i, level in enumerate(self.levels):
             name = f"w{i + 1}"
             args = ["worker", "--name", name, "--skill", str(level), "--capacity", "1"]
             args += ["--admin", self.address, "--time-scale", "0"]
             args += ["--identity", str(self.dir / f"{name}.nk"), *self.worker_args]
+            commands.append(args)
             self.workers.append(self._start(args, self.dir / f"{name}.log"))
         for i, process in enumerate(self.workers):
-            _wait_line(self.dir / f"w{i + 1}.log", "joined workspace", process, JOIN_S)
-            _wait_line(log, f"worker w{i + 1} joined", self.admin, JOIN_S)
+            name = f"w{i + 1}"
+            for tries in range(1 + WORKER_RETRIES):
+                try:
+                    _wait_line(self.dir / f"{name}.log", "joined workspace", process, JOIN_S)
+                    break
+                except RuntimeError:  # it exited before joining: say so, start it again
+                    if tries == WORKER_RETRIES:
+                        raise
+                    failed = self.dir / f"{name}.log"
+                    failed.rename(self.dir / f"{name}.failed{tries + 1}.log")
+                    RESTARTS.append(f"{name}: {_last_lines(self.dir, name, tries + 1)}")
+                    process = self.workers[i] = self._start(commands[i], failed)
+            _wait_line(log, f"worker {name} joined", self.admin, JOIN_S)
         return self
 
     def clients_lost(self) -> int:
@@ -252,7 +276,7 @@ class Cluster:
         try:
             return self.start()
         except BaseException:
-            self.stop()
+            self.stop(keep=True)
             raise
 
     def __exit__(self, kind: type[BaseException] | None, *exc: object) -> None:
@@ -345,7 +369,9 @@ class Result:
         return math.nan if self.failed else self.tasks / self.span.seconds
 
     def per_task_us(self, group: str) -> float:
-        return self.span.cpu.get(group, 0.0) / self.tasks * 1e6
+        if not self.tasks or group not in self.span.cpu:
+            return math.nan
+        return self.span.cpu[group] / self.tasks * 1e6
 
     def total_us(self) -> float:
         """CPU per task of every group (nats-server counted once, within the admin)."""
@@ -543,7 +569,10 @@ def _alternate(
     for round_ in range(repeats):
         for name, once in configs:
             wait_quiet(QUIET_S)
-            found = once(round_)
+            try:
+                found = once(round_)
+            except Exception as e:  # reported, and the other runs go on
+                found = Result(name, 0, Span(load=os.getloadavg()[0]), failed=f"{e!r}"[:300])
             speed = f"DNF, {found.failed}" if found.failed else f"{found.rate:,.0f} tasks/s"
             _progress(f"{found.case} #{round_ + 1}: {speed} (load {found.span.load:.2f})")
             runs[name].append(found)
@@ -585,10 +614,10 @@ def throughput_table(cases: Sequence[tuple[int, int, str]], repeats: int) -> Tab
     for name, found in runs.items():
         row = _row(name, found)
         m = _median(found)
-        row["submit s"] = m.extra["submit s"]
+        row["submit s"] = m.extra.get("submit s")
         row["client GC s"] = m.span.client_gc
-        row["client lost"] = sum(int(r.extra["client lost"] or 0) for r in found)
-        row["client max lag s"] = max(float(r.extra["client max lag s"] or 0) for r in found)
+        row["client lost"] = sum(int(r.extra.get("client lost") or 0) for r in found)
+        row["client max lag s"] = max(float(r.extra.get("client max lag s") or 0) for r in found)
         rows.append(row)
         failures += [f"{name} run {i + 1}: {r.failed}" for i, r in enumerate(found) if r.failed]
     return Table(
@@ -715,8 +744,9 @@ def _build_rate(count: int = 100_000) -> float:
 def latency_table(round_trips: int, repeats: int) -> Table:
     configs = [("latency", lambda r: asyncio.run(latency(round_trips, f"r{r}-")))]
     runs = _alternate(configs, repeats)["latency"]
-    rows = []
-    for r in sorted(runs, key=lambda r: r.extra["p50 ms"] or 0):
+    rows: list[dict[str, Value]] = []
+    failed = [f"run {i + 1}: {r.failed}" for i, r in enumerate(runs) if r.failed]
+    for r in sorted((r for r in runs if not r.failed), key=lambda r: r.extra["p50 ms"] or 0):
         rows.append(
             {
                 "case": r.case,
@@ -730,12 +760,13 @@ def latency_table(round_trips: int, repeats: int) -> Table:
         )
     return Table(
         "Single-task latency through the client, unloaded",
-        list(rows[0]),
+        list(rows[0]) if rows else ["case"],
         rows,
         [
             "one worker (skill 10, capacity 1); h = await client.submit(task); await h.result(), "
             f"one after the other ({LATENCY_WARMUP} warm-up round trips first); every run "
             "shown, by p50; percentiles as serendib.tasks.report.percentile (nearest rank)",
+            *failed,
         ],
     )
 
@@ -757,6 +788,11 @@ def run(quick: bool = False, parts: Sequence[str] = PARTS) -> list[Table]:
     if "latency" in parts:
         trips = LATENCY_ROUND_TRIPS // 10 if quick else LATENCY_ROUND_TRIPS
         tables.append(latency_table(trips, repeats))
+    if tables and RESTARTS:
+        tables[-1].notes.append(
+            f"{len(RESTARTS)} worker(s) exited before joining and were started again: "
+            + "; ".join(RESTARTS)
+        )
     return tables
 
 
