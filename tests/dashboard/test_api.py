@@ -557,3 +557,22 @@ def test_the_servers_address_is_one_a_browser_can_open(
         assert server.remote_url == f"http://{socket.gethostname()}:8080/"
     else:
         assert server.remote_url is None
+
+
+async def test_retry_runs_a_failed_or_cancelled_task_again_and_refuses_the_rest(
+    system: System, client: httpx.AsyncClient
+) -> None:
+    await system.submit(impossible("gave-up"), gate_task("busy"))
+    await until(lambda: "busy" in system.gates.started, "busy to start")
+    await client.post("/api/tasks/gave-up/cancel")
+
+    again = await client.post("/api/tasks/gave-up/retry")
+    refused = await client.post("/api/tasks/busy/retry")
+    unknown = await client.post("/api/tasks/nosuch/retry")
+
+    assert again.status_code == 200
+    assert again.json()["retried"] is True
+    assert again.json()["task"]["state"] == "pending"
+    assert refused.json()["retried"] is False
+    assert "has not ended" in refused.json()["reason"]
+    assert unknown.status_code == 404

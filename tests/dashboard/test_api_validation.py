@@ -157,6 +157,7 @@ async def test_the_openapi_description_covers_every_route_and_resolves(
         "/api/tasks",
         "/api/tasks/{task_id}",
         "/api/tasks/{task_id}/cancel",
+        "/api/tasks/{task_id}/retry",
         "/api/stats",
         "/api/events",
         "/metrics",

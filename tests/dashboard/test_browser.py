@@ -237,6 +237,22 @@ async def test_the_page_cancels_a_waiting_task(system: System, tab: Tab) -> None
     await expect(page.locator("[data-testid=cancel]")).to_be_hidden()
 
 
+async def test_the_page_runs_a_cancelled_task_again(system: System, tab: Tab) -> None:
+    await system.submit(Task(id="again", difficulty=10))
+    page = tab.page
+    await page.goto(system.url)
+    await page.click('#tasks tr[data-task-id="again"]')
+    await page.click("[data-testid=cancel]")
+    row = page.locator('#tasks tr[data-task-id="again"]')
+    await expect(row).to_have_attribute("data-state", "cancelled")
+
+    await page.click("[data-testid=retry]")
+
+    await expect(page.locator("#cancel-result")).to_have_text("runs again")
+    await expect(row).to_have_attribute("data-state", "pending")
+    await expect(page.locator("[data-testid=retry]")).to_be_hidden()
+
+
 async def test_the_page_pages_through_the_table(system: System, tab: Tab) -> None:
     await system.submit(*(Task(id=f"t{i:03d}", difficulty=10) for i in range(60)))
     page = tab.page
@@ -496,7 +512,7 @@ async def test_a_screenshot_of_a_busy_system(browser: Browser, tmp_path: Path) -
 
 # --- the API's Swagger UI ---------------------------------------------------------------------
 
-OPERATIONS = 10
+OPERATIONS = 11
 
 
 async def _try_out(page: Page, operation: str) -> None:

@@ -59,6 +59,7 @@ async def test_the_document_lists_every_route_with_its_generated_schemas(
         ("POST", "/api/tasks"),
         ("GET", "/api/tasks/{task_id}"),
         ("POST", "/api/tasks/{task_id}/cancel"),
+        ("POST", "/api/tasks/{task_id}/retry"),
         ("GET", "/api/events"),
         ("GET", "/metrics"),
     }

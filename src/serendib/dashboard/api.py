@@ -34,6 +34,7 @@ from serendib.dashboard.schemas import (
     ErrorBody,
     PathTaskId,
     PathWorkerName,
+    RetryResult,
     StatsView,
     SubmitBody,
     SubmitResult,
@@ -251,6 +252,14 @@ def api_router(dashboard: Dashboard, policy: AccessPolicy) -> APIRouter:
     )
     async def cancel(task_id: TaskIdPath) -> CancelResult:
         return await dashboard.cancel(task_id)
+
+    @router.post(
+        "/api/tasks/{task_id:path}/retry",
+        summary="Run a failed or cancelled task again (its history kept)",
+        responses=_responses(403, 404, 422),
+    )
+    async def retry(task_id: TaskIdPath) -> RetryResult:
+        return await dashboard.retry(task_id)
 
     @router.get(
         "/api/tasks/{task_id:path}",

@@ -21,6 +21,7 @@ from serendib.dashboard.metrics import DashboardMetrics, ManagerFacts
 from serendib.dashboard.schemas import (
     CancelResult,
     ManagerCounters,
+    RetryResult,
     StatsView,
     SubmitBody,
     SubmitResult,
@@ -244,6 +245,24 @@ class Dashboard:
         self._require_running("cancel")
         reply = await self.manager.cancel(task_id)
         return CancelResult(cancelled=reply.cancelled, task=task_row(reply.record))
+
+    async def retry(self, task_id: str) -> RetryResult:
+        """Run a failed or cancelled task again as new attempts (its history kept).
+
+        Raises:
+            AgentNotRunning: The manager is not running.
+            TaskNotFound: No task has this id.
+        """
+        self._require_running("retry")
+        reply = await self.manager.retry([task_id])
+        record = await self.manager.get_task(task_id)
+        if reply.unknown or record is None:
+            raise TaskNotFound(task_id)
+        return RetryResult(
+            retried=task_id in reply.retried,
+            reason=reply.refused.get(task_id),
+            task=task_row(record),
+        )
 
     # --- internals ----------------------------------------------------------------------------
 

@@ -20,6 +20,7 @@ __all__ = [
     "AccessView",
     "AttemptView",
     "CancelResult",
+    "RetryResult",
     "DifficultyTally",
     "ErrorBody",
     "LatencySeries",
@@ -429,6 +430,21 @@ class SubmitResult(_Model):
 
     accepted: list[str]
     duplicates: list[str]
+
+
+class RetryResult(_Model):
+    """The task after a retry request.
+
+    Attributes:
+        retried: True when it runs again; False when it was refused (``reason`` says why:
+            it succeeded, or has not ended).
+        reason: Why it was refused, if it was.
+        task: Its table line now.
+    """
+
+    retried: bool
+    reason: str | None = None
+    task: TaskRow
 
 
 class CancelResult(_Model):

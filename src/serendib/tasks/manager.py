@@ -354,6 +354,12 @@ class TaskManager(Admin):
             raise TaskNotFound(task_id)
         return CancelReply(record=known, cancelled=False)
 
+    async def get_task(self, task_id: str) -> TaskRecord | None:
+        """Task ``task_id`` as this manager knows it now (its current reason if it waits),
+        or None if no task has this id."""
+        found = await self._known(task_id)
+        return None if found is None else self.book.waiting_reason(found)
+
     async def _known(self, task_id: str) -> TaskRecord | None:
         """The task as this manager knows it: in memory if unfinished or not yet stored."""
         found = self.book.get(task_id)

@@ -481,6 +481,8 @@
     $("detail-output").textContent = hasOutput ? JSON.stringify(d.output, null, 2) : "";
     // Only where cancelling would be allowed: a read-only dashboard shows no button it refuses.
     $("cancel").hidden = FINAL.has(row.state) || !view.writable;
+    // A failed or cancelled task may run again (its attempts so far stay in its history).
+    $("retry").hidden = !(row.state === "failed" || row.state === "cancelled") || !view.writable;
   }
 
   function select(taskId) {
@@ -507,6 +509,23 @@
         body: "{}",
       });
       $("cancel-result").textContent = result.cancelled ? "cancelled" : "already " + result.task.state;
+      loadDetail(taskId);
+      loadTasks();
+    } catch (e) {
+      $("cancel-result").textContent = "refused: " + e.message;
+    }
+  }
+
+  async function retrySelected() {
+    const taskId = view.selected;
+    if (taskId === null) return;
+    try {
+      const result = await api("/api/tasks/" + encodeURIComponent(taskId) + "/retry", {
+        method: "POST",
+        headers: { "Content-Type": "application/json" },
+        body: "{}",
+      });
+      $("cancel-result").textContent = result.retried ? "runs again" : "refused: " + result.reason;
       loadDetail(taskId);
       loadTasks();
     } catch (e) {
@@ -733,6 +752,7 @@
     $("detail-close").addEventListener("click", () => select(null));
     $("worker-close").addEventListener("click", closeWorker);
     $("cancel").addEventListener("click", cancelSelected);
+    $("retry").addEventListener("click", retrySelected);
     applyFilters({
       state,
       worker: initial.get("worker") || "",
