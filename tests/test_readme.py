@@ -94,3 +94,15 @@ def test_the_readme_quick_start_runs_as_written(tmp_path: Path, processes: list[
     assert state_of("t2", where, tmp_path) == "succeeded"
     for proc in processes:
         assert "Traceback" not in proc.log.read_text()
+
+
+def test_the_readme_shows_what_the_demo_prints(tmp_path: Path) -> None:
+    block = README[README.index("`make demo` runs `serendib demo`") :]
+    shown = re.search(r"```\n(.*?)```", block, re.S)
+    assert shown is not None
+    done = run("demo", "--time-scale", "0", cwd=tmp_path, command=CONSOLE)
+    assert done.returncode == 0, done.stderr
+    lines = [line for line in shown.group(1).splitlines() if line and line != "..."]
+    assert lines
+    for line in lines:
+        assert line in done.stdout.splitlines()
