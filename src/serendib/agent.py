@@ -583,7 +583,9 @@ class Agent:
             connect_timeout=options.connect_timeout,
             tls=options.tls_context(),
             optional=True,
-            patience=1.0 if embedded else 0.0,
+            # A restarting or busy admin may take seconds to serve registrations on its own
+            # server: give up on it (and connect as given) only after a while.
+            patience=min(self.join_timeout, 5.0) if embedded else 0.0,
         )
         if admin is None:
             return  # not an admin's server, or one without identities: connect as given
