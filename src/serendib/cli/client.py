@@ -14,8 +14,7 @@ import sys
 import time
 import uuid
 from collections import Counter
-from collections.abc import Awaitable, Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime
 from typing import Any, TypeVar
 
@@ -23,16 +22,11 @@ import click
 from pydantic import ValidationError
 from rich.console import Console
 from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
     Progress,
     TaskID,
-    TextColumn,
-    TimeElapsedColumn,
 )
 from rich.table import Table
 
-from serendib._logging import logs_through
 from serendib.agent import Agent
 from serendib.cli.options import (
     EXIT_FAILED,
@@ -44,6 +38,7 @@ from serendib.cli.options import (
     json_option,
     link_options,
     option,
+    progress_bar,
     remote_failure,
 )
 from serendib.client import AsyncClient, SubmitSummary
@@ -180,7 +175,7 @@ def submit(file: str, wait: bool, timeout: float | None, link: Link, as_json: bo
         summary = await client.submit_many(iter_task_file(file), watch=False)
         ended: Counter[str] = Counter()
         if wait:
-            with _bar(count, not as_json) as (progress, bar):
+            with progress_bar(count, not as_json) as (progress, bar):
                 await asyncio.wait_for(_await_all(client, file, ended, progress, bar), timeout)
         return summary, ended
 
@@ -227,23 +222,6 @@ async def _await_all(
             await drain()
     await drain()
     progress.update(bar, completed=progress.tasks[0].total)  # an id repeated: one task
-
-
-@contextmanager
-def _bar(total: int, visible: bool) -> Iterator[tuple[Progress, TaskID]]:
-    """A progress bar on stderr (on a terminal), log lines printed above it."""
-    console = Console(stderr=True)
-    live = visible and console.is_terminal
-    progress = Progress(
-        TextColumn("[bold]tasks"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        console=console,
-        disable=not live,
-    )
-    with progress, logs_through(console if live else None):
-        yield progress, progress.add_task("tasks", total=total)
 
 
 @client_command(

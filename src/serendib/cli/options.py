@@ -14,16 +14,26 @@ import asyncio
 import builtins
 import functools
 import signal
-from collections.abc import Callable, Coroutine, Mapping, Sequence
+from collections.abc import Callable, Coroutine, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import click
 from click.core import ParameterSource
 from loguru import logger
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TaskID,
+    TextColumn,
+    TimeElapsedColumn,
+)
 
 from serendib import errors
-from serendib._logging import configure_logging
+from serendib._logging import configure_logging, logs_through
 from serendib.errors import RemoteError, SerendibError, StoreError, TaskError
 
 __all__ = [
@@ -45,6 +55,7 @@ __all__ = [
     "json_option",
     "link_options",
     "option",
+    "progress_bar",
     "remote_failure",
     "run_until_signalled",
 ]
@@ -317,6 +328,27 @@ def remote_failure(error: RemoteError) -> CommandFailed:
     if issubclass(known, TaskError | ValueError | KeyError):
         return CommandFailed(message, EXIT_USAGE)
     return CommandFailed(str(error), EXIT_FAILED)
+
+
+# --- progress ---------------------------------------------------------------------------------
+
+
+@contextmanager
+def progress_bar(total: int, visible: bool = True) -> Iterator[tuple[Progress, TaskID]]:
+    """A bar of ``total`` tasks on stderr (on a terminal and if ``visible``); while it is
+    live, log lines are printed above it by its console, not into it."""
+    console = Console(stderr=True)
+    live = visible and console.is_terminal
+    progress = Progress(
+        TextColumn("[bold]tasks"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=console,
+        disable=not live,
+    )
+    with progress, logs_through(console if live else None):
+        yield progress, progress.add_task("tasks", total=total)
 
 
 # --- long-running commands --------------------------------------------------------------------

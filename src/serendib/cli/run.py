@@ -19,10 +19,8 @@ from typing import TYPE_CHECKING, Any
 import click
 from loguru import logger
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from serendib._gc import tune_gc
-from serendib._logging import logs_through
 from serendib.cli.client import offline_report, print_report
 from serendib.cli.options import (
     DEFAULT_PORT,
@@ -34,6 +32,7 @@ from serendib.cli.options import (
     json_option,
     link_options,
     option,
+    progress_bar,
     run_until_signalled,
 )
 from serendib.tasks.manager import TaskManager
@@ -358,22 +357,10 @@ async def _demo(demo: _Demo) -> Report:
         )
         for name, level in crew
     ]
-    console = Console(stderr=True)
-    live = console.is_terminal and not demo.as_json
-    progress = Progress(
-        TextColumn("[bold]tasks"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        console=console,
-        disable=not live,
-    )
     if dashboard is not None:
         await dashboard.start()
     try:
-        # While the bar is live, log lines are printed above it by its console, not into it.
-        with progress, logs_through(console if live else None):
-            bar = progress.add_task("tasks", total=len(tasks))
+        with progress_bar(len(tasks), not demo.as_json) as (progress, bar):
             run = asyncio.create_task(manager.arun(workers))
             done = run if dashboard is None else asyncio.ensure_future(manager.wait_done())
             while not done.done() and not run.done():
