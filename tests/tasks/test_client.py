@@ -226,3 +226,23 @@ def test_the_synchronous_client_from_a_thread_without_a_loop(
         loop.call_soon_threadsafe(stop.set)
         server.join(30)
         loop.close()
+
+
+async def test_a_client_declared_lost_while_waiting_is_still_told(
+    manager_factory: MakeManager, start_worker: StartWorker, client: Callable[..., AsyncClient]
+) -> None:
+    go = asyncio.Event()
+
+    async def gated(task: Task, context: TaskContext) -> str:
+        await go.wait()
+        return "done"
+
+    manager = await manager_factory()
+    await start_worker("w", 5, handlers={"gated": gated})
+    async with client() as c:
+        handle = await c.submit(Task(id="g", difficulty=1, kind="gated"))
+        waiting = asyncio.create_task(handle.result(timeout=10))
+        [me] = [a for a in manager.agents if a.name == c.name]
+        await manager.on_agent_lost(me)  # silent for a while: a stopped process, a slow loop
+        go.set()
+        assert await waiting == "done"

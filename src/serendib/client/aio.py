@@ -476,20 +476,29 @@ class AsyncClient:
             waiting[self._future(task_id)] = task_id
             if task_id not in self._watched:
                 unasked.append(task_id)
+        # Each future, once done, puts itself in one queue: an outcome costs the same
+        # however many are still awaited (no wait() over every pending future).
+        done: asyncio.Queue[asyncio.Future[TaskOutcome]] = asyncio.Queue()
+        for future in waiting:
+            future.add_done_callback(done.put_nowait)
         try:
             if unasked:
                 await self._watch(unasked)
             for outcome in ready:
                 yield outcome
             while waiting:
-                left = None if deadline is None else deadline - loop.time()
-                if left is not None and left <= 0:
-                    raise TimeoutError(f"{len(waiting)} tasks did not end within {timeout:g}s")
-                done, _ = await asyncio.wait(
-                    set(waiting), timeout=left, return_when=asyncio.FIRST_COMPLETED
-                )
-                for future in done:
-                    del waiting[future]
+                if not done.empty():
+                    future = done.get_nowait()
+                elif deadline is None:
+                    future = await done.get()
+                else:
+                    try:
+                        future = await asyncio.wait_for(done.get(), deadline - loop.time())
+                    except TimeoutError:
+                        raise TimeoutError(
+                            f"{len(waiting)} tasks did not end within {timeout:g}s"
+                        ) from None
+                if waiting.pop(future, None) is not None and not future.cancelled():
                     yield future.result()
         finally:
             for future, task_id in waiting.items():

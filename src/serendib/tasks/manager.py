@@ -405,7 +405,8 @@ class TaskManager(Admin):
     async def on_agent_lost(self, agent: AgentDetail) -> None:
         """A worker fell silent: no new work for it; requeue its attempts after a grace."""
         if agent.role == "client":
-            self._client_left(agent.name)
+            # A silent client may only be slow (its next heartbeat admits it again): what it
+            # watches stays, each watch ending with its task; a goodbye ends them all.
             return
         grace = self.lost_grace_s
         if grace is None:
