@@ -19,6 +19,7 @@ import dataclasses
 import os
 import time
 import uuid
+from collections.abc import Coroutine
 from enum import Enum
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Self
@@ -440,6 +441,41 @@ class Agent:
             logger.opt(exception=e).error("{}: could not answer message {}", self.name, envelope.id)
         finally:
             _current.reset(token)
+
+    def _reply_later(self, envelope: Envelope, work: Coroutine[Any, Any, object]) -> None:
+        """Answer request ``envelope`` with what ``work`` returns, once it has, while the
+        dispatch loop goes on (a handler that would wait on a disk returns None at once).
+        An error is answered as a handler's would be."""
+
+        async def answer() -> None:
+            token = _current.set(envelope)
+            try:
+                result = await work
+            except Exception as e:
+                if _answers(e):
+                    logger.debug(
+                        "{}: answered {} from {} with {}: {}",
+                        self.name,
+                        envelope.type,
+                        envelope.sender,
+                        type(e).__name__,
+                        e,
+                    )
+                else:
+                    logger.opt(exception=e).error(
+                        "{}: request {} ({} from {}) failed",
+                        self.name,
+                        envelope.id,
+                        envelope.type,
+                        envelope.sender,
+                    )
+                await self._reply(envelope, RequestFailed(error=f"{type(e).__name__}: {e}"))
+            else:
+                await self._reply(envelope, result)
+            finally:
+                _current.reset(token)
+
+        self._spawn(answer(), "reply")
 
     async def on_unhandled(self, envelope: Envelope) -> None:
         """Hook: a message arrived that no handler of this agent takes. Logs it at TRACE level.

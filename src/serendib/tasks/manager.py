@@ -455,10 +455,16 @@ class TaskManager(Admin):
     # --- requests from clients ----------------------------------------------------------------
 
     @on_message
-    async def _on_submit(self, request: SubmitTasks) -> SubmitReply:
+    async def _on_submit(self, request: SubmitTasks) -> None:
+        # Answered once stored; the dispatch loop goes on meanwhile (results, other
+        # submissions: concurrent ones are committed together by the store).
+        envelope = current_message()
+        assert envelope is not None
+        self._reply_later(envelope, self._submit_for(request, envelope.sender))
+
+    async def _submit_for(self, request: SubmitTasks, client: str) -> SubmitReply:
         reply = await self.submit(request.tasks)
         if request.watch:
-            client = self._sender()
             self.book.watch(client, reply.accepted)  # all unfinished: just submitted
             if reply.duplicates:
                 await self._watch(client, reply.duplicates)
