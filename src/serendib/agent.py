@@ -469,9 +469,11 @@ class Agent:
                         envelope.type,
                         envelope.sender,
                     )
-                await self._reply(envelope, RequestFailed(error=f"{type(e).__name__}: {e}"))
+                if envelope.rq:
+                    await self._reply(envelope, RequestFailed(error=f"{type(e).__name__}: {e}"))
             else:
-                await self._reply(envelope, result)
+                if envelope.rq and result is not None:
+                    await self._reply(envelope, result)
             finally:
                 _current.reset(token)
 

@@ -246,3 +246,19 @@ async def test_a_client_declared_lost_while_waiting_is_still_told(
         await manager.on_agent_lost(me)  # silent for a while: a stopped process, a slow loop
         go.set()
         assert await waiting == "done"
+
+
+async def test_a_submission_sent_without_asking_for_a_reply_is_still_stored(
+    manager_factory: MakeManager, hub_url: str, workspace: str
+) -> None:
+    from serendib import Agent
+    from serendib.tasks.messages import SubmitTasks
+
+    manager = await manager_factory()
+    submitted = asyncio.Event()
+    manager.add_listener(lambda e: submitted.set() if e.kind is EventKind.SUBMITTED else None)
+    async with Agent("fire-and-forget", workspace, transport=hub_url, role="client") as agent:
+        await agent.send("manager", SubmitTasks(tasks=[Task(id="quiet", difficulty=1)]))
+        await asyncio.wait_for(submitted.wait(), 10)
+    await manager.flush()
+    assert (await manager.store.get("quiet")) is not None
