@@ -262,3 +262,22 @@ async def test_a_submission_sent_without_asking_for_a_reply_is_still_stored(
         await asyncio.wait_for(submitted.wait(), 10)
     await manager.flush()
     assert (await manager.store.get("quiet")) is not None
+
+
+async def test_closing_an_event_stream_keeps_the_clients_watches(
+    manager_factory: MakeManager, start_worker: StartWorker, client: Callable[..., AsyncClient]
+) -> None:
+    go = asyncio.Event()
+
+    async def gated(task: Task, context: TaskContext) -> str:
+        await go.wait()
+        return "done"
+
+    await manager_factory()
+    await start_worker("w", 5, handlers={"gated": gated})
+    async with client() as c:
+        handle = await c.submit(Task(id="kept", difficulty=1, kind="gated"))
+        async with c.events():
+            pass  # subscribed, then unsubscribed
+        go.set()
+        assert await handle.result(timeout=10) == "done"

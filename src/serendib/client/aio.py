@@ -387,7 +387,11 @@ class AsyncClient:
             self._watched.update(task.id for task in chunk)
         try:
             reply: SubmitReply = await self._ask(SubmitTasks(tasks=chunk, watch=watch))
-        except MessageTooLarge:
+        except BaseException as e:
+            if watch:  # not watched after all: a later wait asks again
+                self._watched.difference_update(task.id for task in chunk)
+            if not isinstance(e, MessageTooLarge):
+                raise
             if len(chunk) == 1:
                 raise
             half = len(chunk) // 2
@@ -522,7 +526,11 @@ class AsyncClient:
         for start in range(0, len(task_ids), _WATCH_CHUNK):
             chunk = task_ids[start : start + _WATCH_CHUNK]
             self._watched.update(chunk)
-            reply: WatchReply = await self._ask(Watch(task_ids=chunk))
+            try:
+                reply: WatchReply = await self._ask(Watch(task_ids=chunk))
+            except BaseException:
+                self._watched.difference_update(chunk)  # a later wait asks again
+                raise
             for task_id in reply.unknown:
                 self._watched.discard(task_id)
                 for future in self._waiters.pop(task_id, []):
@@ -530,11 +538,13 @@ class AsyncClient:
                         future.set_exception(TaskNotFound(task_id))
 
     async def _rewatch(self) -> None:
-        """The manager restarted: what it was to tell this client, it must be asked again."""
-        if not self._watched:
-            return
+        """The manager restarted: what it was to tell this client, and the live events, it
+        must be asked for again."""
         try:
-            await self._watch(sorted(self._watched))
+            if self._listeners:
+                await self._ask(Subscribe(active=True))
+            if self._watched:
+                await self._watch(sorted(self._watched))
         except SerendibError as e:
             logger.warning("{}: could not watch tasks again: {}", self.name, e)
 

@@ -406,7 +406,9 @@ class TaskManager(Admin):
         """A worker fell silent: no new work for it; requeue its attempts after a grace."""
         if agent.role == "client":
             # A silent client may only be slow (its next heartbeat admits it again): what it
-            # watches stays, each watch ending with its task; a goodbye ends them all.
+            # watches stays, each watch ending with its task; a goodbye ends them all. Its
+            # live events stop (a client gone for good must not cost every event).
+            self._unsubscribe(agent.name)
             return
         grace = self.lost_grace_s
         if grace is None:
@@ -491,6 +493,8 @@ class TaskManager(Admin):
         for record in found.values():
             if record.state.is_final:
                 self._ledger.notify(client, TaskOutcome.of(record))
+            else:  # stored by a submission still on its way into the book
+                self.book.watch(client, [record.id], known=True)
         return [task_id for task_id in stored if task_id not in found]
 
     @on_message
@@ -500,12 +504,15 @@ class TaskManager(Admin):
             if not self._subscribers:
                 self.add_listener(self._forward_event)
             self._subscribers.add(client)
-        elif client in self._subscribers:
-            self._client_left(client)
+        else:
+            self._unsubscribe(client)  # its watches stay
         return Subscribed(active=client in self._subscribers)
 
     def _client_left(self, client: str) -> None:
         self.book.unwatch(client)
+        self._unsubscribe(client)
+
+    def _unsubscribe(self, client: str) -> None:
         if client in self._subscribers:
             self._subscribers.discard(client)
             if not self._subscribers:

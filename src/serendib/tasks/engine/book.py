@@ -192,7 +192,11 @@ class TaskBook:
             if clients is not None:
                 outcome = entry.outcome()
                 for client in clients:
-                    self._watching[client].discard(entry.id)
+                    watching = self._watching.get(client)
+                    if watching is not None:
+                        watching.discard(entry.id)
+                        if not watching:
+                            del self._watching[client]
                     self._ledger.notify(client, outcome)
         if self.events:
             run_s = entry.updated_at - attempt.assigned_at if attempt is not None else None
@@ -358,14 +362,15 @@ class TaskBook:
 
     # --- clients watching outcomes ---------------------------------------------------------
 
-    def watch(self, client: str, task_ids: list[str]) -> list[str]:
+    def watch(self, client: str, task_ids: list[str], *, known: bool = False) -> list[str]:
         """Tell ``client`` the outcome of each unfinished one of ``task_ids`` once it is final
-        and stored; returns the others (final, or unknown), in order."""
+        and stored; returns the others (final, or unknown), in order. ``known``: the ids
+        are unfinished tasks stored and about to be queued: watch them all."""
         others = []
         records, watchers = self._records, self._watchers
         watching = self._watching.setdefault(client, set())
         for task_id in task_ids:
-            if task_id not in records:
+            if task_id not in records and not known:
                 others.append(task_id)
                 continue
             if task_id in watching:
@@ -599,6 +604,8 @@ class TaskBook:
             )
         if record.state is TaskState.SUCCEEDED:
             raise ValueError(f"task {record.id!r} succeeded: there is nothing to retry")
+        if record.state not in (TaskState.FAILED, TaskState.CANCELLED):
+            raise ValueError(f"task {record.id!r} has not ended ({record.state.value})")
         entry = Entry.of(record)
         entry.replay(f"replayed after it {record.state.value}", at)
         self.stats.replays += 1
