@@ -281,3 +281,15 @@ async def test_closing_an_event_stream_keeps_the_clients_watches(
             pass  # subscribed, then unsubscribed
         go.set()
         assert await handle.result(timeout=10) == "done"
+
+
+async def test_a_bad_task_in_a_stream_stops_it_after_the_chunks_before_it(
+    manager_factory: MakeManager, client: Callable[..., AsyncClient]
+) -> None:
+    manager = await manager_factory()
+    items: list[dict[str, object]] = [{"id": f"s{i}", "difficulty": 1} for i in range(35)]
+    items.append({"id": "bad", "difficulty": 0})
+    async with client(chunk=10, window=4) as c:
+        with pytest.raises(ValueError, match="task 35: difficulty"):
+            await c.submit_many(items)
+    assert manager.stats.submitted == 30  # three whole chunks; the fourth held the bad one

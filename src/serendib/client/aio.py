@@ -367,12 +367,18 @@ class AsyncClient:
             sent.add_done_callback(done)
 
         try:
-            if isinstance(chunks, AsyncIterable):
-                async for chunk in chunks:
-                    await send(chunk)
-            else:
-                for chunk in chunks:
-                    await send(chunk)
+            try:
+                if isinstance(chunks, AsyncIterable):
+                    async for chunk in chunks:
+                        await send(chunk)
+                else:
+                    for chunk in chunks:
+                        await send(chunk)
+            except Exception:
+                # A bad task further on: the chunks sent before it are seen through.
+                while in_flight:
+                    await asyncio.wait(set(in_flight))
+                raise
             while in_flight:
                 await asyncio.wait(set(in_flight))
         finally:
