@@ -45,7 +45,8 @@ _NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_\-]{0,127}")
 _KEY = re.compile(r"U[A-Z2-7]{55}")
 REGISTRAR_USER = "serendib-register"
 """The user a workspace token logs in as when identities are on (it may only register)."""
-_RELOAD_TIMEOUT_S = 5.0
+_RELOAD_TIMEOUT_S = 10.0
+_RESIGNAL_S = 1.0  # no reload logged this long after a SIGHUP: send it again
 
 __all__ = ["TOKEN_ENV", "EmbeddedBroker", "find_nats_server", "is_loopback"]
 
@@ -163,7 +164,7 @@ class EmbeddedBroker:
         self._process: subprocess.Popen[bytes] | None = None
         self._log: IO[bytes] | None = None
         self._announced = False
-        self._reloads = 0
+        self._reload_lock = asyncio.Lock()
 
     @property
     def identities(self) -> bool:
@@ -357,20 +358,31 @@ class EmbeddedBroker:
             logger.warning("could not keep the identities in {}: {}", path, e)
 
     async def _reload(self) -> None:
+        """Write the configuration and have the running server load it.
+
+        One reload at a time, each waiting for a reload the server logs after its file was
+        written; a signal the server folded into one it was already handling (two
+        registrations at once, a busy machine) is sent again.
+        """
         self._save_identities()
         if not self.running:
             return
-        assert self._process is not None
-        self._write_config()
-        self._reloads += 1
-        wanted = self._reloads
-        self._process.send_signal(signal.SIGHUP)
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + _RELOAD_TIMEOUT_S
-        while self._reloaded() < wanted:
-            if loop.time() > deadline or not self.running:
-                raise BrokerStartError(self.host, self.port, "nats-server did not reload")
-            await asyncio.sleep(0.005)
+        async with self._reload_lock:
+            assert self._process is not None
+            self._write_config()
+            before = self._reloaded()
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + _RELOAD_TIMEOUT_S
+            signalled = loop.time()
+            self._process.send_signal(signal.SIGHUP)
+            while self._reloaded() <= before:
+                now = loop.time()
+                if now > deadline or not self.running:
+                    raise BrokerStartError(self.host, self.port, "nats-server did not reload")
+                if now - signalled > _RESIGNAL_S:
+                    signalled = now
+                    self._process.send_signal(signal.SIGHUP)
+                await asyncio.sleep(0.005)
 
     def _reloaded(self) -> int:
         if self._log is None:
