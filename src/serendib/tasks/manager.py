@@ -125,6 +125,7 @@ class TaskManager(Admin):
         self.book = TaskBook(self.scheduler, self._ledger, self._call_soon, name)
         self._done = asyncio.Event()
         self._subscribers: set[str] = set()
+        self._submitting: set[asyncio.Task[Any]] = set()
         self._events: list[EventMessage] = []
         self._started_at = time.monotonic()
         self.last_report: Report | None = None
@@ -216,6 +217,10 @@ class TaskManager(Admin):
         self._check_done()
 
     async def _finish(self, drain_timeout: float | None) -> None:
+        # Submissions being stored (answered off the dispatch loop) end first: what they
+        # store is queued and saved like the rest, not staged after the ledger drained.
+        if self._submitting:
+            await asyncio.wait(set(self._submitting), timeout=drain_timeout or DRAIN_TIMEOUT_S)
         self.book.close()
         # Bounded even when handlers may take all the time they need (None) or none (0): a
         # store that is down must not keep the admin from stopping.
@@ -465,6 +470,10 @@ class TaskManager(Admin):
         self._reply_later(envelope, self._submit_for(request, envelope.sender))
 
     async def _submit_for(self, request: SubmitTasks, client: str) -> SubmitReply:
+        current = asyncio.current_task()
+        if current is not None:
+            self._submitting.add(current)
+            current.add_done_callback(self._submitting.discard)
         reply = await self.submit(request.tasks)
         if request.watch:
             self.book.watch(client, reply.accepted)  # all unfinished: just submitted
