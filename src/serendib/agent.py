@@ -408,39 +408,47 @@ class Agent:
                     )
                 return
             for name in names:
-                try:
-                    result = await getattr(self, name)(envelope.data)
-                except Exception as e:
-                    if envelope.rq and _answers(e):
-                        # The requester's to act on (an unknown task id): it gets the error
-                        # in the reply; this is no fault of the agent's.
-                        logger.debug(
-                            "{}: handler {} answered {} from {} with {}: {}",
-                            self.name,
-                            name,
-                            envelope.type,
-                            envelope.sender,
-                            type(e).__name__,
-                            e,
-                        )
-                    else:
-                        logger.opt(exception=e).error(
-                            "{}: handler {} failed on message {} ({} from {})",
-                            self.name,
-                            name,
-                            envelope.id,
-                            envelope.type,
-                            envelope.sender,
-                        )
-                    if envelope.rq:
-                        await self._reply(envelope, RequestFailed(error=f"{type(e).__name__}: {e}"))
-                else:
-                    if envelope.rq and result is not None:
-                        await self._reply(envelope, result)
+                await self._conclude(
+                    envelope, f"handler {name}", getattr(self, name)(envelope.data)
+                )
         except Exception as e:  # a failed reply must not end the dispatch loop
             logger.opt(exception=e).error("{}: could not answer message {}", self.name, envelope.id)
         finally:
             _current.reset(token)
+
+    async def _conclude(
+        self, envelope: Envelope, what: str, work: Coroutine[Any, Any, object]
+    ) -> None:
+        """Run ``work`` (a handler's call) for ``envelope``; answer a request with its result
+        or its error. An expected error (an unknown task id: the requester's to act on) is
+        logged at DEBUG; any other with its traceback."""
+        try:
+            result = await work
+        except Exception as e:
+            if envelope.rq and _answers(e):
+                logger.debug(
+                    "{}: {} answered {} from {} with {}: {}",
+                    self.name,
+                    what,
+                    envelope.type,
+                    envelope.sender,
+                    type(e).__name__,
+                    e,
+                )
+            else:
+                logger.opt(exception=e).error(
+                    "{}: {} failed on message {} ({} from {})",
+                    self.name,
+                    what,
+                    envelope.id,
+                    envelope.type,
+                    envelope.sender,
+                )
+            if envelope.rq:
+                await self._reply(envelope, RequestFailed(error=f"{type(e).__name__}: {e}"))
+        else:
+            if envelope.rq and result is not None:
+                await self._reply(envelope, result)
 
     def _reply_later(self, envelope: Envelope, work: Coroutine[Any, Any, object]) -> None:
         """Answer request ``envelope`` with what ``work`` returns, once it has, while the
@@ -450,30 +458,11 @@ class Agent:
         async def answer() -> None:
             token = _current.set(envelope)
             try:
-                result = await work
-            except Exception as e:
-                if _answers(e):
-                    logger.debug(
-                        "{}: answered {} from {} with {}: {}",
-                        self.name,
-                        envelope.type,
-                        envelope.sender,
-                        type(e).__name__,
-                        e,
-                    )
-                else:
-                    logger.opt(exception=e).error(
-                        "{}: request {} ({} from {}) failed",
-                        self.name,
-                        envelope.id,
-                        envelope.type,
-                        envelope.sender,
-                    )
-                if envelope.rq:
-                    await self._reply(envelope, RequestFailed(error=f"{type(e).__name__}: {e}"))
-            else:
-                if envelope.rq and result is not None:
-                    await self._reply(envelope, result)
+                await self._conclude(envelope, "request", work)
+            except Exception as e:  # a failed reply must not go unseen
+                logger.opt(exception=e).error(
+                    "{}: could not answer message {}", self.name, envelope.id
+                )
             finally:
                 _current.reset(token)
 
