@@ -7,15 +7,22 @@ straight from the connection's read loop, in the order they arrived on the socke
 their subject: that is what keeps per-sender order across broadcast and direct subjects.
 Receivers only decode and queue, so a slow handler never blocks the read loop.
 
+Several comma-separated URLs name the nodes of one cluster. They are tried in the order
+given (each within the connect timeout), and an agent whose node is lost moves on to the
+next: nats-py reconnects by itself, subscriptions included, when the socket drops (a node
+killed) or when the server leaves PINGs unanswered (a node frozen; see
+:attr:`NatsOptions.ping_interval`). Nodes the cluster announces join the list.
+
 A dead connection is never silent. nats-py reconnects by itself only after a socket
-disconnect; when it closes a client for good (the server answered ``-ERR`` and hung up,
-reconnection gave up, ...) the transport logs a warning with the reason and re-establishes:
-a new client, the same options, every live subscription subscribed again with the same
-receiver, retried with backoff for as long as the transport is open. Meanwhile
-:attr:`NatsTransport.is_connected` is False, and messages published are held (up to
-:data:`MAX_HELD_BYTES`; past that, publish raises :class:`~serendib.errors.TransportError`)
-and sent, in order, once the new connection is up. :attr:`NatsTransport.state`,
-:attr:`NatsTransport.reestablished` and the ``on_state`` callback tell owners about it.
+disconnect or a stale connection; when it closes a client for good (the server answered
+``-ERR`` and hung up, reconnection gave up, ...) the transport logs a warning with the
+reason and re-establishes: a new client, the same options, every live subscription
+subscribed again with the same receiver, retried with backoff for as long as the transport
+is open. Meanwhile :attr:`NatsTransport.is_connected` is False, and messages published are
+held (up to :data:`MAX_HELD_BYTES`; past that, publish raises
+:class:`~serendib.errors.TransportError`) and sent, in order, once the new connection is up.
+:attr:`NatsTransport.state`, :attr:`NatsTransport.reestablished` and the ``on_state``
+callback tell owners about it.
 
 Nothing the server would refuse is ever sent, since one ``-ERR`` costs the whole
 connection: subjects are checked before a publish or subscribe (:func:`check_subject`) and a
@@ -56,6 +63,7 @@ except ImportError as e:  # pragma: no cover - depends on the environment
 
 __all__ = [
     "MAX_HELD_BYTES",
+    "MAX_OUTSTANDING_PINGS",
     "MAX_SUBJECT_CHARS",
     "TOKEN_ENV",
     "ConnectionState",
@@ -80,6 +88,11 @@ MAX_BACKOFF_S = 5.0
 
 STABLE_S = 10.0
 """A connection up at least this long resets the backoff when it dies."""
+
+MAX_OUTSTANDING_PINGS = 2
+"""PINGs left unanswered before a server is taken for dead (nats-py's default). With nats-py's
+default interval (120 s) a frozen server would hold its clients for six minutes; ours is
+:attr:`NatsOptions.ping_interval`."""
 
 # One subject token: printable ASCII except '.', '*' and '>' (no whitespace, no control
 # characters, no NUL, nothing the server's parser or our names do not need).
@@ -163,8 +176,15 @@ class NatsOptions:
         tls_ca: CA bundle to verify the server with (turns TLS on).
         tls_cert: Client certificate, for mutual TLS.
         tls_key: Client key, for mutual TLS.
-        connect_timeout: Seconds to wait for the first connection.
+        connect_timeout: Seconds to wait for a server to answer; a cluster's servers are
+            tried in turn, each given this long (so connecting gives up after this times
+            the number of URLs).
         reconnect_wait: Seconds between reconnection attempts.
+        ping_interval: Seconds between the client's PINGs. A server that still owes the
+            answers to the last :data:`MAX_OUTSTANDING_PINGS` when the next is due is taken
+            for dead (frozen, or on a host gone without closing the socket) and the client
+            moves on to the next server: within ``(MAX_OUTSTANDING_PINGS + 1) *
+            ping_interval`` seconds of its last answer.
         nkey_seed: An nkey seed to authenticate with (an agent's identity on its admin's
             embedded server, see :mod:`serendib.transports.identity`).
     """
@@ -178,6 +198,7 @@ class NatsOptions:
     tls_key: str | None = None
     connect_timeout: float = 3.0
     reconnect_wait: float = 0.25
+    ping_interval: float = 2.0
     nkey_seed: str | None = None
 
     def tls_context(self) -> ssl.SSLContext | None:
@@ -268,7 +289,9 @@ class NatsTransport:
     """A :class:`~serendib.transports.base.Transport` over NATS.
 
     Args:
-        url: ``nats://HOST:PORT`` (``tls://`` for TLS); comma-separated URLs for a cluster.
+        url: ``nats://HOST:PORT`` (``tls://`` for TLS); comma-separated URLs for a cluster,
+            tried in that order: the first that answers is used, and when it is lost the
+            client moves on to the next (servers the cluster announces join the list).
             Credentials may be in the URL (``nats://TOKEN@host:port``, ``nats://user:pw@…``).
         options: Credentials, TLS and timeouts.
         name: Connection name shown in NATS monitoring.
@@ -349,8 +372,9 @@ class NatsTransport:
         """Connect; afterwards the connection comes back by itself whenever it is lost.
 
         Raises:
-            ConnectionFailed: No server answered within the connect timeout, or the server
-                refused the credentials. Its reason says which.
+            ConnectionFailed: No server answered within the connect timeout (each server of
+                the list in turn), or the server refused the credentials. Its reason says
+                which.
         """
         await self._dial(self._client)
         self._up = True
@@ -362,11 +386,17 @@ class NatsTransport:
         options = self.options
         token = options.token or os.environ.get(TOKEN_ENV) or None
         kwargs: dict[str, Any] = {
-            "servers": [u.strip() for u in self.url.split(",") if u.strip()],
+            "servers": self._servers(),
+            # A cluster's URLs are tried in the order given, first connection and failover
+            # alike (nats-py would shuffle them): the first is the preferred node, and an
+            # operator spreads agents over the nodes by giving them different orders.
+            "dont_randomize": True,
             "name": self.name,
             "connect_timeout": options.connect_timeout,
             "reconnect_time_wait": options.reconnect_wait,
             "max_reconnect_attempts": -1,
+            "ping_interval": options.ping_interval,
+            "max_outstanding_pings": MAX_OUTSTANDING_PINGS,
             "allow_reconnect": True,
             # Bound to their client, so a replaced client's late callbacks are ignored.
             "error_cb": functools.partial(self._on_error, client),
@@ -389,8 +419,17 @@ class NatsTransport:
             kwargs["tls"] = tls
         return kwargs
 
+    def _servers(self) -> list[str]:
+        return [u.strip() for u in self.url.split(",") if u.strip()]
+
+    @property
+    def _dial_timeout(self) -> float:
+        """How long connecting may take: each server in the list gets the connect timeout (a
+        frozen first node must not cost the agent the others)."""
+        return self.options.connect_timeout * max(1, len(self._servers()))
+
     async def _dial(self, client: _Client) -> None:
-        """Connect ``client``, giving up after the connect timeout or at a refusal.
+        """Connect ``client``, giving up after the connect timeout (per server) or at a refusal.
 
         Raises:
             ConnectionFailed: As :meth:`connect`; ``client`` is closed then.
@@ -403,7 +442,7 @@ class NatsTransport:
         try:
             await asyncio.wait(
                 {connecting, refused},
-                timeout=self.options.connect_timeout,
+                timeout=self._dial_timeout,
                 return_when=asyncio.FIRST_COMPLETED,
             )
         finally:
@@ -422,7 +461,7 @@ class NatsTransport:
 
     def _why(self, error: BaseException | None) -> str:
         """A connection failure's reason, in words that say what to check."""
-        timeout = self.options.connect_timeout
+        timeout = self._dial_timeout
         refused = self._refused is not None and self._refused.is_set()
         if refused or (error is not None and _is_auth_error(error)):
             return "authorization violation: wrong or missing token or credentials"
