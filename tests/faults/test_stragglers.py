@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import time
 from pathlib import Path
+from typing import Any
 
 from serendib.tasks.manager import TaskManager
 from serendib.tasks.messages import TaskCancel, TaskResult
@@ -26,7 +27,9 @@ class Straggler(WorkerAgent):
     async def _on_cancel(self, cancel: TaskCancel) -> None:
         return None
 
-    async def _attempt(self, task: Task, attempt: int, started: float) -> TaskResult:
+    async def _attempt(
+        self, task: Task, attempt: int, started: float, inputs: dict[str, Any]
+    ) -> TaskResult:
         await self.release.wait()
         self.late_result_sent.set()
         return TaskResult(

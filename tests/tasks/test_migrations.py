@@ -33,7 +33,8 @@ def _postgres_url() -> str:
     return url
 
 
-_SINCE_4 = ("replays", "attempt_base")
+_SINCE = {"replays": 4, "attempt_base": 4, "not_before": 5}
+"""The task columns added after version 1, with the version that added each."""
 
 
 class RawStore:
@@ -78,8 +79,8 @@ class RawStore:
             if not (leave_out and leave_out in sql)
         ]
         statements.append((self.sql.set_schema_version, (str(version),)))
-        # The task columns of that version (version 4 added the replay counts).
-        columns = [c for c in TASK_COLUMNS if version >= 4 or c not in _SINCE_4]
+        # The task columns of that version (the last are the newest).
+        columns = [c for c in TASK_COLUMNS if version >= _SINCE.get(c, 1)]
         marks = ", ".join(self.param for _ in columns)
         insert = f"INSERT INTO {self.prefix}serendib_tasks ({', '.join(columns)}) VALUES ({marks})"
         statements += [(insert, task_row(r)[: len(columns)]) for r in tasks]

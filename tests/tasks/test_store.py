@@ -1155,8 +1155,9 @@ async def test_the_quarantine_survives_reopening_and_is_added_to_older_stores(
         await store.add([task(0)])
     with sqlite3.connect(path) as conn:  # a store made before the quarantine table existed
         conn.execute("DROP TABLE serendib_quarantine")
-        for column in ("replays", "attempt_base"):  # added by version 4
+        for column in ("replays", "attempt_base", "not_before"):  # added by versions 4, 5
             conn.execute(f"ALTER TABLE serendib_tasks DROP COLUMN {column}")
+        conn.execute("DROP TABLE serendib_edges")
         conn.execute("UPDATE serendib_meta SET value = '1' WHERE key = 'schema_version'")
     conn.close()
 

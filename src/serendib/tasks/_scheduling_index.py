@@ -20,9 +20,10 @@ MAX_LEVEL = 1_000
 # Every task harder than any worker can be shares the leaf after MAX_LEVEL.
 _BEYOND = MAX_LEVEL + 1
 
-# A pending task's place in line (smaller goes first): -priority, -level, submission number, id.
-_Key = tuple[float, int, int, str]
-_NO_KEY: _Key = (math.inf, 0, 0, "")
+# A pending task's place in line (smaller goes first): -priority, its group's turn, -level,
+# submission number, id.
+_Key = tuple[float, int, int, int, str]
+_NO_KEY: _Key = (math.inf, 0, 0, 0, "")
 # A free worker's place in line at one level of one skill: load, name, version.
 _Slot = tuple[int, str, int]
 
@@ -102,7 +103,7 @@ class _Queue:
         self._tree = [_NO_KEY] * (2 * self._size)
 
     def push(self, key: _Key) -> None:
-        leaf = min(-key[1], _BEYOND)
+        leaf = min(-key[2], _BEYOND)
         if leaf >= self._size:
             self._grow(leaf)
         bucket = self._buckets.setdefault(leaf, [])
@@ -116,7 +117,7 @@ class _Queue:
 
     def pop(self, key: _Key) -> None:
         """Take out ``key``, the head of its heap, whose task is already gone."""
-        leaf = min(-key[1], _BEYOND)
+        leaf = min(-key[2], _BEYOND)
         heappop(self._buckets[leaf])
         self.count -= 1
         self._live[leaf] -= 1
@@ -124,7 +125,7 @@ class _Queue:
 
     def discard(self, key: _Key) -> None:
         """Forget ``key``, wherever it is in its heap; its task is already gone."""
-        leaf = min(-key[1], _BEYOND)
+        leaf = min(-key[2], _BEYOND)
         bucket = self._buckets[leaf]
         self.count -= 1
         self._live[leaf] -= 1
@@ -155,8 +156,8 @@ class _Queue:
         return None if best == _NO_KEY else best
 
     def _alive(self, key: _Key) -> bool:
-        task = self._tasks.get(key[3])
-        return task is not None and task.key[2] == key[2]
+        task = self._tasks.get(key[4])
+        return task is not None and task.key[3] == key[3]
 
     def _refresh(self, leaf: int) -> None:
         bucket = self._buckets[leaf]

@@ -13,7 +13,8 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Iterable
+from collections import Counter
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from loguru import logger
@@ -22,9 +23,11 @@ from serendib.admin import Admin
 from serendib.agent import NETWORK_HEARTBEAT_S, current_message
 from serendib.errors import TaskNotFound, WorkerNotFound
 from serendib.handlers import on_message
-from serendib.limits import MAX_NOTE_CHARS, clip_text
+from serendib.limits import MAX_NOTE_CHARS, clip_text, safe_text
 from serendib.presence import AgentDetail
 from serendib.tasks.engine.book import TaskBook
+from serendib.tasks.engine.graph import dependency_faults, parents_first
+from serendib.tasks.engine.holds import KeyLimits
 from serendib.tasks.engine.ledger import DRAIN_TIMEOUT_S, Ledger
 from serendib.tasks.events import Listener, ManagerStats, TaskEvent
 from serendib.tasks.messages import (
@@ -56,7 +59,7 @@ from serendib.tasks.messages import (
     WorkerSync,
     WorkerUpdate,
 )
-from serendib.tasks.models import Task, TaskRecord, WorkerInfo
+from serendib.tasks.models import Backoff, Task, TaskRecord, WorkerInfo
 from serendib.tasks.report import Report, build_report
 from serendib.tasks.scheduling import Scheduler
 from serendib.tasks.store import TaskStore, open_store
@@ -88,6 +91,10 @@ class TaskManager(Admin):
             worker's, waiting for the worker to claim it (workers tell a new manager what they
             hold as soon as it starts): its result then counts, even one finished while the
             manager was down. Default: 6 network heartbeats (6 s).
+        limits: At most this many tasks of each ``concurrency_key`` run at once.
+        rates: At most this many tasks of each ``concurrency_key`` start per second.
+        retry_backoff: How long a failed attempt's retry waits, for tasks that do not say
+            (their ``retry``); None: at once.
         **options: Passed on to :class:`~serendib.Admin`.
     """
 
@@ -103,6 +110,9 @@ class TaskManager(Admin):
         attempt_unqualified: bool = False,
         lost_grace_s: float | None = None,
         resume_grace_s: float | None = None,
+        limits: Mapping[str, int] | None = None,
+        rates: Mapping[str, float] | None = None,
+        retry_backoff: Backoff | None = None,
         **options: Any,
     ) -> None:
         super().__init__(name, port, workspace_id=workspace_id, **options)
@@ -122,7 +132,17 @@ class TaskManager(Admin):
         self.stop_when_done = stop_when_done
         self._initial = list(tasks)
         self._ledger = Ledger(self.store, self.send, self._check_done, name, self.detail.id)
-        self.book = TaskBook(self.scheduler, self._ledger, self._call_soon, name)
+        self.book = TaskBook(
+            self.scheduler,
+            self._ledger,
+            self._call_soon,
+            name,
+            limits=KeyLimits(limits or {}, rates or {}),
+            backoff=retry_backoff,
+        )
+        # Ids being stored by submissions not yet in the book: a task naming one as its
+        # parent waits for it.
+        self._arriving: Counter[str] = Counter()
         self._done = asyncio.Event()
         self._subscribers: set[str] = set()
         self._submitting: set[asyncio.Task[Any]] = set()
@@ -145,8 +165,9 @@ class TaskManager(Admin):
         return self.book.load(worker)
 
     def waiting_reason(self, task_id: str) -> str | None:
-        """Why pending task ``task_id`` waits now; None if it is not pending here."""
-        return self.scheduler.waiting_reason(task_id)
+        """Why pending task ``task_id`` waits now (its parents, its time, a limit, a
+        worker); None if it is not pending here."""
+        return self.book.why_waiting(task_id)
 
     @property
     def suspects(self) -> list[str]:
@@ -195,7 +216,10 @@ class TaskManager(Admin):
             records = await self.store.unfinished()
             if records:
                 open_attempts = {a.task_id: a for a in await self.store.open_attempts()}
-                self.book.resume(records, open_attempts, self.resume_grace_s)
+                unfinished = {r.id for r in records}
+                ended = {p for r in records for p in r.task.depends_on if p not in unfinished}
+                parents = await self.store.get_many(list(ended)) if ended else {}
+                self.book.resume(records, open_attempts, self.resume_grace_s, parents)
                 logger.info(
                     "{}: resumed {} unfinished tasks from {}",
                     self.name,
@@ -262,22 +286,46 @@ class TaskManager(Admin):
     async def submit(self, tasks: Iterable[Task]) -> SubmitReply:
         """Store new tasks (an id already known is ignored) and queue them for assignment.
 
+        A task naming parents (``depends_on``) is refused if a parent is unknown (neither
+        stored nor in the same submission), or if it is in a dependency cycle, or if a
+        parent in the same submission is refused; the others are stored.
+
         Returns:
-            Which ids were accepted and which were duplicates.
+            Which ids were accepted, which were duplicates, and which were refused and why.
         """
         now = time.time()
         tasks = list(tasks)
         candidates: dict[str, TaskRecord] = {}
         for task in tasks:
             if task.id not in candidates and task.id not in self.book:
-                candidates[task.id] = TaskRecord(task=task, submitted_at=now, updated_at=now)
-        added = await self.store.add(list(candidates.values()))
+                candidates[task.id] = TaskRecord(
+                    task=task,
+                    submitted_at=now,
+                    updated_at=now,
+                    not_before=task.eligible_at(now) if task.not_before or task.delay_s else 0,
+                )
+        rejected: dict[str, str] = {}
+        parents: dict[str, TaskRecord] = {}
+        dependent = any(r.task.depends_on for r in candidates.values())
+        if dependent:
+            rejected = await self._check_parents(candidates, parents)
+            for task_id in rejected:
+                del candidates[task_id]
+        arriving = list(candidates)
+        self._arriving.update(arriving)
+        try:
+            added = await self.store.add(list(candidates.values()))
+            if dependent:
+                await self._find_parents([r.task for r in added], parents)
+        finally:
+            self._arriving.subtract(arriving)
+            self._arriving = +self._arriving  # drop the zeros
         if added:
             self._done.clear()
-        self.book.submitted([r.task for r in added], now)
+        self.book.submitted([r.task for r in added], now, parents)
         accepted = [r.id for r in added]
         taken = set(accepted)
-        duplicates = [t.id for t in tasks if t.id not in taken]
+        duplicates = [t.id for t in tasks if t.id not in taken and t.id not in rejected]
         self.book.activity.event(
             "submissions",
             "accepted {} new tasks{}",
@@ -286,16 +334,67 @@ class TaskManager(Admin):
             accepted=len(accepted),
             duplicates=len(duplicates),
         )
-        return SubmitReply(accepted=accepted, duplicates=duplicates)
+        if rejected:
+            logger.warning(
+                "{}: refused {} tasks: {}",
+                self.name,
+                len(rejected),
+                "; ".join(f"{safe_text(k)}: {v}" for k, v in list(rejected.items())[:3]),
+            )
+        return SubmitReply(accepted=accepted, duplicates=duplicates, rejected=rejected)
+
+    async def _check_parents(
+        self, batch: dict[str, TaskRecord], parents: dict[str, TaskRecord]
+    ) -> dict[str, str]:
+        """The tasks of ``batch`` to refuse, with why: an unknown parent, a cycle, or a
+        refused parent in the batch. Fills ``parents`` with the stored parents' records."""
+        outside = {
+            p
+            for r in batch.values()
+            for p in r.task.depends_on
+            if p not in batch and p not in self.book and p not in self._arriving
+        }
+        unseen = [p for p in outside if self._ledger.unsaved(p) is None]
+        if unseen:
+            parents.update(await self.store.get_many(unseen))
+        rejected: dict[str, str] = {}
+        for task_id, record in batch.items():
+            unknown = [p for p in record.task.depends_on if p in outside and p in unseen]
+            unknown = [p for p in unknown if p not in parents]
+            if unknown:
+                rejected[task_id] = f"unknown parent{'s' if len(unknown) > 1 else ''} " + (
+                    ", ".join(unknown[:5])
+                )
+        return rejected | dependency_faults(batch, rejected)
+
+    async def _find_parents(self, tasks: list[Task], parents: dict[str, TaskRecord]) -> None:
+        """Make sure ``parents`` holds the record of every parent of ``tasks`` that ended
+        and is no longer in memory (one may have ended while they were being stored)."""
+        for _ in range(3):
+            missing = {
+                p
+                for task in tasks
+                for p in task.depends_on
+                if p not in self.book
+                and p not in self._arriving
+                and self._ledger.unsaved(p) is None
+                and not (p in parents and parents[p].state.is_final)
+            }
+            if not missing:
+                return
+            parents.update(await self.store.get_many(list(missing)))
 
     async def retry(self, task_ids: Iterable[str]) -> RetryReply:
         """Run failed or cancelled tasks again as new attempts, keeping their history: each
         goes back to the queue with ``max_attempts`` counted afresh (the report counts the
-        replays). A task that succeeded or has not ended is refused, with why."""
+        replays). A task that succeeded or has not ended is refused, with why. Tasks run
+        again together go in dependency order: a child waits for its parent's new run."""
         now = time.time()
         reply = RetryReply()
+        records: dict[str, TaskRecord] = {}
         stored = []
-        for task_id in dict.fromkeys(task_ids):
+        task_ids = list(dict.fromkeys(task_ids))
+        for task_id in task_ids:
             record = self.book.get(task_id)
             if record is None:
                 unsaved = self._ledger.unsaved(task_id)
@@ -303,23 +402,38 @@ class TaskManager(Admin):
             if record is None:
                 stored.append(task_id)
             else:
-                self._replay(record, now, reply)
+                records[task_id] = record
         found = await self.store.get_many(stored) if stored else {}
         for task_id in stored:
             record = self.book.get(task_id) or found.get(task_id)
             if record is None:
                 reply.unknown.append(task_id)
             else:
-                self._replay(record, now, reply)
+                records[task_id] = record
+        ended = {
+            p
+            for r in records.values()
+            for p in r.task.depends_on
+            if p not in records and p not in self.book and self._ledger.unsaved(p) is None
+        }
+        parents = await self.store.get_many(list(ended)) if ended else {}
+        for task_id in parents_first(records):
+            self._replay(self.book.get(task_id) or records[task_id], now, reply, parents)
         if reply.retried:
             self._done.clear()
             self.book.pump()
             logger.info("{}: {} tasks run again", self.name, len(reply.retried))
         return reply
 
-    def _replay(self, record: TaskRecord, at: float, reply: RetryReply) -> None:
+    def _replay(
+        self,
+        record: TaskRecord,
+        at: float,
+        reply: RetryReply,
+        parents: Mapping[str, TaskRecord],
+    ) -> None:
         try:
-            self.book.replay(record, at)
+            self.book.replay(record, at, parents)
         except ValueError as e:
             reply.refused[record.id] = str(e)
         else:

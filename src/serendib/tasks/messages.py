@@ -27,6 +27,7 @@ from serendib.messages import default_registry, message_type
 from serendib.tasks.events import EventKind
 from serendib.tasks.models import (
     MAX_LABELS,
+    MAX_PARENTS,
     MAX_PREFETCH,
     Attempt,
     AttemptKey,
@@ -98,12 +99,14 @@ class TaskAssignment(_Frozen):
         attempt: Attempt number (1-based): the lease's fencing token.
         worker: The worker it is for.
         reason: Why this worker was chosen.
+        inputs: The outputs of the task's parents that succeeded, by id (``depends_on``).
     """
 
     task: Task
     attempt: Attempt
     worker: Name
     reason: Note = ""
+    inputs: dict[TaskId, JsonValue] = Field(default_factory=dict, max_length=MAX_PARENTS)
 
 
 @message_type("serendib.tasks.TaskResult")
@@ -351,10 +354,18 @@ class Subscribed(_Message):
 
 @message_type("serendib.tasks.SubmitReply")
 class SubmitReply(_Message):
-    """Which submitted ids were new, and which were already known."""
+    """Which submitted ids were new, which were already known, and which were refused.
+
+    Attributes:
+        accepted: Stored and queued.
+        duplicates: Already known (the same id twice is one task).
+        rejected: Refused, with why: an unknown parent, a dependency cycle, or a parent
+            refused for either (none of them is stored).
+    """
 
     accepted: list[str]
     duplicates: list[str]
+    rejected: dict[str, Note] = Field(default_factory=dict)
 
 
 @message_type("serendib.tasks.StatusRequest")

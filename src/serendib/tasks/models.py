@@ -10,10 +10,12 @@ and the reason, and a change of state produces a new record through a named tran
 from __future__ import annotations
 
 import time
+import zlib
+from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Annotated, Any
 
-from pydantic import BaseModel, Field, model_validator
+from pydantic import BaseModel, Field, field_validator, model_validator
 
 from serendib.limits import (
     MAX_ATTEMPT,
@@ -22,6 +24,7 @@ from serendib.limits import (
     Name,
     TaskId,
     Text,
+    Timestamp,
     Token,
 )
 from serendib.messages import message_type
@@ -35,6 +38,8 @@ __all__ = [
     "AttemptKey",
     "AttemptOutcome",
     "AttemptRecord",
+    "Backoff",
+    "MAX_PARENTS",
     "Task",
     "TaskRecord",
     "TaskState",
@@ -53,6 +58,8 @@ Label = Annotated[
 """A constraint that is not a level: ``gpu``, ``region=eu``."""
 MAX_LABELS = 32
 MAX_PREFETCH = 10_000
+MAX_PARENTS = 1_000
+"""The most tasks one task may depend on."""
 Attempt = Annotated[int, Field(ge=1, le=MAX_ATTEMPT)]
 Seconds = Annotated[float, Field(gt=0, le=10_000_000, allow_inf_nan=False)]
 AttemptKey = tuple[TaskId, Attempt]
@@ -111,6 +118,37 @@ def check_move(task_id: str, state: TaskState, to: TaskState) -> None:
         raise ValueError(f"task {task_id!r} cannot go from {state.value} to {to.value}")
 
 
+class Backoff(_Frozen):
+    """How long a failed attempt's retry waits: ``base_s * factor ** (n - 1)`` after the
+    n-th failure, at most ``max_s``, spread by ``jitter`` (a fraction either way).
+
+    The jitter is drawn from the task id and the attempt, so the same failure always waits
+    the same time (a manager restarted mid-wait resumes the same wait) while tasks that fail
+    together do not retry together.
+
+    Attributes:
+        base_s: The wait after the first failure.
+        factor: How much each further failure multiplies it.
+        jitter: At most this fraction of the wait is added or taken away.
+        max_s: The longest wait.
+    """
+
+    base_s: float = Field(default=1.0, ge=0, le=86_400, allow_inf_nan=False)
+    factor: float = Field(default=2.0, ge=1, le=100, allow_inf_nan=False)
+    jitter: float = Field(default=0.1, ge=0, le=1, allow_inf_nan=False)
+    max_s: float = Field(default=300.0, ge=0, le=7 * 86_400, allow_inf_nan=False)
+
+    def delay(self, task_id: str, failures: int) -> float:
+        """Seconds the retry after failure number ``failures`` (from 1) of ``task_id`` waits."""
+        if failures < 1 or not self.base_s:
+            return 0.0
+        wait = min(self.base_s * self.factor ** min(failures - 1, 64), self.max_s)
+        if self.jitter:
+            spread = zlib.crc32(f"{task_id}\x00{failures}".encode()) / 0xFFFFFFFF  # 0..1
+            wait *= 1 + self.jitter * (2 * spread - 1)
+        return wait
+
+
 @message_type("serendib.tasks.Task")
 class Task(_Frozen):
     """A unit of work.
@@ -128,6 +166,19 @@ class Task(_Frozen):
         wait_timeout_s: Fail the task if, this many seconds after submission, no connected
             worker is skilled enough for it (busy skilled workers do not count as none).
         labels: Labels a worker must all have to be given it (``gpu``, ``region=eu``).
+        depends_on: Tasks that must succeed before it runs (submitted before it or with
+            it); their outputs reach its handler as ``context.inputs``, by id.
+        run_anyway: Run once every parent has ended, even if some failed or were
+            cancelled (by default it is then cancelled, saying which parent).
+        delay_s: Not assigned before this many seconds after its submission.
+        not_before: Not assigned before this time (seconds since the epoch, or an ISO 8601
+            date-time; one without a zone is UTC).
+        retry: How long a retry waits after a failed or timed-out attempt (default: the
+            manager's, which is to retry at once).
+        concurrency_key: At most the manager's limit for this key run at once, and at most
+            its rate start per second (``--limit KEY=N``, ``--rate KEY=R``).
+        group: Who it is for (a tenant, a user): among tasks of equal priority the manager
+            serves groups in turn.
     """
 
     id: TaskId
@@ -141,6 +192,48 @@ class Task(_Frozen):
     timeout_s: Seconds | None = None
     wait_timeout_s: Seconds | None = None
     labels: tuple[Label, ...] = Field(default=(), max_length=MAX_LABELS)
+    depends_on: tuple[TaskId, ...] = Field(default=(), max_length=MAX_PARENTS)
+    run_anyway: bool = False
+    delay_s: float | None = Field(default=None, ge=0, le=10_000_000, allow_inf_nan=False)
+    not_before: Timestamp | None = None
+    retry: Backoff | None = None
+    concurrency_key: Token | None = None
+    group: Token | None = None
+
+    @field_validator("not_before", mode="before")
+    @classmethod
+    def _epoch(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            try:
+                return float(value)
+            except ValueError:
+                pass
+            try:
+                value = datetime.fromisoformat(value)
+            except ValueError:
+                raise ValueError(
+                    "must be seconds since the epoch or an ISO 8601 date-time"
+                ) from None
+        if isinstance(value, datetime):
+            return (value if value.tzinfo else value.replace(tzinfo=UTC)).timestamp()
+        return value
+
+    @model_validator(mode="after")
+    def _parents(self) -> Task:
+        if self.depends_on:
+            if self.id in self.depends_on:
+                raise ValueError(f"task {self.id!r} depends on itself")
+            if len(set(self.depends_on)) != len(self.depends_on):
+                raise ValueError(f"task {self.id!r} names a parent twice in depends_on")
+        return self
+
+    def eligible_at(self, submitted_at: float) -> float:
+        """The earliest time it may be assigned (0: at once), by ``delay_s`` and
+        ``not_before``."""
+        at = self.not_before or 0.0
+        if self.delay_s:
+            at = max(at, submitted_at + self.delay_s)
+        return at
 
 
 class WorkerInfo(_Frozen):
@@ -281,6 +374,8 @@ class TaskRecord(_Frozen):
         replays: Times it was run again after it had failed or was cancelled.
         attempt_base: Its attempts before the last replay (``max_attempts`` counts from
             there).
+        not_before: A pending task is not assigned before this time (its ``delay_s`` or
+            ``not_before``, or its retry's backoff); 0: at once.
     """
 
     task: Task
@@ -295,6 +390,7 @@ class TaskRecord(_Frozen):
     error: str | None = None
     replays: int = Field(default=0, ge=0)
     attempt_base: int = Field(default=0, ge=0)
+    not_before: float = Field(default=0.0, ge=0)
 
     @property
     def id(self) -> str:

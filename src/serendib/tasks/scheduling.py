@@ -19,6 +19,12 @@ Guarantees:
 - Among the tasks that can be placed, the highest priority goes first, then the hardest, then
   the earliest submitted; each to the least skilled eligible worker (keeping experts free),
   then the least loaded, then by name.
+- Fairness: among tasks of equal priority, tasks that name a ``group`` (a tenant, a user) are
+  served in turns, one of each group per turn, before the hardest-first order applies: one
+  group's 10^5 tasks do not delay another's ten. (Start-time fair queueing: a group's n-th
+  waiting task gets turn ``max(current turn, its group's last turn) + 1``; a group arriving
+  late starts at the current turn, neither behind the others nor owed the turns it missed.
+  Tasks without a group take the current turn.)
 - Tasks needing the same skill, kind and labels form a pool, indexed on its own; a worker is
   in every pool it fits. A waiting task says what it lacks: a worker running its kind, a
   label, the skill, or the level.
@@ -99,6 +105,10 @@ class Scheduler:
         self._dirty: set[_Pool] = set()
         self._seq = 0
         self._version = 0
+        # Fair turns: the highest turn placed so far, and each group's last turn given.
+        self._turn = 0
+        self._turns: dict[str, int] = {}
+        self._groups_kept = 0
 
     @property
     def pending_count(self) -> int:
@@ -236,6 +246,7 @@ class Scheduler:
         *,
         kind: str | None = None,
         labels: Iterable[str] = (),
+        group: str | None = None,
     ) -> None:
         """Queue a task.
 
@@ -247,6 +258,7 @@ class Scheduler:
             priority: Higher goes first.
             kind: The kind of task: only workers that run it are eligible (None: any worker).
             labels: Labels a worker must all have.
+            group: Who it is for: groups take turns among tasks of equal priority.
 
         Raises:
             ValueError: ``task_id`` is already pending, or an empty skill, or level below 1.
@@ -260,7 +272,14 @@ class Scheduler:
             _check_int(f"task {task_id!r}'s priority", priority)
         pool = self._pool(skill, kind, labels)
         self._seq += 1
-        key: _Key = (-priority, -level, self._seq, task_id)
+        turn = self._turn
+        if group is not None:
+            turns = self._turns
+            turn = max(turn, turns.get(group, 0)) + 1
+            turns[group] = turn
+            if len(turns) > 1_024 and len(turns) > 2 * self._groups_kept:
+                self._forget_turns()
+        key: _Key = (-priority, turn, -level, self._seq, task_id)
         self._tasks[task_id] = _Task(pool, key)
         pool.queue.push(key)
         self._dirty.add(pool)
@@ -295,7 +314,7 @@ class Scheduler:
         task = self._tasks.get(task_id)
         if task is None:
             return None
-        pool, level = task.pool, -task.key[1]
+        pool, level = task.pool, -task.key[2]
         skill, index = pool.skill, pool.index
         best, free = index.max_level(), index.max_free()
         if free and (level <= free or (level > best and self._attempt_unqualified)):
@@ -350,6 +369,11 @@ class Scheduler:
             if worker.fits(pool):
                 self._enter(worker, pool)
         return pool
+
+    def _forget_turns(self) -> None:
+        """Drop the groups whose last turn has passed (they start at the current turn)."""
+        self._turns = {g: t for g, t in self._turns.items() if t > self._turn}
+        self._groups_kept = len(self._turns)
 
     def _live_pools(self) -> int:
         return sum(1 for pool in self._pools.values() if pool.queue.count)
@@ -421,7 +445,9 @@ class Scheduler:
         return pool.queue.best(index.max_level() + 1, _BEYOND)
 
     def _place(self, pool: _Pool, key: _Key, qualified: bool) -> Assignment:
-        task_id, level = key[3], -key[1]
+        task_id, level = key[4], -key[2]
+        if key[1] > self._turn:
+            self._turn = key[1]
         del self._tasks[task_id]
         pool.queue.pop(key)
         index, skill = pool.index, pool.skill

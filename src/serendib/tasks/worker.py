@@ -63,12 +63,20 @@ class TaskContext:
         task: The task.
         attempt: The attempt number.
         worker: The worker running it.
+        inputs: The outputs of the task's parents (``depends_on``) that succeeded, by id.
     """
 
-    def __init__(self, task: Task, attempt: int, worker: WorkerAgent) -> None:
+    def __init__(
+        self,
+        task: Task,
+        attempt: int,
+        worker: WorkerAgent,
+        inputs: dict[str, Any] | None = None,
+    ) -> None:
         self.task = task
         self.attempt = attempt
         self.worker = worker
+        self.inputs: dict[str, Any] = inputs if inputs is not None else {}
 
     @property
     def level(self) -> int:
@@ -372,7 +380,7 @@ class WorkerAgent(Agent):
             try:
                 started = time.time()
                 self._note_started((task.id, attempt), started)
-                result = await self._attempt(task, attempt, started)
+                result = await self._attempt(task, attempt, started, assignment.inputs)
             finally:
                 self._slots.release()
             self._queue_result(result)
@@ -389,7 +397,9 @@ class WorkerAgent(Agent):
                 )
             )
 
-    async def _attempt(self, task: Task, attempt: int, started: float) -> TaskResult:
+    async def _attempt(
+        self, task: Task, attempt: int, started: float, inputs: dict[str, Any]
+    ) -> TaskResult:
         handler = self.task_handlers.get(task.kind)
         output: Any = None
         error: str | None = None
@@ -398,7 +408,7 @@ class WorkerAgent(Agent):
         else:
             try:
                 raw = await asyncio.wait_for(
-                    handler(task, TaskContext(task, attempt, self)), task.timeout_s
+                    handler(task, TaskContext(task, attempt, self, inputs)), task.timeout_s
                 )
                 output = to_jsonable_python(raw)
             except TaskFailed as e:

@@ -10,18 +10,25 @@ Entry points: submissions, resumed tasks, results, cancels, progress, and worker
 falling silent, leaving and reporting what they hold. Every step stages its changes in the
 ledger and tells listeners; none does I/O, and all run in the manager's dispatch loop, so no
 step ever races another.
+
+A pending task waits in one place at a time: for its parents (``depends_on``), for its time
+(``delay_s``, ``not_before``, a retry's backoff), for a permit of its ``concurrency_key``
+(the holds, :mod:`serendib.tasks.engine.holds`), and then in the scheduler for a worker.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Mapping
+from datetime import UTC, datetime
 from typing import Any
 
 from loguru import logger
 
 from serendib.tasks.activity import ActivityLog
 from serendib.tasks.engine.entries import Entry, Lease
+from serendib.tasks.engine.holds import Dependencies, KeyLimits, Timeline
 from serendib.tasks.engine.ledger import Ledger
 from serendib.tasks.engine.roster import CallSoon, Roster
 from serendib.tasks.events import EventBus, EventKind, ManagerStats
@@ -29,6 +36,7 @@ from serendib.tasks.messages import TaskCancel, TaskProgress, TaskResult
 from serendib.tasks.models import (
     AttemptOutcome,
     AttemptRecord,
+    Backoff,
     Task,
     TaskRecord,
     TaskState,
@@ -55,12 +63,27 @@ class TaskBook:
         ledger: Saves changes, then sends messages.
         call_soon: Runs a coroutine function in the owner's dispatch loop (for timers).
         owner: Name for log lines.
+        limits: The limits per ``concurrency_key``.
+        backoff: How long a retry waits when its task does not say (None: at once).
     """
 
     def __init__(
-        self, scheduler: Scheduler, ledger: Ledger, call_soon: CallSoon, owner: str
+        self,
+        scheduler: Scheduler,
+        ledger: Ledger,
+        call_soon: CallSoon,
+        owner: str,
+        *,
+        limits: KeyLimits | None = None,
+        backoff: Backoff | None = None,
     ) -> None:
         self.scheduler = scheduler
+        self.dependencies = Dependencies()
+        self.timeline = Timeline()
+        self.limits = limits if limits is not None else KeyLimits()
+        self.backoff = backoff
+        self._wake: asyncio.TimerHandle | None = None
+        self._wake_at = 0.0
         self._ledger = ledger
         self._call_soon = call_soon
         self.name = owner
@@ -94,6 +117,9 @@ class TaskBook:
         if self._claims is not None:
             self._claims.cancel()
             self._claims = None
+        if self._wake is not None:
+            self._wake.cancel()
+            self._wake = None
         for timer in self._timers.values():
             timer.cancel()
         self._timers.clear()
@@ -102,31 +128,145 @@ class TaskBook:
 
     # --- the steps ----------------------------------------------------------------------------
 
-    def _queue(self, entry: Entry, stage: bool) -> None:
+    def _queue(
+        self, entry: Entry, stage: bool, parents: Mapping[str, TaskRecord] | None = None
+    ) -> None:
+        """A task unfinished and pending: it waits for its parents, its time, a permit of
+        its key, then a worker. ``parents``: the records of its parents that ended and are
+        no longer in memory (a parent found nowhere is taken to be on its way)."""
         self._records[entry.id] = entry
         task = entry.task
-        self.scheduler.add_task(
-            entry.id,
-            task.required_skill,
-            task.difficulty,
-            task.priority,
-            kind=task.kind,
-            labels=task.labels,
-        )
         if task.wait_timeout_s is not None and entry.tries == 0:
             self._arm(entry.id, task.wait_timeout_s, self._wait_expired, entry.id)
         if stage:
             self._ledger.record(entry)
+        if task.depends_on and self._await_parents(entry, parents or {}):
+            return
+        self._admit(entry)
 
-    def _requeue(self, entry: Entry, escalate_above: int | None = None) -> None:
+    def _await_parents(self, entry: Entry, parents: Mapping[str, TaskRecord]) -> bool:
+        """Whether ``entry`` must wait for its parents (or was cancelled: one failed)."""
         task = entry.task
-        best = self.scheduler.max_level(task.required_skill, task.kind, task.labels)
-        level, escalated = retry_level(task.difficulty, escalate_above, best)
-        if escalated:
-            self._escalate.add(entry.id)
+        waiting: list[str] = []
+        inputs: dict[str, object] = {}
+        for parent in task.depends_on:
+            if parent in self._records:
+                waiting.append(parent)
+                continue
+            ended: Entry | TaskRecord | None = self._ledger.unsaved(parent)
+            if ended is None:
+                ended = parents.get(parent)
+            if ended is None or not ended.state.is_final:
+                waiting.append(parent)  # stored by a submission still on its way here
+            elif ended.state is TaskState.SUCCEEDED:
+                inputs[parent] = ended.output
+            elif not task.run_anyway:
+                self._doom(entry, parent, ended.state.value)
+                return True
+        self.dependencies.add(entry.id, waiting, inputs, run_anyway=task.run_anyway)
+        if not waiting:
+            return False
+        entry.reason = self._parents_reason(entry.id)
+        return True
+
+    def _parents_reason(self, task_id: str) -> str:
+        waits = self.dependencies.waits_for(task_id)
+        entry = self._records.get(task_id)
+        total = len(entry.task.depends_on) if entry is not None else len(waits)
+        shown = ", ".join(waits[:5]) + (f" and {len(waits) - 5} more" if len(waits) > 5 else "")
+        noun = "parent" if len(waits) == 1 else "parents"
+        return f"waiting for {noun} {shown} ({total - len(waits)} of {total} done)"
+
+    def _doom(self, entry: Entry, parent: str, how: str) -> None:
+        """Cancel ``entry``, a parent of which ended without success (its own children are
+        the caller's to release)."""
+        entry.cancel(time.time())
+        entry.error = f"parent {parent} {how}"
+        entry.reason = f"cancelled: parent {parent} {how}"
+        self._close(entry)
+
+    def _admit(self, entry: Entry) -> None:
+        """A pending task nothing but time and limits may hold: hold it, or schedule it."""
+        if entry.not_before and entry.not_before > time.time():
+            self.timeline.hold(entry.id, entry.not_before)
+            self._rearm()
+            return
+        key = entry.task.concurrency_key
+        if (
+            key is not None
+            and self.limits.limited(key)
+            and not self.limits.admit(key, entry.id, entry.task.priority, time.time())
+        ):
+            return  # it waits for a permit of its key
+        self._schedule(entry)
+
+    def _schedule(self, entry: Entry) -> None:
+        """Hand a pending task to the scheduler (at a higher level when it escalates)."""
+        task = entry.task
+        level = task.difficulty
+        if entry.escalate_above is not None:
+            best = self.scheduler.max_level(task.required_skill, task.kind, task.labels)
+            level, escalated = retry_level(task.difficulty, entry.escalate_above, best)
+            entry.escalate_above = None
+            if escalated:
+                self._escalate.add(entry.id)
         self.scheduler.add_task(
-            entry.id, task.required_skill, level, task.priority, kind=task.kind, labels=task.labels
+            entry.id,
+            task.required_skill,
+            level,
+            task.priority,
+            kind=task.kind,
+            labels=task.labels,
+            group=task.group,
         )
+
+    def _unqueue(self, entry: Entry) -> None:
+        """Take a pending task out of wherever it waits (it is cancelled or failed)."""
+        task_id = entry.id
+        if task_id in self.dependencies or self.timeline.withdraw(task_id):
+            return
+        key = entry.task.concurrency_key
+        if key is not None and self.limits.withdraw(key, task_id):
+            return
+        if self.scheduler.remove_task(task_id) and key is not None:
+            self.limits.release(key, task_id)
+
+    def _rearm(self) -> None:
+        """Wake at the earliest time a held task may go (its time, or a permit back)."""
+        times = [at for at in (self.timeline.next_at(), self.limits.next_at()) if at is not None]
+        if not times:
+            return
+        at = min(times)
+        if self._wake is not None:
+            if self._wake_at <= at:
+                return
+            self._wake.cancel()
+        self._wake_at = at
+        delay = max(at - time.time(), 0.0)
+        loop = asyncio.get_running_loop()
+        self._wake = loop.call_later(delay, lambda: self._call_soon(self._woken))
+
+    async def _woken(self) -> None:
+        self._wake = None
+        for task_id in self.timeline.due(time.time()):
+            entry = self._records.get(task_id)
+            if entry is not None and entry.state is TaskState.PENDING:
+                self._admit(entry)
+        self.pump()
+
+    def _requeue(
+        self, entry: Entry, escalate_above: int | None = None, *, backoff: bool = False
+    ) -> None:
+        """Queue again a task whose attempt ended without success: above ``escalate_above``
+        when a more skilled worker is connected; after its backoff when ``backoff``."""
+        entry.escalate_above = escalate_above
+        if backoff:
+            policy = entry.task.retry or self.backoff
+            delay = policy.delay(entry.id, entry.tries) if policy is not None else 0.0
+            if delay > 0:
+                entry.not_before = entry.updated_at + delay
+                entry.reason = f"{entry.reason}; in {delay:.3g}s (backoff)"
+        self._admit(entry)
         self._ledger.record(entry)
         if self.events:
             self.events.emit(
@@ -156,6 +296,11 @@ class TaskBook:
                 timer.cancel()
         if attempt.worker in self.roster:
             self.scheduler.release(attempt.worker)
+        if self.limits:
+            entry = self._records.get(task_id)
+            key = entry.task.concurrency_key if entry is not None else None
+            if key is not None:
+                self.limits.release(key, task_id)
         attempt.end(outcome, now, error, started)
         self._ledger.attempt(attempt)
         if self.events:
@@ -170,7 +315,36 @@ class TaskBook:
             )
 
     def _finalise(self, entry: Entry, attempt: Lease | None = None) -> None:
+        """A task reached a final state: save it, tell who watches, and release (or
+        cancel) the tasks waiting for it."""
+        self._close(entry, attempt)
+        if self.dependencies.has_children(entry.id):
+            self._release_children(entry)
+
+    def _release_children(self, parent: Entry) -> None:
+        # A loop, not recursion: a chain of 10^5 dependents may be cancelled at once.
+        ended = [parent]
+        while ended:
+            done = ended.pop()
+            released = self.dependencies.ended(
+                done.id, done.state is TaskState.SUCCEEDED, done.output, done.state.value
+            )
+            for child_id in released.ready:
+                child = self._records.get(child_id)
+                if child is not None and child.state is TaskState.PENDING:
+                    child.reason = "its parents are done"
+                    self._admit(child)
+            for child_id, by, how in released.doomed:
+                child = self._records.get(child_id)
+                if child is not None and not child.state.is_final:
+                    self._doom(child, by, how)
+                    if self.dependencies.has_children(child_id):
+                        ended.append(child)
+
+    def _close(self, entry: Entry, attempt: Lease | None = None) -> None:
         self._records.pop(entry.id, None)
+        if entry.task.depends_on:
+            self.dependencies.forget(entry.id)
         if self._escalate:
             self._escalate.discard(entry.id)
         if self._timers:
@@ -245,8 +419,17 @@ class TaskBook:
 
     def pump(self) -> None:
         """Make every assignment possible now, and stage it."""
+        limits = self.limits
+        if limits:
+            records = self._records
+            for task_id in limits.ready(time.time()):
+                entry = records.get(task_id)
+                if entry is not None:
+                    self._schedule(entry)
         assignments = self.scheduler.assign()
         if not assignments:
+            if limits or self.timeline:
+                self._rearm()
             return
         now = time.time()
         records, leases, by_worker = self._records, self._attempts, self._by_worker
@@ -270,7 +453,12 @@ class TaskBook:
             stage(entry)
             stage_attempt(attempt)
             task = entry.task
-            post(worker, attempt.assignment(task), attempt)
+            if task.depends_on:
+                post(worker, attempt.assignment(task, self.dependencies.inputs(task_id)), attempt)
+            else:
+                post(worker, attempt.assignment(task), attempt)
+            if limits and task.concurrency_key is not None:
+                limits.started(task.concurrency_key, task_id, now)
             stats.assignments += 1
             if events:
                 events.emit(
@@ -290,6 +478,8 @@ class TaskBook:
                     task_id,
                     entry.attempt,
                 )
+        if limits or self.timeline:
+            self._rearm()
 
     def _arm(self, task_id: str, delay: float, fn: Any, *args: Any) -> None:
         old = self._timers.pop(task_id, None)
@@ -307,7 +497,7 @@ class TaskBook:
         if self.scheduler.max_level(task.required_skill, task.kind, task.labels) >= task.difficulty:
             return  # a skilled worker is connected, only busy: the task will get its turn
         reason = self.scheduler.waiting_reason(task_id) or "no eligible worker"
-        self.scheduler.remove_task(task_id)
+        self._unqueue(entry)
         wait = task.wait_timeout_s or 0
         entry.fail(f"no worker could take it within {wait:g}s ({reason})", time.time())
         self._finalise(entry)
@@ -328,7 +518,7 @@ class TaskBook:
             self._finalise(entry)
         else:
             entry.requeue(verdict.reason, now, verdict.error)
-            self._requeue(entry, escalate_above=self._level_of(attempt.worker, task))
+            self._requeue(entry, self._level_of(attempt.worker, task), backoff=True)
         self.pump()
 
     def _await_claims(self, grace_s: float) -> None:
@@ -551,6 +741,7 @@ class TaskBook:
         records: list[TaskRecord],
         open_attempts: dict[str, AttemptRecord],
         grace_s: float,
+        parents: Mapping[str, TaskRecord] | None = None,
     ) -> None:
         """Take over the unfinished tasks of a previous run.
 
@@ -559,21 +750,33 @@ class TaskBook:
         their results, including those finished while the manager was down, still count.
         One its worker does not claim in time, or says it does not hold, is abandoned (LOST)
         and requeued.
+
+        ``parents``: the records of the ended parents of these tasks (``depends_on``).
         """
         now = time.time()
         resumed = 0
+        parents = parents or {}
         for record in records:
             entry = Entry.of(record)
             if entry.state is TaskState.PENDING:
-                self._queue(entry, stage=False)
+                self._queue(entry, stage=False, parents=parents)
                 continue
             attempt = open_attempts.get(record.id)
             if attempt is None or attempt.attempt != entry.attempt:
                 entry.requeue("manager restarted; attempt abandoned", now)
-                self._queue(entry, stage=True)
+                self._queue(entry, stage=True, parents=parents)
                 continue
+            if record.task.depends_on:  # given out already: its parents' outputs, for a retry
+                inputs: dict[str, object] = {
+                    p: parents[p].output
+                    for p in record.task.depends_on
+                    if p in parents and parents[p].state is TaskState.SUCCEEDED
+                }
+                self.dependencies.add(entry.id, (), inputs, run_anyway=record.task.run_anyway)
             lease = Lease.of(attempt)
             lease.resumed = True
+            if record.task.concurrency_key is not None:
+                self.limits.occupy(record.task.concurrency_key, entry.id)
             self._records[entry.id] = entry
             self._attempts[entry.id] = lease
             self._by_worker.setdefault(lease.worker, set()).add(entry.id)
@@ -582,17 +785,22 @@ class TaskBook:
             self._await_claims(grace_s)
         self.pump()
 
-    def submitted(self, tasks: list[Task], at: float) -> None:
-        """Queue tasks just stored for the first time (PENDING, submitted ``at``)."""
+    def submitted(
+        self, tasks: list[Task], at: float, parents: Mapping[str, TaskRecord] | None = None
+    ) -> None:
+        """Queue tasks just stored for the first time (PENDING, submitted ``at``);
+        ``parents``: the records of their ended parents no longer in memory."""
         events = self.events
         for task in tasks:
-            self._queue(Entry(task, at), stage=False)
+            self._queue(Entry(task, at), stage=False, parents=parents)
             if events:
                 events.emit(EventKind.SUBMITTED, task_id=task.id)
         self.stats.submitted += len(tasks)
         self.pump()
 
-    def replay(self, record: TaskRecord, at: float) -> TaskRecord:
+    def replay(
+        self, record: TaskRecord, at: float, parents: Mapping[str, TaskRecord] | None = None
+    ) -> TaskRecord:
         """Run a failed or cancelled task again as new attempts (its history kept).
 
         Raises:
@@ -609,7 +817,7 @@ class TaskBook:
         entry = Entry.of(record)
         entry.replay(f"replayed after it {record.state.value}", at)
         self.stats.replays += 1
-        self._queue(entry, stage=True)
+        self._queue(entry, stage=True, parents=parents)
         if self.events:
             self.events.emit(EventKind.REQUEUED, task_id=entry.id, reason=entry.reason)
         return entry.record()
@@ -625,7 +833,7 @@ class TaskBook:
             self._end_attempt(attempt, AttemptOutcome.CANCELLED, now, "cancelled")
             self._ledger.post(attempt.worker, TaskCancel(task_id=task_id, attempt=attempt.attempt))
         else:
-            self.scheduler.remove_task(task_id)
+            self._unqueue(entry)
         entry.cancel(now)
         self._finalise(entry)
         self.pump()
@@ -668,10 +876,26 @@ class TaskBook:
             self.events.emit(EventKind.STARTED, task_id=task_id, worker=sender, attempt=attempt_no)
 
     def waiting_reason(self, record: TaskRecord) -> TaskRecord:
-        """A pending record with the scheduler's current reason for waiting."""
+        """A pending record with its current reason for waiting: its parents, its time, a
+        limit, or the scheduler's."""
         if record.state is not TaskState.PENDING:
             return record
-        return record.waiting(self.scheduler.waiting_reason(record.id) or record.reason)
+        return record.waiting(self.why_waiting(record.id) or record.reason)
+
+    def why_waiting(self, task_id: str) -> str | None:
+        """Why pending task ``task_id`` waits now, for people; None if it is not pending here."""
+        if task_id in self.dependencies:
+            return self._parents_reason(task_id)
+        until = self.timeline.until(task_id)
+        entry = self._records.get(task_id)
+        if until is not None and entry is not None:
+            when = datetime.fromtimestamp(until, UTC).isoformat(timespec="milliseconds")
+            what = "retry waits out its backoff" if entry.tries else "delayed"
+            return f"{what}: not before {when} (in {max(until - time.time(), 0):.1f}s)"
+        key = entry.task.concurrency_key if entry is not None else None
+        if key is not None and self.limits.is_queued(key, task_id):
+            return self.limits.reason(key, time.time())
+        return self.scheduler.waiting_reason(task_id)
 
     def take_result(self, result: TaskResult, sender: str) -> None:
         """Count a result if it is the current lease's, from its holder; else it is stale.
@@ -712,7 +936,7 @@ class TaskBook:
         failed_level = self._level_of(result.worker, entry.task)
         self.stats.retries += 1
         entry.requeue(verdict.reason, now, error)
-        self._requeue(entry, escalate_above=failed_level)
+        self._requeue(entry, failed_level, backoff=True)
 
     def _stale(self, result: TaskResult, sender: str, running: Lease | None) -> None:
         self.stats.stale_results += 1

@@ -38,8 +38,10 @@ class Entry:
         "attempt",
         "attempt_base",
         "error",
+        "escalate_above",
         "finished_at",
         "id",
+        "not_before",
         "output",
         "reason",
         "replays",
@@ -64,6 +66,11 @@ class Entry:
         self.error: str | None = None
         self.replays = 0
         self.attempt_base = 0
+        # When it may be assigned (0: at once): its delay, then each retry's backoff.
+        self.not_before = task.eligible_at(submitted_at) if task.not_before or task.delay_s else 0.0
+        # Not stored: the level of the worker whose attempt last failed, for the retry to
+        # go above it (escalation), once it is queued again.
+        self.escalate_above: int | None = None
 
     @classmethod
     def of(cls, record: TaskRecord) -> Entry:
@@ -79,6 +86,7 @@ class Entry:
         entry.error = record.error
         entry.replays = record.replays
         entry.attempt_base = record.attempt_base
+        entry.not_before = record.not_before
         return entry
 
     def record(self) -> TaskRecord:
@@ -96,6 +104,7 @@ class Entry:
             error=self.error,
             replays=self.replays,
             attempt_base=self.attempt_base,
+            not_before=self.not_before,
         )
 
     def outcome(self) -> TaskOutcome:
@@ -138,6 +147,7 @@ class Entry:
             error,
             self.replays,
             self.attempt_base,
+            self.not_before or None,
         )
 
     # The transitions of TaskRecord, in place.
@@ -275,8 +285,17 @@ class Lease:
         if started_at is not None:
             self.started_at = started_at
 
-    def assignment(self, task: Task) -> TaskAssignment:
-        """The message giving this attempt of ``task`` to its worker."""
+    def assignment(self, task: Task, inputs: dict[str, Any] | None = None) -> TaskAssignment:
+        """The message giving this attempt of ``task`` to its worker (with its parents'
+        outputs, by id, when it depends on others)."""
+        if inputs:
+            return TaskAssignment(
+                task=task,
+                attempt=self.attempt,
+                worker=self.worker,
+                reason=self.reason,
+                inputs=inputs,
+            )
         return TaskAssignment(
             task=task, attempt=self.attempt, worker=self.worker, reason=self.reason
         )

@@ -256,6 +256,8 @@ class Backend(ABC):
     def _apply(self, plan: Plan) -> None:
         if plan.tasks:
             self._upsert("tasks", plan.tasks)
+        if plan.edges:
+            self._upsert("edges", plan.edges)
         if plan.updates:
             self._update(plan.updates)
         if plan.attempts:
@@ -380,6 +382,12 @@ class Backend(ABC):
             else:
                 rows = self._read_fetch(self.sql.quarantined_some, (limit,))
         return [quarantined_from_row(row) for row in rows]
+
+    def read_children(self, task_id: str, limit: int) -> list[str]:
+        """The tasks that depend on ``task_id``."""
+        with self._failing_as("reading dependents from"):
+            rows = self._read_fetch(self.sql.children, (task_id, limit))
+        return [str(row[0]) for row in rows]
 
     def read_completed_by_worker(self) -> dict[str, int]:
         """Succeeded attempts per worker."""

@@ -159,7 +159,10 @@ class SqlTaskStore:
         self._check_open("add")
         if not records:
             return []
-        written = await self._submit(PendingWrite(True, [task_row(r) for r in records], []))
+        edges = [(parent, r.id) for r in records for parent in r.task.depends_on]
+        written = await self._submit(
+            PendingWrite(True, [task_row(r) for r in records], [], edges=edges)
+        )
         return [records[index] for index in written.inserted]
 
     async def save(
@@ -307,6 +310,13 @@ class SqlTaskStore:
     async def completed_by_worker(self) -> dict[str, int]:
         """Succeeded attempts per worker name, over the whole store."""
         return await self._read(self._backend.read_completed_by_worker)
+
+    async def children(self, task_id: str, limit: int = 1_000) -> list[str]:
+        """The ids of the tasks that depend on ``task_id`` (at most ``limit``, in
+        submission order)."""
+        if limit < 1:
+            raise ValueError(f"limit must be at least 1, not {limit}")
+        return await self._read(self._backend.read_children, task_id, limit)
 
     async def quarantine_count(self) -> int:
         """How many records ``update`` has refused and quarantined."""

@@ -16,6 +16,10 @@ Serendib is upgraded in place; a store of a *newer* version than this build know
 - Step 3: the indexes a search walks (:mod:`serendib.tasks.store.search`): ``(kind, seq)``
   and, for finished tasks only, ``(finished_at, seq)``. Neither column changes once set, so
   neither costs the manager's updates anything.
+- Step 4: ``replays`` and ``attempt_base`` (a task run again after it ended).
+- Step 5: dependencies and times: ``serendib_edges`` (parent, child) for the tasks that
+  depend on others (a task's dependents, read by :meth:`TaskStore.children`), and the tasks'
+  ``not_before`` (when a delayed task or a retry waiting out its backoff may be assigned).
 
 The counts per state are rebuilt at every open, in the same transaction, whatever the
 migrations did (:attr:`serendib.tasks.store.rows.Statements.recount`).
@@ -46,7 +50,7 @@ class Migration:
     statements: tuple[str, ...]
 
 
-LATEST = 4
+LATEST = 5
 """The schema version this Serendib makes and reads."""
 SCHEMA_VERSION = str(LATEST)
 """:data:`LATEST` as stored in ``serendib_meta``."""
@@ -147,6 +151,15 @@ _SQLITE: tuple[Migration, ...] = (
         (
             "ALTER TABLE serendib_tasks ADD COLUMN replays INTEGER NOT NULL DEFAULT 0",
             "ALTER TABLE serendib_tasks ADD COLUMN attempt_base INTEGER NOT NULL DEFAULT 0",
+        ),
+    ),
+    Migration(
+        5,
+        "dependencies between tasks, and when a task may be assigned",
+        (
+            "CREATE TABLE IF NOT EXISTS serendib_edges (parent TEXT NOT NULL, child TEXT NOT NULL, "
+            "PRIMARY KEY (parent, child)) WITHOUT ROWID",
+            "ALTER TABLE serendib_tasks ADD COLUMN not_before REAL",
         ),
     ),
 )
@@ -271,6 +284,16 @@ def postgres(schema: str | None) -> tuple[Migration, ...]:
                 "ADD COLUMN IF NOT EXISTS replays integer NOT NULL DEFAULT 0",
                 f"ALTER TABLE {prefix}serendib_tasks "
                 "ADD COLUMN IF NOT EXISTS attempt_base integer NOT NULL DEFAULT 0",
+            ),
+        ),
+        Migration(
+            5,
+            "dependencies between tasks, and when a task may be assigned",
+            (
+                f"CREATE TABLE IF NOT EXISTS {prefix}serendib_edges "
+                "(parent text NOT NULL, child text NOT NULL, PRIMARY KEY (parent, child))",
+                f"ALTER TABLE {prefix}serendib_tasks "
+                "ADD COLUMN IF NOT EXISTS not_before double precision",
             ),
         ),
     )

@@ -68,6 +68,7 @@ class PostgresBackend(Backend):
                 meta=f"{prefix}serendib_meta",
                 counts=f"{prefix}serendib_counts",
                 quarantine=f"{prefix}serendib_quarantine",
+                edges=f"{prefix}serendib_edges",
                 json_param="{}::json",
                 json_text="{}::text",
                 description="(task ->> 'description')",

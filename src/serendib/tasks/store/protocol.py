@@ -43,6 +43,7 @@ class TaskUpdate(NamedTuple):
     error: str | None
     replays: int = 0
     attempt_base: int = 0
+    not_before: float | None = None
 
 
 class AttemptRow(NamedTuple):
@@ -349,4 +350,9 @@ class TaskStore(Protocol):
 
     async def quarantine_count(self) -> int:
         """How many records :meth:`update` has refused and quarantined, ever."""
+        ...
+
+    async def children(self, task_id: str, limit: int = 1_000) -> list[str]:
+        """The ids of the tasks that depend on ``task_id`` (at most ``limit``, in
+        submission order)."""
         ...

@@ -56,6 +56,7 @@ TASK_COLUMNS = (
     "error",
     "replays",
     "attempt_base",
+    "not_before",
 )
 _TASK_READ = (
     "seq",
@@ -71,6 +72,7 @@ _TASK_READ = (
     "error",
     "replays",
     "attempt_base",
+    "not_before",
 )
 ATTEMPT_COLUMNS = (
     "task_id",
@@ -127,6 +129,7 @@ def task_row(record: TaskRecord) -> Row:
         record.error,
         record.replays,
         record.attempt_base,
+        record.not_before or None,
     )
 
 
@@ -135,7 +138,7 @@ def record_from_row(row: Row) -> tuple[int, TaskRecord]:
     seq, state, attempt, worker, reason, submitted, updated, finished, spec, output, error = row[
         :11
     ]
-    replays, attempt_base = row[11:13]
+    replays, attempt_base, not_before = row[11:14]
     record = TaskRecord(
         task=Task.model_validate_json(spec),
         state=state,
@@ -149,6 +152,7 @@ def record_from_row(row: Row) -> tuple[int, TaskRecord]:
         error=error,
         replays=replays,
         attempt_base=attempt_base,
+        not_before=not_before or 0.0,
     )
     return seq, record
 
@@ -257,6 +261,8 @@ class PendingWrite:
     task_updates: Sequence[TaskUpdate] = ()
     stale: Sequence[AttemptKey] = ()
     split: bool = False
+    edges: Sequence[tuple[str, str]] = ()
+    """``(parent, child)`` for the tasks an ``add`` inserts that depend on others."""
 
     @property
     def size(self) -> int:
@@ -291,6 +297,8 @@ class Plan:
     inserted: list[list[int]]
     stale: list[tuple[int, str, int]] = field(default_factory=list)
     """(how many more, task id, attempt): stale results to count, after the attempts."""
+    edges: list[Row] = field(default_factory=list)
+    """``(parent, child)`` of the tasks inserted."""
 
 
 def plan_batch(writes: Sequence[PendingWrite], existing: set[str]) -> Plan:
@@ -309,14 +317,18 @@ def plan_batch(writes: Sequence[PendingWrite], existing: set[str]) -> Plan:
     attempts: dict[tuple[str, int], Row] = {}
     stale: dict[AttemptKey, int] = {}
     inserted: list[list[int]] = []
+    edges: list[Row] = []
     for write in writes:
         new: list[int] = []
         if write.add:
+            added = set()
             for index, row in enumerate(write.task_rows):
                 if row[0] not in existing and row[0] not in tasks:
                     tasks[row[0]] = row
                     updates.pop(row[0], None)  # it was not stored when that update came
                     new.append(index)
+                    added.add(row[0])
+            edges += [edge for edge in write.edges if edge[1] in added]
         else:
             for row in write.task_rows:
                 tasks[row[0]] = row
@@ -341,6 +353,7 @@ def plan_batch(writes: Sequence[PendingWrite], existing: set[str]) -> Plan:
         list(attempts.values()),
         inserted,
         [(n, task_id, attempt) for (task_id, attempt), n in stale.items()],
+        edges,
     )
 
 
@@ -354,6 +367,7 @@ class Dialect:
     attempts: str
     meta: str
     counts: str
+    edges: str = "serendib_edges"
     json_param: str = "{}"
     json_text: str = "{}"
     quarantine: str = "serendib_quarantine"
@@ -383,6 +397,11 @@ class Statements:
                 f"({', '.join(p for _ in ATTEMPT_COLUMNS)})",
                 " ON CONFLICT (task_id, attempt) DO UPDATE SET "
                 + ", ".join(f"{c} = excluded.{c}" for c in ATTEMPT_COLUMNS[2:]),
+            ),
+            "edges": (
+                f"INSERT INTO {d.edges} (parent, child) VALUES ",
+                f"({p}, {p})",
+                " ON CONFLICT (parent, child) DO NOTHING",
             ),
         }
         self._upsert_texts: dict[tuple[str, int], str] = {}
@@ -441,6 +460,10 @@ class Statements:
         )
         self.quarantined_some = f"{self.quarantined} LIMIT {p}"
         self.quarantine_count = f"SELECT count(*) FROM {d.quarantine}"
+        self.children = (
+            f"SELECT e.child FROM {d.edges} e JOIN {d.tasks} t ON t.id = e.child "
+            f"WHERE e.parent = {p} ORDER BY t.seq LIMIT {p}"
+        )
         self.completed_by_worker = (
             f"SELECT worker, count(*) FROM {d.attempts} WHERE outcome = 'succeeded' GROUP BY worker"
         )
