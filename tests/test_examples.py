@@ -32,3 +32,10 @@ def test_primes_across_workers_of_different_skills_adds_up() -> None:
     assert "Success rate: 100.00% (20 of 20 tasks)" in done.stdout
     counted = done.stdout.split("Primes counted by the workers: ")[1].split(";")[0]
     assert f"by a direct count: {counted}" in done.stdout
+
+
+def test_the_diamond_pipeline_hands_each_step_its_parents_outputs() -> None:
+    done = run_example("pipeline.py", "--chunks", "3")
+    assert done.returncode == 0, done.stderr
+    assert "across 3 chunks" in done.stdout
+    assert "the pipeline's counts match a direct count" in done.stdout

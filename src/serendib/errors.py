@@ -247,6 +247,28 @@ class ResultError(TaskError):
         super().__init__(f"task {task_id!r} {state}: {error or 'no reason given'}")
 
 
+class TasksRefused(TaskError, ValueError):
+    """The manager refused tasks of a submission: an unknown parent, a dependency cycle, or
+    a parent refused for either. The other tasks were stored.
+
+    Attributes:
+        refused: Why each refused task was (the first :data:`SHOWN` of them at most kept
+            with reasons beyond the count).
+        count: How many were refused.
+        accepted: How many of the submission were stored.
+    """
+
+    SHOWN = 1_000
+
+    def __init__(self, refused: dict[str, str], count: int, accepted: int) -> None:
+        self.refused = refused
+        self.count = count
+        self.accepted = accepted
+        shown = "; ".join(f"{task_id}: {why}" for task_id, why in list(refused.items())[:3])
+        more = f" (and {count - 3} more)" if count > 3 else ""
+        super().__init__(f"{count} task{'s' if count != 1 else ''} refused: {shown}{more}")
+
+
 class NoEligibleWorker(TaskError):
     """No connected worker has the skill a task needs."""
 

@@ -166,7 +166,9 @@ def submit(file: str, wait: bool, timeout: float | None, link: Link, as_json: bo
 
     Every entry is checked first: a bad one is reported with its index, line and reason, and
     nothing from the file is submitted. A JSON list or JSON Lines file of any size is then
-    streamed in bounded memory; ids already known are left as they were.
+    streamed in bounded memory; ids already known are left as they were. A task naming a
+    parent neither known nor earlier in the file (or in the same chunk of 1,000), or in a
+    dependency cycle, is refused with why (exit 2; the others run).
     """
     count = sum(1 for _ in iter_task_file(file))  # validated whole, nothing kept
     console = _console()
@@ -174,7 +176,7 @@ def submit(file: str, wait: bool, timeout: float | None, link: Link, as_json: bo
     async def work(client: AsyncClient) -> tuple[SubmitSummary, Counter[str]]:
         summary = await client.submit_many(iter_task_file(file), watch=False)
         ended: Counter[str] = Counter()
-        if wait:
+        if wait and not summary.refused:
             with progress_bar(count, not as_json) as (progress, bar):
                 await asyncio.wait_for(_await_all(client, file, ended, progress, bar), timeout)
         return summary, ended
@@ -190,7 +192,8 @@ def submit(file: str, wait: bool, timeout: float | None, link: Link, as_json: bo
         print(
             json.dumps(
                 {"file": file, "accepted": summary.accepted, "duplicates": summary.duplicates}
-                | ({"ended": dict(ended)} if wait else {}),
+                | ({"refused": summary.refusals} if summary.refused else {})
+                | ({"ended": dict(ended)} if wait and not summary.refused else {}),
                 indent=2,
             )
         )
@@ -198,8 +201,14 @@ def submit(file: str, wait: bool, timeout: float | None, link: Link, as_json: bo
         console.print(f"submitted {summary.accepted} new tasks from {file}")
         if summary.duplicates:
             console.print(f"{summary.duplicates} already known (same id), left as they were")
-        if wait:
+        if wait and not summary.refused:
             console.print(", ".join(f"{state} {n}" for state, n in sorted(ended.items())))
+    if summary.refused:
+        for task_id, why in list(summary.refusals.items())[:10]:
+            click.echo(f"serendib submit: refused {task_id}: {why}", err=True)
+        if summary.refused > 10:
+            click.echo(f"serendib submit: ... {summary.refused - 10} more refused", err=True)
+        return EXIT_USAGE
     return EXIT_FAILED if wait and failed else 0
 
 
@@ -500,13 +509,18 @@ def task(task_id: str, link: Link, as_json: bool) -> int:
     """One task, and why it is where it is (exit 2 if there is no such task)."""
     page: TaskPage = asyncio.run(ask(link, TaskQuery(task_id=task_id)))
     record = page.records[0]
+    children = page.children or []
     if as_json:
-        print(record.model_dump_json(indent=2))
+        print(json.dumps(record.model_dump(mode="json") | {"children": children}, indent=2))
         return 0
     console = _console()
     console.print(_task_table([record]))
+    if record.task.depends_on:
+        console.print("parents: " + ", ".join(record.task.depends_on), markup=False)
+    if children:
+        console.print("children: " + ", ".join(children), markup=False)
     if record.output is not None:
-        console.print(f"output: {json.dumps(record.output)}")
+        console.print(f"output: {json.dumps(record.output)}", markup=False)
     return 0
 
 

@@ -83,8 +83,10 @@ class CommandFailed(Exception):
 if TYPE_CHECKING:  # generic in the Click that types are checked with, not in every 8.x
     _AddressType = click.ParamType[tuple[str, int], Any]
     _SkillsType = click.ParamType[dict[str, int], Any]
+    _KeyValueType = click.ParamType[tuple[str, float], Any]
+    _BackoffType = click.ParamType[Any, Any]
 else:
-    _AddressType = _SkillsType = click.ParamType
+    _AddressType = _SkillsType = _KeyValueType = _BackoffType = click.ParamType
 
 
 class Address(_AddressType):
@@ -127,6 +129,60 @@ class Skills(_SkillsType):
         except (TypeError, ValueError):
             self.fail(
                 f"expected a level (7) or name=level pairs (python=7,sql=3), got {value!r}",
+                param,
+                ctx,
+            )
+
+
+class KeyValue(_KeyValueType):
+    """``KEY=N`` → ``(key, n)``: a limit or a rate per concurrency key.
+
+    Args:
+        integer: N must be a whole number (at least 1); else any number above 0.
+    """
+
+    name = "KEY=N"
+
+    def __init__(self, integer: bool) -> None:
+        self.integer = integer
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        if isinstance(value, tuple):
+            return value
+        key, _, number = str(value).partition("=")
+        try:
+            amount: float = int(number) if self.integer else float(number)
+        except ValueError:
+            amount = 0
+        if not key or amount <= 0 or amount == float("inf") or amount != amount:
+            what = "a whole number of at least 1" if self.integer else "a number above 0"
+            self.fail(f"expected KEY=N with N {what}, got {value!r}", param, ctx)
+        return key, amount
+
+
+class BackoffSpec(_BackoffType):
+    """``BASE[,FACTOR[,JITTER[,MAX]]]`` → a :class:`~serendib.tasks.models.Backoff`
+    (seconds, multiplier, fraction, seconds)."""
+
+    name = "BASE[,FACTOR[,JITTER[,MAX]]]"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        from pydantic import ValidationError
+
+        from serendib.tasks.models import Backoff
+
+        if isinstance(value, Backoff):
+            return value
+        fields = ("base_s", "factor", "jitter", "max_s")
+        parts = [p.strip() for p in str(value).split(",")]
+        try:
+            if len(parts) > len(fields):
+                raise ValueError("too many parts")
+            return Backoff(**{f: float(p) for f, p in zip(fields, parts, strict=False)})
+        except (ValueError, ValidationError) as e:
+            reason = e.errors()[0]["msg"] if isinstance(e, ValidationError) else str(e)
+            self.fail(
+                f"expected BASE[,FACTOR[,JITTER[,MAX]]] such as 1,2,0.1 ({reason}), got {value!r}",
                 param,
                 ctx,
             )

@@ -26,6 +26,8 @@ from serendib.cli.options import (
     DEFAULT_PORT,
     EXIT_OK,
     Address,
+    BackoffSpec,
+    KeyValue,
     Link,
     Skills,
     command,
@@ -36,7 +38,7 @@ from serendib.cli.options import (
     run_until_signalled,
 )
 from serendib.tasks.manager import TaskManager
-from serendib.tasks.models import Task
+from serendib.tasks.models import Backoff, Task
 from serendib.tasks.report import Report
 from serendib.tasks.worker import TaskHandler, WorkerAgent
 
@@ -169,6 +171,24 @@ async def _serve(
     help="seconds a silent worker keeps its attempts before they are requeued "
     "(default: 6 heartbeats; 0: at once)",
 )
+@option(
+    "--limit",
+    type=KeyValue(integer=True),
+    multiple=True,
+    help="at most N tasks of concurrency_key KEY run at once (repeatable)",
+)
+@option(
+    "--rate",
+    type=KeyValue(integer=False),
+    multiple=True,
+    help="at most N tasks of concurrency_key KEY start per second (repeatable)",
+)
+@option(
+    "--retry-backoff",
+    type=BackoffSpec(),
+    help="a failed attempt's retry waits BASE seconds, times FACTOR per further failure, "
+    "spread by JITTER, at most MAX (tasks may say their own 'retry'; default: at once)",
+)
 @dashboard_options
 @link_options(address=False)
 def admin(
@@ -180,6 +200,9 @@ def admin(
     store: str,
     attempt_unqualified: bool,
     lost_grace: float | None,
+    limit: tuple[tuple[str, float], ...],
+    rate: tuple[tuple[str, float], ...],
+    retry_backoff: Backoff | None,
     dashboard: tuple[str, int] | None,
     dashboard_token: str | None,
     link: Link,
@@ -196,6 +219,9 @@ def admin(
         store=store,
         attempt_unqualified=attempt_unqualified,
         lost_grace_s=lost_grace,
+        limits={key: int(n) for key, n in limit},
+        rates=dict(rate),
+        retry_backoff=retry_backoff,
         heartbeat_interval=link.heartbeat,
         tls_cert=tls_cert,
         tls_key=tls_key,

@@ -13,7 +13,7 @@ import asyncio
 import builtins
 import uuid
 from collections.abc import AsyncIterable, AsyncIterator, Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any, Self
 
@@ -27,6 +27,7 @@ from serendib.errors import (
     ResultError,
     SerendibError,
     TaskNotFound,
+    TasksRefused,
     WorkerNotFound,
 )
 from serendib.handlers import on_message
@@ -76,10 +77,14 @@ class SubmitSummary:
     Attributes:
         accepted: New tasks stored.
         duplicates: Ids already known (left as they were).
+        refused: How many the manager refused (an unknown parent, a dependency cycle).
+        refusals: Why, by id (the first ``TasksRefused.SHOWN`` of them).
     """
 
     accepted: int
     duplicates: int
+    refused: int = 0
+    refusals: dict[str, str] = field(default_factory=dict)
 
 
 class AsyncTaskHandle:
@@ -301,10 +306,12 @@ class AsyncClient:
 
         Raises:
             ValueError: A task is invalid (its position and the reason).
+            TasksRefused: The manager refused some (an unknown parent, a dependency cycle;
+                also a ValueError); the others were stored and run.
         """
         if isinstance(tasks, Task | Mapping):
             task = _task(tasks, 0)
-            await self._submit_chunks([[task]], watch)
+            _raise_refused(await self._submit_chunks([[task]], watch))
             return AsyncTaskHandle(self, task.id)
         ids: list[str] = []
 
@@ -313,7 +320,7 @@ class AsyncClient:
                 ids.extend(task.id for task in chunk)
                 yield chunk
 
-        await self._submit_chunks(collect(), watch)
+        _raise_refused(await self._submit_chunks(collect(), watch))
         return [AsyncTaskHandle(self, task_id) for task_id in ids]
 
     async def submit_many(
@@ -326,7 +333,8 @@ class AsyncClient:
         most ``window`` messages in flight (the manager's pace holds the reading back).
 
         Returns:
-            How many were accepted and how many were already known.
+            How many were accepted, how many were already known, and which the manager
+            refused, with why (an unknown parent, a dependency cycle).
 
         Raises:
             ValueError: A task is invalid (its position and the reason); the tasks before
@@ -343,6 +351,8 @@ class AsyncClient:
         in_flight: set[asyncio.Task[tuple[int, int]]] = set()
         totals = [0, 0]
         failure: list[BaseException] = []
+        refusals: dict[str, str] = {}
+        refused = [0]
 
         def done(task: asyncio.Task[tuple[int, int]]) -> None:
             in_flight.discard(task)
@@ -362,7 +372,7 @@ class AsyncClient:
             if failure:
                 slots.release()
                 raise failure[0]
-            sent = asyncio.create_task(self._send_chunk(chunk, watch))
+            sent = asyncio.create_task(self._send_chunk(chunk, watch, refusals, refused))
             in_flight.add(sent)
             sent.add_done_callback(done)
 
@@ -386,9 +396,11 @@ class AsyncClient:
                 task.cancel()
         if failure:
             raise failure[0]
-        return SubmitSummary(accepted=totals[0], duplicates=totals[1])
+        return SubmitSummary(totals[0], totals[1], refused[0], refusals)
 
-    async def _send_chunk(self, chunk: list[Task], watch: bool) -> tuple[int, int]:
+    async def _send_chunk(
+        self, chunk: list[Task], watch: bool, refusals: dict[str, str], refused: list[int]
+    ) -> tuple[int, int]:
         if watch:
             self._watched.update(task.id for task in chunk)
         try:
@@ -401,9 +413,15 @@ class AsyncClient:
             if len(chunk) == 1:
                 raise
             half = len(chunk) // 2
-            first = await self._send_chunk(chunk[:half], watch)
-            second = await self._send_chunk(chunk[half:], watch)
+            first = await self._send_chunk(chunk[:half], watch, refusals, refused)
+            second = await self._send_chunk(chunk[half:], watch, refusals, refused)
             return first[0] + second[0], first[1] + second[1]
+        if reply.rejected:
+            refused[0] += len(reply.rejected)
+            if watch:
+                self._watched.difference_update(reply.rejected)
+            room = TasksRefused.SHOWN - len(refusals)
+            refusals.update(list(reply.rejected.items())[: max(room, 0)])
         return len(reply.accepted), len(reply.duplicates)
 
     # --- outcomes -----------------------------------------------------------------------------
@@ -732,6 +750,11 @@ _KNOWN: dict[str, type[TaskNotFound] | type[WorkerNotFound]] = {
     "TaskNotFound": TaskNotFound,
     "WorkerNotFound": WorkerNotFound,
 }
+
+
+def _raise_refused(summary: SubmitSummary) -> None:
+    if summary.refused:
+        raise TasksRefused(summary.refusals, summary.refused, summary.accepted)
 
 
 def _known_error(error: RemoteError) -> SerendibError:

@@ -704,7 +704,8 @@ class TaskManager(Admin):
             record = await self._known(query.task_id)
             if record is None:
                 raise TaskNotFound(query.task_id)
-            return TaskPage(records=[self.book.waiting_reason(record)])
+            children = await self.store.children(query.task_id)
+            return TaskPage(records=[self.book.waiting_reason(record)], children=children)
         records, cursor = await self.store.query(
             state=query.state, worker=query.worker, after=query.after, limit=query.limit
         )

@@ -407,10 +407,17 @@ class TaskQuery(_Message):
 
 @message_type("serendib.tasks.TaskPage")
 class TaskPage(_Message):
-    """A page of task records and the cursor of the next page."""
+    """A page of task records and the cursor of the next page.
+
+    Attributes:
+        records: The tasks.
+        next_cursor: Where the next page starts (None: this is the last).
+        children: For a query of one task: the tasks that depend on it (the first 1,000).
+    """
 
     records: list[TaskRecord]
     next_cursor: int | None = None
+    children: list[TaskId] | None = Field(default=None, max_length=1_000)
 
 
 @message_type("serendib.tasks.CancelRequest")
