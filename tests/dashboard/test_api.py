@@ -212,10 +212,37 @@ async def test_submit_stores_new_tasks_and_reports_known_ids_as_duplicates(
     again = await client.post("/api/tasks", json={"tasks": [{"id": "n1", "difficulty": 1}]})
 
     assert first.status_code == 200
-    assert first.json() == {"accepted": ["n1", "2"], "duplicates": []}
-    assert again.json() == {"accepted": [], "duplicates": ["n1"]}
+    assert first.json() == {"accepted": ["n1", "2"], "duplicates": [], "rejected": {}}
+    assert again.json() == {"accepted": [], "duplicates": ["n1"], "rejected": {}}
     await until(lambda: stored_as(system, "n1", "pending"), "n1 to be stored")
     assert (await client.get("/api/tasks/n1")).json()["row"]["state"] == "pending"
+
+
+async def test_a_pipeline_through_the_api_shows_parents_and_children_and_refuses_cycles(
+    system: System, client: httpx.AsyncClient
+) -> None:
+    body = {
+        "tasks": [
+            {"id": "root", "difficulty": IMPOSSIBLE},
+            {"id": "leaf", "difficulty": 1, "depends_on": ["root"], "group": "team-a"},
+            {"id": "ring-1", "difficulty": 1, "depends_on": ["ring-2"]},
+            {"id": "ring-2", "difficulty": 1, "depends_on": ["ring-1"]},
+        ]
+    }
+
+    submitted = await client.post("/api/tasks", json=body)
+
+    assert submitted.json()["accepted"] == ["root", "leaf"]
+    assert submitted.json()["rejected"] == {
+        "ring-1": "in a dependency cycle: ring-1 -> ring-2 -> ring-1",
+        "ring-2": "in a dependency cycle: ring-1 -> ring-2 -> ring-1",
+    }
+    await until(lambda: stored_as(system, "leaf", "pending"), "leaf to be stored")
+    root = (await client.get("/api/tasks/root")).json()
+    leaf = (await client.get("/api/tasks/leaf")).json()
+    assert (root["parents"], root["children"]) == ([], ["leaf"])
+    assert (leaf["parents"], leaf["children"]) == (["root"], [])
+    assert leaf["waiting_reason"] == "waiting for parent root (0 of 1 done)"
 
 
 async def test_cancel_ends_a_pending_or_running_task_once(

@@ -221,8 +221,8 @@ class Dashboard:
         record = await store.get(task_id)
         if record is None:
             raise TaskNotFound(task_id)
-        attempts = await store.attempts(task_id)
-        return task_detail(record, attempts, self._waiting_reason(record), time.time())
+        attempts, children = await asyncio.gather(store.attempts(task_id), store.children(task_id))
+        return task_detail(record, attempts, self._waiting_reason(record), time.time(), children)
 
     async def submit(self, body: SubmitBody) -> SubmitResult:
         """Submit tasks to the manager.
@@ -233,7 +233,9 @@ class Dashboard:
         """
         self._require_running("submit")
         reply = await self.manager.submit(body.tasks)
-        return SubmitResult(accepted=reply.accepted, duplicates=reply.duplicates)
+        return SubmitResult(
+            accepted=reply.accepted, duplicates=reply.duplicates, rejected=reply.rejected
+        )
 
     async def cancel(self, task_id: str) -> CancelResult:
         """Cancel a task that is not final.

@@ -305,6 +305,8 @@ class TaskDetail(_Model):
         attempts: Its attempts, first to last.
         output: The successful attempt's output.
         total_s: Seconds from submission to its end (or to now).
+        parents: The tasks it depends on.
+        children: The tasks that depend on it (the first 1,000).
     """
 
     task: Task
@@ -313,6 +315,8 @@ class TaskDetail(_Model):
     attempts: list[AttemptView]
     output: Any = None
     total_s: float
+    parents: list[str] = []
+    children: list[str] = []
 
 
 class Throughput(_Model):
@@ -426,10 +430,12 @@ class StatsView(_Model):
 
 
 class SubmitResult(_Model):
-    """Which submitted ids were new and which were already known."""
+    """Which submitted ids were new, which were already known, and which were refused
+    (an unknown parent, a dependency cycle), with why."""
 
     accepted: list[str]
     duplicates: list[str]
+    rejected: dict[str, str] = {}
 
 
 class RetryResult(_Model):

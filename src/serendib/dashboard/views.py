@@ -98,6 +98,7 @@ def task_detail(
     attempts: Sequence[AttemptRecord],
     waiting_reason: str | None,
     now: float,
+    children: Sequence[str] = (),
 ) -> TaskDetail:
     """One task and its history, as ``GET /api/tasks/{id}`` returns it."""
     pending = record.state is TaskState.PENDING
@@ -110,6 +111,8 @@ def task_detail(
         attempts=attempt_views(record, attempts, now),
         output=record.output,
         total_s=max(end - record.submitted_at, 0.0),
+        parents=list(record.task.depends_on),
+        children=list(children),
     )
 
 
