@@ -59,6 +59,54 @@
     return node;
   }
 
+  // Make `node` look like `model`, keeping `node` and every descendant that is still there:
+  // attributes and text are set where they differ, a child of another kind is replaced.
+  function patch(node, model) {
+    if (node.nodeType !== model.nodeType || node.nodeName !== model.nodeName) {
+      node.replaceWith(model);
+      return model;
+    }
+    if (node.nodeType !== Node.ELEMENT_NODE) {
+      if (node.nodeValue !== model.nodeValue) node.nodeValue = model.nodeValue;
+      return node;
+    }
+    for (const name of node.getAttributeNames()) if (!model.hasAttribute(name)) node.removeAttribute(name);
+    for (const name of model.getAttributeNames()) {
+      const value = model.getAttribute(name);
+      if (name !== "style" && node.getAttribute(name) !== value) node.setAttribute(name, value);
+    }
+    // Styles through the CSSOM (the page's CSP refuses style attributes).
+    if (node.style && node.style.cssText !== model.style.cssText) node.style.cssText = model.style.cssText;
+    const nodes = Array.from(node.childNodes);
+    const models = Array.from(model.childNodes);
+    models.forEach((child, i) => (i < nodes.length ? patch(nodes[i], child) : node.append(child)));
+    for (const extra of nodes.slice(models.length)) extra.remove();
+    return node;
+  }
+
+  // Draw a table body again in place: a row still shown (the same `key` attribute) keeps its
+  // element, brought up to date. A click whose press and release straddle a redraw (a live
+  // update came in between) then lands: a row replaced under the pointer swallowed it.
+  function redraw(body, rows, key) {
+    const shown = new Map();
+    for (const tr of Array.from(body.children)) {
+      if (tr.hasAttribute(key)) shown.set(tr.getAttribute(key), tr);
+    }
+    const kept = rows.map((row) => {
+      const old = row.hasAttribute(key) ? shown.get(row.getAttribute(key)) : undefined;
+      if (old === undefined) return row;
+      shown.delete(row.getAttribute(key)); // a key shown twice: its second row is new
+      return patch(old, row);
+    });
+    const keep = new Set(kept);
+    for (const tr of Array.from(body.children)) if (!keep.has(tr)) tr.remove();
+    // Those kept stay where they are (moving one under the pointer would lose its click too).
+    kept.forEach((tr, i) => {
+      const there = body.children[i];
+      if (there !== tr) body.insertBefore(tr, there || null);
+    });
+  }
+
   function badge(state) {
     return el("span", { class: "state s-" + state, "data-state": state }, state);
   }
@@ -158,7 +206,7 @@
         el("td", { class: "num" }, percent(w.success_rate)),
       );
     });
-    body.replaceChildren(...rows);
+    redraw(body, rows, "data-worker");
     const connected = workers.filter((w) => w.status === "connected").length;
     const suspect = workers.filter((w) => w.status === "suspect").length;
     const lost = workers.length - connected - suspect;
@@ -302,7 +350,7 @@
       ),
     );
     if (!rows.length) rows.push(el("tr", { class: "empty" }, el("td", { colspan: "4" }, "nothing is running")));
-    document.querySelector("#running tbody").replaceChildren(...rows);
+    redraw(document.querySelector("#running tbody"), rows, "data-task-id");
   }
 
   // --- the task table ----------------------------------------------------------------------------
@@ -368,7 +416,7 @@
         : "no tasks" + (filtering() ? " match" : " yet");
       rows.push(el("tr", { class: "empty" }, el("td", { colspan: "9" }, why)));
     }
-    body.replaceChildren(...rows);
+    redraw(body, rows, "data-task-id");
     view.next = page.next_cursor;
     view.truncated = page.truncated;
     $("prev").disabled = view.cursors.length <= 1;
@@ -474,7 +522,7 @@
       ),
     );
     if (!attempts.length) attempts.push(el("tr", { class: "empty" }, el("td", { colspan: "6" }, "not assigned yet")));
-    document.querySelector("#attempts tbody").replaceChildren(...attempts);
+    redraw(document.querySelector("#attempts tbody"), attempts, "data-attempt");
     const hasOutput = d.output !== null && d.output !== undefined;
     $("output-title").hidden = !hasOutput;
     $("detail-output").hidden = !hasOutput;
@@ -601,7 +649,7 @@
       ),
     );
     if (!current.length) current.push(el("tr", { class: "empty" }, el("td", { colspan: "4" }, "idle")));
-    document.querySelector("#worker-current tbody").replaceChildren(...current);
+    redraw(document.querySelector("#worker-current tbody"), current, "data-task-id");
     const recent = d.recent.map((t) =>
       el(
         "tr",
@@ -613,7 +661,7 @@
       ),
     );
     if (!recent.length) recent.push(el("tr", { class: "empty" }, el("td", { colspan: "4" }, "no task yet")));
-    document.querySelector("#worker-recent tbody").replaceChildren(...recent);
+    redraw(document.querySelector("#worker-recent tbody"), recent, "data-task-id");
     const tallies = d.by_difficulty.map((row) => {
       const fill = el("span", { class: "fill" });
       fill.style.width = ((row.success_rate || 0) * 100).toFixed(0) + "%";
@@ -627,7 +675,7 @@
       );
     });
     if (!tallies.length) tallies.push(el("tr", { class: "empty" }, el("td", { colspan: "4" }, "no attempt ended yet")));
-    document.querySelector("#worker-difficulty tbody").replaceChildren(...tallies);
+    redraw(document.querySelector("#worker-difficulty tbody"), tallies, "data-difficulty");
   }
 
   // --- who may do what -----------------------------------------------------------------------
