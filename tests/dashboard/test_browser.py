@@ -246,6 +246,31 @@ async def test_the_page_cancels_a_waiting_task(system: System, tab: Tab) -> None
     await expect(page.locator("[data-testid=cancel]")).to_be_hidden()
 
 
+async def test_the_page_asks_again_what_it_may_do_when_it_could_not_learn(
+    system: System, tab: Tab
+) -> None:
+    await system.submit(Task(id="hard", difficulty=10))
+    page = tab.page
+    refused: list[str] = []
+
+    async def unavailable_once(route: Route) -> None:
+        if refused:
+            await route.continue_()
+        else:
+            refused.append(route.request.url)
+            await route.fulfill(status=503, json={"error": "try again"})
+
+    await page.route("**/api/access", unavailable_once)
+    await page.goto(system.url)
+    await page.click('#tasks tr[data-task-id="hard"]')
+
+    # Asked again with a live update: the page is not left read-only by one failed call.
+    await expect(page.locator("[data-testid=cancel]")).to_be_visible(timeout=DEADLINE * 1000)
+    assert len(refused) == 1
+    # The browser logs the refused call; nothing else may go wrong.
+    tab.problems[:] = [p for p in tab.problems if "503" not in p]
+
+
 async def test_the_page_runs_a_cancelled_task_again(system: System, tab: Tab) -> None:
     await system.submit(Task(id="again", difficulty=10))
     page = tab.page

@@ -40,6 +40,7 @@
     workers: [],
     running: [],
     writable: false, // until /api/access says otherwise, no button that would be refused
+    access: "unknown", // of /api/access: "unknown" (asked again with each live update), "asking", "known"
   };
 
   // --- helpers -------------------------------------------------------------------------------
@@ -681,8 +682,11 @@
   // --- who may do what -----------------------------------------------------------------------
 
   async function loadAccess() {
+    if (view.access !== "unknown") return;
+    view.access = "asking";
     try {
       const access = await api("/api/access");
+      view.access = "known";
       view.writable = access.writable;
       const shown = $("access");
       shown.hidden = access.writable;
@@ -690,6 +694,7 @@
       shown.title = access.reason || "";
       if (view.selected !== null) loadDetail(view.selected);
     } catch (e) {
+      view.access = "unknown"; // asked again with the next live update, not left read-only
       showError("Could not learn what this page may do: " + e.message);
     }
   }
@@ -713,6 +718,7 @@
       renderWorkers(update.workers, update.workers_total);
       renderRunning(); // the times running go on
       document.body.dataset.updates = String(Number(document.body.dataset.updates || "0") + 1);
+      loadAccess(); // if it is still unknown
       if (update.tasks_version !== view.tasksVersion) {
         view.tasksVersion = update.tasks_version;
         loadTasks();
