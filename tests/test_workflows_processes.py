@@ -87,3 +87,47 @@ def test_a_pipeline_file_runs_in_dependency_order_and_its_cycles_are_refused(
     text = run("task", "split", *link)
     assert "children: count:0, count:1, count:2" in text.stdout
     assert admin.stop(signal.SIGINT) in (0, 130)
+
+
+def test_schedules_are_added_listed_and_removed_through_the_cli(
+    tmp_path: Path, processes: list[Process]
+) -> None:
+    port = free_port()
+    link = ["--admin", f"127.0.0.1:{port}", "--workspace", "cal"]
+    nightly = tmp_path / "nightly.yaml"
+    nightly.write_text(
+        "- {name: nightly, cron: '0 2 * * *', task: {difficulty: 3, kind: backup}}\n"
+    )
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("- {name: broken, cron: 'whenever', task: {difficulty: 1}}\n")
+    refused = run("admin", "--port", str(port), "--schedules", str(bad), "--store", ":memory:")
+    assert refused.returncode == 2
+    assert (
+        refused.stderr.strip()
+        .splitlines()[-1]
+        .endswith(
+            "schedule 0: cron: Value error, 'whenever' is not a cron expression (such as '*/5 * * * *')"
+        )
+    )
+
+    admin = Process(
+        tmp_path / "admin.log",
+        "admin",
+        *("--port", str(port), "--store", str(tmp_path / "tasks.db"), "--workspace", "cal"),
+        *("--schedules", str(nightly), *BEAT),
+    )
+    processes.append(admin)
+    admin.wait_for("admin of workspace")
+    hourly = tmp_path / "hourly.json"
+    hourly.write_text('[{"name": "hourly", "cron": "0 * * * *", "task": {"difficulty": 1}}]')
+
+    added = run("schedules", "--add", str(hourly), "--json", *link)
+    assert added.returncode == 0, added.stderr
+    listed = json.loads(added.stdout)["schedules"]
+    assert [s["schedule"]["name"] for s in listed] == ["hourly", "nightly"]
+    assert all(s["next_at"] > s["last_fired"] for s in listed)
+    removed = run("schedules", "--remove", "hourly", "--remove", "nosuch", *link)
+    assert removed.returncode == 1
+    assert "no schedule named 'nosuch'" in removed.stdout
+    assert "hourly" not in removed.stdout.split("schedules")[-1]
+    assert admin.stop(signal.SIGINT) in (0, 130)

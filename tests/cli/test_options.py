@@ -39,6 +39,7 @@ def test_every_command_is_there() -> None:
         "report",
         "result",
         "retry",
+        "schedules",
         "status",
         "submit",
         "task",

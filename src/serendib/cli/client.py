@@ -52,6 +52,7 @@ from serendib.tasks.messages import (
     Reconfigure,
     ReportRequest,
     RetryReply,
+    ScheduleInfo,
     StatusReply,
     StatusRequest,
     TaskOutcome,
@@ -417,6 +418,55 @@ def _profile(info: WorkerInfo) -> str:
 
 
 @client_command(
+    "schedules",
+    examples=[
+        "serendib schedules",
+        "serendib schedules --add nightly.yaml",
+        "serendib schedules --remove nightly --json",
+    ],
+)
+@option("--add", "add", metavar="FILE", help="add (or replace) the schedules of this file")
+@option("--remove", "remove", metavar="NAME", multiple=True, help="remove a schedule (repeatable)")
+def schedules(add: str | None, remove: tuple[str, ...], link: Link, as_json: bool) -> int:
+    """The manager's recurring work: each schedule's cron, when it last fired and fires next
+    (exit 2 for a bad file, 1 if a schedule to remove is unknown)."""
+    from serendib.cli.run import load_schedules
+
+    adding = load_schedules(add) if add else []
+
+    async def work(client: AsyncClient) -> tuple[list[ScheduleInfo], list[str]]:
+        for schedule in adding:
+            await client.add_schedule(schedule)
+        unknown = [name for name in remove if not await client.remove_schedule(name)]
+        return await client.schedules(), unknown
+
+    found, unknown = asyncio.run(_call(link, work))
+    if as_json:
+        listing = [info.model_dump(mode="json") for info in found]
+        print(json.dumps({"schedules": listing, "unknown": unknown}, indent=2))
+    else:
+        table = Table("name", "cron", "task", "last fired", "next", title=f"{len(found)} schedules")
+        for info in found:
+            task = ", ".join(f"{k}={v}" for k, v in info.schedule.task.items())
+            table.add_row(
+                info.schedule.name,
+                info.schedule.cron,
+                task,
+                _when(info.last_fired),
+                _when(info.next_at),
+            )
+        console = _console()
+        console.print(table)
+        for name in unknown:
+            console.print(f"no schedule named {name!r}")
+    return EXIT_FAILED if unknown else 0
+
+
+def _when(at: float) -> str:
+    return datetime.fromtimestamp(at).astimezone().isoformat(timespec="seconds")
+
+
+@client_command(
     "status", examples=["serendib status", "serendib status --admin 10.0.0.5:4222 --json"]
 )
 def status(link: Link, as_json: bool) -> int:
@@ -580,5 +630,5 @@ def report(store: str | None, link: Link, as_json: bool) -> int:
     return 0
 
 
-COMMANDS = [submit, result, status, tasks, task, cancel, retry, configure, report]
+COMMANDS = [submit, result, status, tasks, task, cancel, retry, schedules, configure, report]
 """The client commands, in the order ``serendib --help`` lists them."""

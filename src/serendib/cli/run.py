@@ -17,7 +17,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import click
+import yaml
 from loguru import logger
+from pydantic import ValidationError
 from rich.console import Console
 
 from serendib._gc import tune_gc
@@ -25,8 +27,10 @@ from serendib.cli.client import offline_report, print_report
 from serendib.cli.options import (
     DEFAULT_PORT,
     EXIT_OK,
+    EXIT_USAGE,
     Address,
     BackoffSpec,
+    CommandFailed,
     KeyValue,
     Link,
     Skills,
@@ -38,7 +42,7 @@ from serendib.cli.options import (
     run_until_signalled,
 )
 from serendib.tasks.manager import TaskManager
-from serendib.tasks.models import Backoff, Task
+from serendib.tasks.models import Backoff, Schedule, Task
 from serendib.tasks.report import Report
 from serendib.tasks.worker import TaskHandler, WorkerAgent
 
@@ -189,6 +193,12 @@ async def _serve(
     help="a failed attempt's retry waits BASE seconds, times FACTOR per further failure, "
     "spread by JITTER, at most MAX (tasks may say their own 'retry'; default: at once)",
 )
+@option(
+    "--schedules",
+    metavar="FILE",
+    help="recurring work: a YAML or JSON list of schedules (name, cron, task), kept in the "
+    "store with when each last fired",
+)
 @dashboard_options
 @link_options(address=False)
 def admin(
@@ -203,6 +213,7 @@ def admin(
     limit: tuple[tuple[str, float], ...],
     rate: tuple[tuple[str, float], ...],
     retry_backoff: Backoff | None,
+    schedules: str | None,
     dashboard: tuple[str, int] | None,
     dashboard_token: str | None,
     link: Link,
@@ -222,12 +233,38 @@ def admin(
         limits={key: int(n) for key, n in limit},
         rates=dict(rate),
         retry_backoff=retry_backoff,
+        schedules=load_schedules(schedules) if schedules else (),
         heartbeat_interval=link.heartbeat,
         tls_cert=tls_cert,
         tls_key=tls_key,
         nats_options=link.nats_options(),
     )
     return asyncio.run(_serve(manager, dashboard=_dashboard(manager, dashboard, dashboard_token)))
+
+
+def load_schedules(path: str) -> list[Schedule]:
+    """The schedules of a YAML or JSON file: a list of ``{name, cron, task}``.
+
+    Raises:
+        CommandFailed: It cannot be read, or an entry is not a schedule (exit 2).
+    """
+    try:
+        entries = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError, UnicodeDecodeError) as e:
+        raise CommandFailed(f"cannot read schedules from {path}: {e}", EXIT_USAGE) from None
+    if not isinstance(entries, list):
+        raise CommandFailed(f"{path}: expected a list of schedules", EXIT_USAGE)
+    found = []
+    for index, entry in enumerate(entries):
+        try:
+            found.append(Schedule.model_validate(entry))
+        except ValidationError as e:
+            problem = e.errors()[0]
+            where = ".".join(str(p) for p in problem["loc"]) or "entry"
+            raise CommandFailed(
+                f"{path}: schedule {index}: {where}: {problem['msg']}", EXIT_USAGE
+            ) from None
+    return found
 
 
 def identity_path(workspace: str, name: str) -> Path:

@@ -42,6 +42,9 @@ from serendib.tasks.messages import (
     Reconfigure,
     RetryReply,
     RetryRequest,
+    ScheduleInfo,
+    ScheduleRequest,
+    SchedulesReply,
     StatusReply,
     StatusRequest,
     SubmitReply,
@@ -55,7 +58,7 @@ from serendib.tasks.messages import (
     Watch,
     WatchReply,
 )
-from serendib.tasks.models import Task, TaskRecord, TaskState, WorkerInfo
+from serendib.tasks.models import Schedule, Task, TaskRecord, TaskState, WorkerInfo
 from serendib.transports.nats import NatsOptions
 
 __all__ = ["AsyncClient", "AsyncTaskHandle", "EventStream", "SubmitSummary", "TaskInput"]
@@ -638,6 +641,28 @@ class AsyncClient:
         for task_id in total.retried:  # ended before; it will end again
             self._outcomes.pop(task_id, None)
         return total
+
+    async def schedules(self) -> builtins.list[ScheduleInfo]:
+        """The manager's schedules, by name, with when each last fired and fires next."""
+        reply: SchedulesReply = await self._ask(ScheduleRequest())
+        return reply.schedules
+
+    async def add_schedule(
+        self, schedule: Schedule | Mapping[str, Any]
+    ) -> builtins.list[ScheduleInfo]:
+        """Add recurring work to the manager (or replace the schedule of its name).
+
+        Raises:
+            ValueError: The schedule is not valid (pydantic's ValidationError).
+        """
+        found = schedule if isinstance(schedule, Schedule) else Schedule.model_validate(schedule)
+        reply: SchedulesReply = await self._ask(ScheduleRequest(add=found))
+        return reply.schedules
+
+    async def remove_schedule(self, name: str) -> bool:
+        """Remove a schedule; False if the manager has none of that name."""
+        reply: SchedulesReply = await self._ask(ScheduleRequest(remove=name))
+        return reply.removed
 
     async def status(self) -> StatusReply:
         """Task counts and the connected workers."""

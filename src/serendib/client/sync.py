@@ -7,6 +7,7 @@ answer, so it may be used from any thread (one call at a time per client is simp
 from __future__ import annotations
 
 import asyncio
+import builtins
 import queue
 import threading
 from collections.abc import AsyncIterator, Callable, Coroutine, Iterable, Iterator, Mapping
@@ -17,11 +18,12 @@ from serendib.client.aio import AsyncClient, EventStream, SubmitSummary, TaskInp
 from serendib.tasks.messages import (
     EventMessage,
     RetryReply,
+    ScheduleInfo,
     StatusReply,
     TaskOutcome,
     TaskPage,
 )
-from serendib.tasks.models import TaskRecord, TaskState, WorkerInfo
+from serendib.tasks.models import Schedule, TaskRecord, TaskState, WorkerInfo
 
 __all__ = ["Client", "SyncEventStream", "TaskHandle"]
 
@@ -193,6 +195,18 @@ class Client:
     def retry(self, task_ids: Iterable[str]) -> RetryReply:
         """Run failed or cancelled tasks again (see :meth:`AsyncClient.retry`)."""
         return self._run(self.aio.retry(list(task_ids)))
+
+    def schedules(self) -> builtins.list[ScheduleInfo]:
+        """The manager's schedules (see :meth:`AsyncClient.schedules`)."""
+        return self._run(self.aio.schedules())
+
+    def add_schedule(self, schedule: Schedule | Mapping[str, Any]) -> builtins.list[ScheduleInfo]:
+        """Add or replace a schedule (see :meth:`AsyncClient.add_schedule`)."""
+        return self._run(self.aio.add_schedule(schedule))
+
+    def remove_schedule(self, name: str) -> bool:
+        """Remove a schedule; False if there is none of that name."""
+        return self._run(self.aio.remove_schedule(name))
 
     def status(self) -> StatusReply:
         """Task counts and the connected workers."""

@@ -40,6 +40,9 @@ from serendib.tasks.messages import (
     ReportRequest,
     RetryReply,
     RetryRequest,
+    ScheduleInfo,
+    ScheduleRequest,
+    SchedulesReply,
     StatusReply,
     StatusRequest,
     SubmitReply,
@@ -59,7 +62,8 @@ from serendib.tasks.messages import (
     WorkerSync,
     WorkerUpdate,
 )
-from serendib.tasks.models import Backoff, Task, TaskRecord, WorkerInfo
+from serendib.tasks.models import Backoff, Schedule, Task, TaskRecord, WorkerInfo
+from serendib.tasks.recurring import Calendar
 from serendib.tasks.report import Report, build_report
 from serendib.tasks.scheduling import Scheduler
 from serendib.tasks.store import TaskStore, open_store
@@ -95,6 +99,8 @@ class TaskManager(Admin):
         rates: At most this many tasks of each ``concurrency_key`` start per second.
         retry_backoff: How long a failed attempt's retry waits, for tasks that do not say
             (their ``retry``); None: at once.
+        schedules: Recurring work, kept in the store with when each last fired (a stored
+            schedule of the same name is replaced; others stay until removed).
         **options: Passed on to :class:`~serendib.Admin`.
     """
 
@@ -113,6 +119,7 @@ class TaskManager(Admin):
         limits: Mapping[str, int] | None = None,
         rates: Mapping[str, float] | None = None,
         retry_backoff: Backoff | None = None,
+        schedules: Iterable[Schedule] = (),
         **options: Any,
     ) -> None:
         super().__init__(name, port, workspace_id=workspace_id, **options)
@@ -143,6 +150,8 @@ class TaskManager(Admin):
         # Ids being stored by submissions not yet in the book: a task naming one as its
         # parent waits for it.
         self._arriving: Counter[str] = Counter()
+        self.calendar = Calendar(self.store, self.submit, name)
+        self._defined = list(schedules)
         self._done = asyncio.Event()
         self._subscribers: set[str] = set()
         self._submitting: set[asyncio.Task[Any]] = set()
@@ -226,8 +235,10 @@ class TaskManager(Admin):
                     len(records),
                     self.store.url,
                 )
+            await self.calendar.load(self._defined)
             await super().start()
         except BaseException:
+            self.calendar.close()
             self.book.close()
             await self._ledger.drain()
             await self.store.close()
@@ -238,11 +249,13 @@ class TaskManager(Admin):
         if self._initial:
             await self.submit(self._initial)
             self._initial = []
+        self.calendar.arm()
         self._check_done()
 
     async def _finish(self, drain_timeout: float | None) -> None:
         # Submissions being stored (answered off the dispatch loop) end first: what they
         # store is queued and saved like the rest, not staged after the ledger drained.
+        self.calendar.close()
         if self._submitting:
             await asyncio.wait(set(self._submitting), timeout=drain_timeout or DRAIN_TIMEOUT_S)
         self.book.close()
@@ -438,6 +451,26 @@ class TaskManager(Admin):
             reply.refused[record.id] = str(e)
         else:
             reply.retried.append(record.id)
+
+    async def add_schedule(self, schedule: Schedule) -> None:
+        """Add recurring work (or replace the schedule of its name); it fires from now on.
+
+        Raises:
+            StoreError: The store cannot save it.
+        """
+        await self.calendar.add(schedule)
+        logger.info("{}: schedule {} ({})", self.name, schedule.name, schedule.cron)
+
+    async def remove_schedule(self, name: str) -> bool:
+        """Remove a schedule; False if there is none of that name (its runs so far stay)."""
+        return await self.calendar.remove(name)
+
+    def schedules(self) -> list[ScheduleInfo]:
+        """The schedules, by name, with when each last fired and fires next."""
+        return [
+            ScheduleInfo(schedule=s, last_fired=last, next_at=at)
+            for s, last, at in self.calendar.listing()
+        ]
 
     async def configure(self, worker: str, change: Reconfigure) -> WorkerInfo:
         """Change a connected worker's skills, labels or capacity (``None`` fields stay).
@@ -719,6 +752,13 @@ class TaskManager(Admin):
     @on_message
     async def _on_retry(self, request: RetryRequest) -> RetryReply:
         return await self.retry(request.task_ids)
+
+    @on_message
+    async def _on_schedule(self, request: ScheduleRequest) -> SchedulesReply:
+        if request.add is not None:
+            await self.add_schedule(request.add)
+        removed = request.remove is not None and await self.remove_schedule(request.remove)
+        return SchedulesReply(schedules=self.schedules(), removed=removed)
 
     @on_message
     async def _on_configure(self, request: ConfigureRequest) -> ConfigureReply:

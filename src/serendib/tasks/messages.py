@@ -33,6 +33,8 @@ from serendib.tasks.models import (
     AttemptKey,
     Label,
     Level,
+    Schedule,
+    ScheduleName,
     SkillName,
     Task,
     TaskRecord,
@@ -58,6 +60,9 @@ __all__ = [
     "ConfigureReply",
     "RetryReply",
     "RetryRequest",
+    "ScheduleInfo",
+    "ScheduleRequest",
+    "SchedulesReply",
     "CancelReply",
     "CancelRequest",
     "ReportRequest",
@@ -473,3 +478,32 @@ class ConfigureReply(_Message):
 
 # The report is the reply to ReportRequest: a client must know its type before it arrives.
 default_registry.register(Report, "serendib.tasks.Report")
+
+
+@message_type("serendib.tasks.ScheduleRequest")
+class ScheduleRequest(_Message):
+    """Add (or replace) a schedule, remove one, or neither: list them.
+
+    Attributes:
+        add: The schedule to add or replace (it fires from now on).
+        remove: The name of the schedule to remove.
+    """
+
+    add: Schedule | None = None
+    remove: ScheduleName | None = None
+
+
+class ScheduleInfo(_Message):
+    """A schedule, when it last fired (or was defined) and when it fires next."""
+
+    schedule: Schedule
+    last_fired: Timestamp
+    next_at: Timestamp
+
+
+@message_type("serendib.tasks.SchedulesReply")
+class SchedulesReply(_Message):
+    """The manager's schedules, by name; ``removed``: the one asked to go was there."""
+
+    schedules: list[ScheduleInfo] = Field(default_factory=list, max_length=10_000)
+    removed: bool = False

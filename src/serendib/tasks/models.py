@@ -15,7 +15,8 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Annotated, Any
 
-from pydantic import BaseModel, Field, field_validator, model_validator
+from croniter import croniter
+from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
 
 from serendib.limits import (
     MAX_ATTEMPT,
@@ -40,6 +41,8 @@ __all__ = [
     "AttemptRecord",
     "Backoff",
     "MAX_PARENTS",
+    "Schedule",
+    "ScheduleName",
     "Task",
     "TaskRecord",
     "TaskState",
@@ -454,3 +457,57 @@ class TaskRecord(_Frozen):
     def cancelled(self, at: float) -> TaskRecord:
         """→ CANCELLED."""
         return self._to(TaskState.CANCELLED, at, reason="cancelled")
+
+
+ScheduleName = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.\-]+$")]
+"""A schedule's name."""
+
+
+def _stamp(at: float) -> str:
+    return datetime.fromtimestamp(at, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+class Schedule(_Frozen):
+    """Recurring work.
+
+    Attributes:
+        name: Its name: the runs' ids are ``NAME@TIME``.
+        cron: When, in cron syntax (five fields, UTC; ``*/5 * * * *``; six with seconds).
+        task: The fields of each run's task but its id (``difficulty``, ``kind``, ...).
+        catch_up: After a manager was down when runs were due, fire the latest of them once
+            (else: wait for the next time).
+    """
+
+    name: ScheduleName
+    cron: str = Field(min_length=1, max_length=200)
+    task: JsonObject
+    catch_up: bool = True
+
+    @field_validator("cron")
+    @classmethod
+    def _cron(cls, value: str) -> str:
+        if not croniter.is_valid(value):
+            raise ValueError(f"{value!r} is not a cron expression (such as '*/5 * * * *')")
+        return value
+
+    @model_validator(mode="after")
+    def _a_task(self) -> Schedule:
+        if "id" in self.task:
+            raise ValueError("a schedule's task has no id: each run's is NAME@TIME")
+        try:
+            self.task_at(0.0)
+        except ValidationError as e:
+            problem = e.errors()[0]
+            where = ".".join(str(p) for p in problem["loc"])
+            raise ValueError(f"its task is not valid: {where}: {problem['msg']}") from None
+        return self
+
+    def next_after(self, at: float) -> float:
+        """The first time it fires after ``at`` (seconds since the epoch)."""
+        found: float = croniter(self.cron, datetime.fromtimestamp(at, UTC)).get_next(float)
+        return found
+
+    def task_at(self, at: float) -> Task:
+        """The run it fires at ``at``."""
+        fields: dict[str, Any] = {"description": f"{self.name}, run of {_stamp(at)}"}
+        return Task.model_validate({**fields, **self.task, "id": f"{self.name}@{_stamp(at)}"})

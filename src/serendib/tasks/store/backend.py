@@ -264,6 +264,10 @@ class Backend(ABC):
             self._upsert("attempts", plan.attempts)
         if plan.stale:
             self._executemany(self.sql.count_stale, plan.stale)
+        if plan.schedules:
+            self._upsert("schedules", plan.schedules)
+        if plan.unscheduled:
+            self._executemany(self.sql.unschedule, plan.unscheduled)
 
     def _apply_apart(self, writes: Sequence[PendingWrite]) -> list[Written]:
         # In call order, each write on its own (so "existing" is what earlier ones left), in
@@ -382,6 +386,12 @@ class Backend(ABC):
             else:
                 rows = self._read_fetch(self.sql.quarantined_some, (limit,))
         return [quarantined_from_row(row) for row in rows]
+
+    def read_schedules(self) -> list[tuple[str, str, float]]:
+        """Every schedule saved: ``(name, spec, last_fired)``."""
+        with self._failing_as("reading schedules from"):
+            rows = self._read_fetch(self.sql.schedules, ())
+        return [(str(name), str(spec), float(last)) for name, spec, last in rows]
 
     def read_children(self, task_id: str, limit: int) -> list[str]:
         """The tasks that depend on ``task_id``."""

@@ -311,6 +311,17 @@ class SqlTaskStore:
         """Succeeded attempts per worker name, over the whole store."""
         return await self._read(self._backend.read_completed_by_worker)
 
+    async def save_schedules(self, schedules: Sequence[tuple[str, str | None, float]]) -> None:
+        """Save schedules ``(name, spec, last_fired)`` (a spec of None deletes one); durable
+        on return."""
+        self._check_open("save schedules")
+        if schedules:
+            await self._submit(PendingWrite(False, (), (), schedules=schedules))
+
+    async def schedules(self) -> list[tuple[str, str, float]]:
+        """Every saved schedule: ``(name, spec, last_fired)``, by name."""
+        return await self._read(self._backend.read_schedules)
+
     async def children(self, task_id: str, limit: int = 1_000) -> list[str]:
         """The ids of the tasks that depend on ``task_id`` (at most ``limit``, in
         submission order)."""

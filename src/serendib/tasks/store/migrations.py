@@ -18,8 +18,9 @@ Serendib is upgraded in place; a store of a *newer* version than this build know
   neither costs the manager's updates anything.
 - Step 4: ``replays`` and ``attempt_base`` (a task run again after it ended).
 - Step 5: dependencies and times: ``serendib_edges`` (parent, child) for the tasks that
-  depend on others (a task's dependents, read by :meth:`TaskStore.children`), and the tasks'
-  ``not_before`` (when a delayed task or a retry waiting out its backoff may be assigned).
+  depend on others (a task's dependents, read by :meth:`TaskStore.children`), the tasks'
+  ``not_before`` (when a delayed task or a retry waiting out its backoff may be assigned),
+  and ``serendib_schedules`` (recurring work and when each last fired).
 
 The counts per state are rebuilt at every open, in the same transaction, whatever the
 migrations did (:attr:`serendib.tasks.store.rows.Statements.recount`).
@@ -159,6 +160,8 @@ _SQLITE: tuple[Migration, ...] = (
         (
             "CREATE TABLE IF NOT EXISTS serendib_edges (parent TEXT NOT NULL, child TEXT NOT NULL, "
             "PRIMARY KEY (parent, child)) WITHOUT ROWID",
+            "CREATE TABLE IF NOT EXISTS serendib_schedules (name TEXT PRIMARY KEY, "
+            "spec TEXT NOT NULL, last_fired REAL NOT NULL)",
             "ALTER TABLE serendib_tasks ADD COLUMN not_before REAL",
         ),
     ),
@@ -292,6 +295,8 @@ def postgres(schema: str | None) -> tuple[Migration, ...]:
             (
                 f"CREATE TABLE IF NOT EXISTS {prefix}serendib_edges "
                 "(parent text NOT NULL, child text NOT NULL, PRIMARY KEY (parent, child))",
+                f"CREATE TABLE IF NOT EXISTS {prefix}serendib_schedules "
+                "(name text PRIMARY KEY, spec text NOT NULL, last_fired double precision NOT NULL)",
                 f"ALTER TABLE {prefix}serendib_tasks "
                 "ADD COLUMN IF NOT EXISTS not_before double precision",
             ),

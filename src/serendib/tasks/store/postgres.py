@@ -69,6 +69,7 @@ class PostgresBackend(Backend):
                 counts=f"{prefix}serendib_counts",
                 quarantine=f"{prefix}serendib_quarantine",
                 edges=f"{prefix}serendib_edges",
+                schedules=f"{prefix}serendib_schedules",
                 json_param="{}::json",
                 json_text="{}::text",
                 description="(task ->> 'description')",

@@ -352,6 +352,15 @@ class TaskStore(Protocol):
         """How many records :meth:`update` has refused and quarantined, ever."""
         ...
 
+    async def save_schedules(self, schedules: Sequence[tuple[str, str | None, float]]) -> None:
+        """Save schedules ``(name, spec, last_fired)`` (a spec of None deletes one); durable
+        on return."""
+        ...
+
+    async def schedules(self) -> list[tuple[str, str, float]]:
+        """Every saved schedule: ``(name, spec, last_fired)``, by name."""
+        ...
+
     async def children(self, task_id: str, limit: int = 1_000) -> list[str]:
         """The ids of the tasks that depend on ``task_id`` (at most ``limit``, in
         submission order)."""

@@ -263,12 +263,19 @@ class PendingWrite:
     split: bool = False
     edges: Sequence[tuple[str, str]] = ()
     """``(parent, child)`` for the tasks an ``add`` inserts that depend on others."""
+    schedules: Sequence[tuple[str, str | None, float]] = ()
+    """``(name, spec, last_fired)`` of schedules to save; a spec of None deletes one."""
 
     @property
     def size(self) -> int:
         """Rows it writes at most."""
         return (
-            len(self.task_rows) + len(self.attempt_rows) + len(self.task_updates) + len(self.stale)
+            len(self.task_rows)
+            + len(self.attempt_rows)
+            + len(self.task_updates)
+            + len(self.stale)
+            + len(self.edges)
+            + len(self.schedules)
         )
 
 
@@ -299,6 +306,10 @@ class Plan:
     """(how many more, task id, attempt): stale results to count, after the attempts."""
     edges: list[Row] = field(default_factory=list)
     """``(parent, child)`` of the tasks inserted."""
+    schedules: list[Row] = field(default_factory=list)
+    """``(name, spec, last_fired)`` to save."""
+    unscheduled: list[Row] = field(default_factory=list)
+    """``(name,)`` of the schedules to delete."""
 
 
 def plan_batch(writes: Sequence[PendingWrite], existing: set[str]) -> Plan:
@@ -318,7 +329,10 @@ def plan_batch(writes: Sequence[PendingWrite], existing: set[str]) -> Plan:
     stale: dict[AttemptKey, int] = {}
     inserted: list[list[int]] = []
     edges: list[Row] = []
+    schedules: dict[str, tuple[str, str | None, float]] = {}
     for write in writes:
+        for schedule in write.schedules:
+            schedules[schedule[0]] = schedule
         new: list[int] = []
         if write.add:
             added = set()
@@ -354,6 +368,8 @@ def plan_batch(writes: Sequence[PendingWrite], existing: set[str]) -> Plan:
         inserted,
         [(n, task_id, attempt) for (task_id, attempt), n in stale.items()],
         edges,
+        [s for s in schedules.values() if s[1] is not None],
+        [(s[0],) for s in schedules.values() if s[1] is None],
     )
 
 
@@ -368,6 +384,7 @@ class Dialect:
     meta: str
     counts: str
     edges: str = "serendib_edges"
+    schedules: str = "serendib_schedules"
     json_param: str = "{}"
     json_text: str = "{}"
     quarantine: str = "serendib_quarantine"
@@ -403,7 +420,15 @@ class Statements:
                 f"({p}, {p})",
                 " ON CONFLICT (parent, child) DO NOTHING",
             ),
+            "schedules": (
+                f"INSERT INTO {d.schedules} (name, spec, last_fired) VALUES ",
+                f"({p}, {p}, {p})",
+                " ON CONFLICT (name) DO UPDATE SET spec = excluded.spec, "
+                "last_fired = excluded.last_fired",
+            ),
         }
+        self.unschedule = f"DELETE FROM {d.schedules} WHERE name = {p}"
+        self.schedules = f"SELECT name, spec, last_fired FROM {d.schedules} ORDER BY name"
         self._upsert_texts: dict[tuple[str, int], str] = {}
         # Tasks change in place: one row per statement (executemany), or many rows per
         # statement through a VALUES list (SQLite >= 3.33, UPDATE ... FROM).
