@@ -106,7 +106,8 @@ def test_schedules_are_added_listed_and_removed_through_the_cli(
         refused.stderr.strip()
         .splitlines()[-1]
         .endswith(
-            "schedule 0: cron: Value error, 'whenever' is not a cron expression (such as '*/5 * * * *')"
+            "schedule 0: cron: Value error, 'whenever' is not a cron expression "
+            "(such as '*/5 * * * *')"
         )
     )
 
