@@ -194,6 +194,12 @@ async def _serve(
     "spread by JITTER, at most MAX (tasks may say their own 'retry'; default: at once)",
 )
 @option(
+    "--learn",
+    is_flag=True,
+    help="escalate a failed task's retry to the more skilled worker with the best record "
+    "for its kind and difficulty (learnt from outcomes), not only to the next more skilled",
+)
+@option(
     "--schedules",
     metavar="FILE",
     help="recurring work: a YAML or JSON list of schedules (name, cron, task), kept in the "
@@ -213,6 +219,7 @@ def admin(
     limit: tuple[tuple[str, float], ...],
     rate: tuple[tuple[str, float], ...],
     retry_backoff: Backoff | None,
+    learn: bool,
     schedules: str | None,
     dashboard: tuple[str, int] | None,
     dashboard_token: str | None,
@@ -234,6 +241,7 @@ def admin(
         rates=dict(rate),
         retry_backoff=retry_backoff,
         schedules=load_schedules(schedules) if schedules else (),
+        learn=learn,
         heartbeat_interval=link.heartbeat,
         tls_cert=tls_cert,
         tls_key=tls_key,

@@ -101,6 +101,8 @@ class TaskManager(Admin):
             (their ``retry``); None: at once.
         schedules: Recurring work, kept in the store with when each last fired (a stored
             schedule of the same name is replaced; others stay until removed).
+        learn: Escalate a failed task's retry to the more skilled worker with the best
+            record for its kind and difficulty (see :mod:`serendib.tasks.engine.learning`).
         **options: Passed on to :class:`~serendib.Admin`.
     """
 
@@ -120,6 +122,7 @@ class TaskManager(Admin):
         rates: Mapping[str, float] | None = None,
         retry_backoff: Backoff | None = None,
         schedules: Iterable[Schedule] = (),
+        learn: bool = False,
         **options: Any,
     ) -> None:
         super().__init__(name, port, workspace_id=workspace_id, **options)
@@ -146,6 +149,7 @@ class TaskManager(Admin):
             name,
             limits=KeyLimits(limits or {}, rates or {}),
             backoff=retry_backoff,
+            learn=learn,
         )
         # Ids being stored by submissions not yet in the book: a task naming one as its
         # parent waits for it.
@@ -446,11 +450,20 @@ class TaskManager(Admin):
         parents: Mapping[str, TaskRecord],
     ) -> None:
         try:
-            self.book.replay(record, at, parents)
+            replayed = self.book.replay(record, at, parents)
         except ValueError as e:
             reply.refused[record.id] = str(e)
         else:
             reply.retried.append(record.id)
+            # What tells the old run's outcome from the new run's, for the client.
+            reply.attempt_bases[record.id] = replayed.attempt_base
+            if record.finished_at is not None:
+                reply.ended_at[record.id] = record.finished_at
+
+    def track_record(self) -> list[tuple[str, str, int, int, int]]:
+        """What the manager learnt since it started: ``(worker, kind, difficulty,
+        succeeded, attempts)`` for each worker, task kind and difficulty seen."""
+        return self.book.track.rows()
 
     async def add_schedule(self, schedule: Schedule) -> None:
         """Add recurring work (or replace the schedule of its name); it fires from now on.

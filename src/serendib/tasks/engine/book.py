@@ -29,6 +29,7 @@ from loguru import logger
 from serendib.tasks.activity import ActivityLog
 from serendib.tasks.engine.entries import Entry, Lease
 from serendib.tasks.engine.holds import Dependencies, KeyLimits, Timeline
+from serendib.tasks.engine.learning import TrackRecord
 from serendib.tasks.engine.ledger import Ledger
 from serendib.tasks.engine.roster import CallSoon, Roster
 from serendib.tasks.events import EventBus, EventKind, ManagerStats
@@ -48,6 +49,8 @@ from serendib.tasks.scheduling import Scheduler
 __all__ = ["TaskBook"]
 
 TIMEOUT_GRACE_S = 1.0
+_JUDGED = frozenset({AttemptOutcome.SUCCEEDED, AttemptOutcome.FAILED, AttemptOutcome.TIMED_OUT})
+"""Outcomes that say something of the worker (a lost or cancelled attempt does not)."""
 _FINAL_EVENTS = {
     TaskState.SUCCEEDED: EventKind.SUCCEEDED,
     TaskState.FAILED: EventKind.FAILED,
@@ -65,6 +68,8 @@ class TaskBook:
         owner: Name for log lines.
         limits: The limits per ``concurrency_key``.
         backoff: How long a retry waits when its task does not say (None: at once).
+        learn: Escalate a retry to the worker with the best record for the task's kind and
+            difficulty (:mod:`serendib.tasks.engine.learning`), not only to a more skilled one.
     """
 
     def __init__(
@@ -76,8 +81,12 @@ class TaskBook:
         *,
         limits: KeyLimits | None = None,
         backoff: Backoff | None = None,
+        learn: bool = False,
     ) -> None:
         self.scheduler = scheduler
+        self.track = TrackRecord()
+        self.learn = learn
+        self._notes: dict[str, str] = {}  # task id -> what its next assignment's reason adds
         self.dependencies = Dependencies()
         self.timeline = Timeline()
         self.limits = limits if limits is not None else KeyLimits()
@@ -207,6 +216,16 @@ class TaskBook:
         if entry.escalate_above is not None:
             best = self.scheduler.max_level(task.required_skill, task.kind, task.labels)
             level, escalated = retry_level(task.difficulty, entry.escalate_above, best)
+            if self.learn:
+                choice = self.track.best(
+                    lambda name: self.roster.eligible_level(name, task),
+                    task.kind,
+                    task.difficulty,
+                    entry.escalate_above,
+                )
+                if choice is not None and choice.level > level:
+                    level, escalated = choice.level, True
+                    self._notes[entry.id] = choice.note(task.kind, task.difficulty)
             entry.escalate_above = None
             if escalated:
                 self._escalate.add(entry.id)
@@ -296,11 +315,15 @@ class TaskBook:
                 timer.cancel()
         if attempt.worker in self.roster:
             self.scheduler.release(attempt.worker)
-        if self.limits:
-            entry = self._records.get(task_id)
-            key = entry.task.concurrency_key if entry is not None else None
-            if key is not None:
-                self.limits.release(key, task_id)
+        entry = self._records.get(task_id)
+        if entry is not None:
+            task = entry.task
+            if self.limits and task.concurrency_key is not None:
+                self.limits.release(task.concurrency_key, task_id)
+            if outcome in _JUDGED:
+                self.track.note(
+                    attempt.worker, task.kind, task.difficulty, outcome is AttemptOutcome.SUCCEEDED
+                )
         attempt.end(outcome, now, error, started)
         self._ledger.attempt(attempt)
         if self.events:
@@ -345,6 +368,8 @@ class TaskBook:
         self._records.pop(entry.id, None)
         if entry.task.depends_on:
             self.dependencies.forget(entry.id)
+        if self._notes:
+            self._notes.pop(entry.id, None)
         if self._escalate:
             self._escalate.discard(entry.id)
         if self._timers:
@@ -437,6 +462,10 @@ class TaskBook:
         events, stats, escalate = self.events, self.stats, self._escalate
         for choice in assignments:
             task_id, worker, reason = choice.task_id, choice.worker, choice.reason
+            if self._notes:
+                note = self._notes.pop(task_id, None)
+                if note is not None:
+                    reason = f"{reason}; {note}"
             entry = records[task_id]
             waiting_since = entry.updated_at
             entry.assign(worker, reason, now)

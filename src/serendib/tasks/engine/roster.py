@@ -71,6 +71,20 @@ class Roster:
         info = self.workers.get(name)
         return info.level(task.required_skill) if info is not None else 0
 
+    def eligible_level(self, name: str, task: Task) -> int | None:
+        """Worker ``name``'s level in ``task``'s skill if it could be given ``task`` now
+        (connected, not suspect, runs its kind, has its labels); else None."""
+        info = self.workers.get(name)
+        if (
+            info is None
+            or name in self._suspects
+            or not info.runs(task.kind)
+            or not set(task.labels) <= set(info.labels)
+        ):
+            return None
+        level = info.level(task.required_skill)
+        return level or None
+
     def close(self) -> None:
         """Cancel every suspect timer."""
         for timer in self._suspects.values():
