@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import asyncio
 
+import pytest
+
 from serendib import AsyncClient
 from serendib.tasks.events import EventKind
 from serendib.tasks.manager import TaskManager
+from serendib.tasks.messages import TaskOutcome
 from serendib.tasks.models import AttemptOutcome, Task, TaskState
 from serendib.tasks.worker import TaskContext
+from tests.helpers import until
 from tests.tasks.conftest import StartWorker
 from tests.tasks.test_manager import Events, MakeManager, finished
 
@@ -107,3 +111,59 @@ async def test_the_client_retries_and_is_told_the_new_outcome(
         reply = await client.retry(["x"])
         assert reply.retried == ["x"]
         assert (await handle.outcome(timeout=10)).state is TaskState.SUCCEEDED
+
+
+async def test_an_old_outcome_told_after_the_retry_ends_neither_a_wait_nor_a_handle(
+    manager_factory: MakeManager,
+    start_worker: StartWorker,
+    hub_url: str,
+    workspace: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    await manager_factory(attempt_unqualified=True)
+    await start_worker("junior", 3)
+    async with AsyncClient(nats=hub_url, workspace=workspace, timeout=10) as client:
+        waited, handle = await client.submit(
+            [Task(id=i, difficulty=6, max_attempts=1) for i in ("waited", "handle")]
+        )
+        for ended in (await client.wait(["waited", "handle"], timeout=10)).values():
+            assert (ended.state, ended.attempt) == (TaskState.FAILED, 1)
+        # Watches made before the retry: of one a wait, of the other a submission again. The
+        # manager pushes the old outcomes, and they come after the retry's reply (as they may:
+        # a push goes out once the ledger has flushed, a reply at once).
+        late: list[TaskOutcome] = []
+        told = client._told
+        monkeypatch.setattr(client, "_told", late.extend)
+        client.forget(["waited"])
+        waiting = asyncio.create_task(waited.outcome(timeout=10))
+        await client.submit(Task(id="handle", difficulty=6, max_attempts=1))
+        await until(lambda: len(late) == 2, what="the old outcomes pushed")
+        await start_worker("senior", 9)
+
+        reply = await client.retry(["waited", "handle"])
+        monkeypatch.setattr(client, "_told", told)
+        told(late)
+
+        for new in (await waiting, await handle.outcome(timeout=10)):
+            assert (new.state, new.attempt, new.worker) == (TaskState.SUCCEEDED, 2, "senior")
+        assert reply.attempt_bases == {"waited": 1, "handle": 1}
+
+
+async def test_a_retried_task_that_ends_again_without_an_attempt_is_told_so(
+    manager_factory: MakeManager, hub_url: str, workspace: str
+) -> None:
+    """Its new outcome has the attempt of the old one (its base): told all the same."""
+    await manager_factory(stop_when_done=False)
+    async with AsyncClient(nats=hub_url, workspace=workspace, timeout=10) as client:
+        handle = await client.submit(Task(id="t", difficulty=1, wait_timeout_s=0.05))
+        old = await handle.outcome(timeout=10)
+        assert (old.state, old.attempt) == (TaskState.FAILED, 0)  # no worker came
+
+        reply = await client.retry(["t"])
+
+        new = await handle.outcome(timeout=10)
+        assert (new.state, new.attempt) == (TaskState.FAILED, 0)
+        assert old.finished_at is not None
+        assert new.finished_at is not None
+        assert new.finished_at > old.finished_at
+        assert (reply.attempt_bases, reply.ended_at) == ({"t": 0}, {"t": old.finished_at})

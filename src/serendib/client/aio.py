@@ -245,6 +245,8 @@ class AsyncClient:
         self._outcomes: dict[str, TaskOutcome] = {}
         self._waiters: dict[str, list[asyncio.Future[TaskOutcome]]] = {}
         self._watched: set[str] = set()  # asked to be told, not told yet
+        # Of each task retried: its attempt base and when its old run ended (see _stale).
+        self._replayed: dict[str, tuple[int, float | None]] = {}
         self._listeners: list[asyncio.Queue[EventMessage | None]] = []
 
     @property
@@ -578,16 +580,33 @@ class AsyncClient:
     def _told(self, outcomes: list[TaskOutcome]) -> None:
         for outcome in outcomes:
             task_id = outcome.task_id
+            if self._stale(outcome):
+                continue
             self._outcomes[task_id] = outcome
             self._watched.discard(task_id)
             for future in self._waiters.pop(task_id, ()):
                 if not future.done():
                     future.set_result(outcome)
 
+    def _stale(self, outcome: TaskOutcome) -> bool:
+        """Whether ``outcome`` is of a run before the task's last retry by this client: of
+        an attempt below its base, or of its base (a new run may end without an attempt)
+        and ended by the time the old run had. Pushed for a watch made before the retry,
+        it may come after the retry's reply: it must not end a wait for the new run."""
+        replayed = self._replayed.get(outcome.task_id)
+        if replayed is None:
+            return False
+        base, ended_at = replayed
+        if outcome.attempt != base:
+            return outcome.attempt < base
+        finished_at = outcome.finished_at
+        return ended_at is None or finished_at is None or finished_at <= ended_at
+
     def forget(self, task_ids: Iterable[str]) -> None:
         """Drop outcomes kept for ``task_ids`` (a long-lived client keeps what it was told)."""
         for task_id in task_ids:
             self._outcomes.pop(task_id, None)
+            self._replayed.pop(task_id, None)
 
     # --- reading and acting on tasks ----------------------------------------------------------
 
@@ -638,8 +657,22 @@ class AsyncClient:
             total.retried.extend(reply.retried)
             total.refused.update(reply.refused)
             total.unknown.extend(reply.unknown)
+            total.attempt_bases.update(reply.attempt_bases)
+            total.ended_at.update(reply.ended_at)
         for task_id in total.retried:  # ended before; it will end again
             self._outcomes.pop(task_id, None)
+            # A watch made before told of the old run at most: a wait for the new one asks
+            # again (and an old outcome that comes after this reply is not taken for it).
+            self._watched.discard(task_id)
+            base = total.attempt_bases.get(task_id)
+            if base is not None:  # None: a manager that does not say
+                self._replayed[task_id] = (base, total.ended_at.get(task_id))
+        waited = [task_id for task_id in total.retried if task_id in self._waiters]
+        if waited:
+            try:
+                await self._watch(waited)
+            except SerendibError as e:  # they run again all the same; a later wait asks
+                logger.warning("{}: could not watch retried tasks: {}", self.name, e)
         return total
 
     async def schedules(self) -> builtins.list[ScheduleInfo]:

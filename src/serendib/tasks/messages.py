@@ -454,11 +454,21 @@ class RetryRequest(_Message):
 
 @message_type("serendib.tasks.RetryReply")
 class RetryReply(_Message):
-    """Which tasks run again, which were refused (and why), and the unknown ids."""
+    """Which tasks run again, which were refused (and why), and the unknown ids.
+
+    Attributes:
+        attempt_bases: Each retried task's attempts before this run (its old outcome's).
+        ended_at: When each retried task had ended (its old outcome's ``finished_at``).
+            With ``attempt_bases``: an outcome of a lower attempt, or of its base and ended
+            by then, is the old run's (pushed for a watch made before the retry, it may come
+            after this reply). Both are empty from a manager that predates them.
+    """
 
     retried: list[TaskId] = Field(default_factory=list)
     refused: dict[TaskId, Note] = Field(default_factory=dict)
     unknown: list[TaskId] = Field(default_factory=list)
+    attempt_bases: dict[TaskId, Attempt | Literal[0]] = Field(default_factory=dict)
+    ended_at: dict[TaskId, Timestamp] = Field(default_factory=dict)
 
 
 @message_type("serendib.tasks.ConfigureRequest")
