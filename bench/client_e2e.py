@@ -173,11 +173,18 @@ class Cluster:
     Args:
         levels: One worker per level (``--skill LEVEL --capacity 1``).
         worker_args: More options for every worker.
+        admin_args: More options for the admin (``--limit k=2``).
     """
 
-    def __init__(self, levels: Sequence[int] = (), worker_args: Sequence[str] = ()) -> None:
+    def __init__(
+        self,
+        levels: Sequence[int] = (),
+        worker_args: Sequence[str] = (),
+        admin_args: Sequence[str] = (),
+    ) -> None:
         self.levels = list(levels)
         self.worker_args = list(worker_args)
+        self.admin_args = list(admin_args)
         self.dir = Path(tempfile.mkdtemp(prefix="serendib-client-e2e-"))
         self.port = free_port()
         self.admin: subprocess.Popen[bytes] | None = None
@@ -201,7 +208,7 @@ class Cluster:
     def start(self) -> Cluster:
         log = self.dir / "admin.log"
         args = ["admin", "--port", str(self.port), "--store", str(self.dir / "tasks.db")]
-        self.admin = self._start(args, log)
+        self.admin = self._start([*args, *self.admin_args], log)
         _wait_line(log, "admin of workspace", self.admin, JOIN_S)
         commands = []
         for i, level in enumerate(self.levels):
