@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import re
+import shlex
 import signal
 from collections.abc import Iterator
 from pathlib import Path
@@ -25,66 +27,58 @@ def processes() -> Iterator[list[Process]]:
         proc.stop(signal.SIGKILL)
 
 
-PIPELINE = """\
-- {id: split, difficulty: 1, kind: split, payload: {chunks: 3}}
-- {id: "count:0", difficulty: 1, kind: count, depends_on: [split], payload: {chunk: 0}}
-- {id: "count:1", difficulty: 1, kind: count, depends_on: [split], payload: {chunk: 1}}
-- {id: "count:2", difficulty: 1, kind: count, depends_on: [split], payload: {chunk: 2},
-   concurrency_key: counting, group: docs}
-- {id: merge, difficulty: 1, kind: merge, depends_on: ["count:0", "count:1", "count:2"]}
-- {id: report, difficulty: 1, kind: report, depends_on: [merge], payload: {top: 3}}
+README = (ROOT / "README.md").read_text()
+REFUSED = """\
 - {id: loop-a, difficulty: 1, depends_on: [loop-b]}
 - {id: loop-b, difficulty: 1, depends_on: [loop-a]}
 - {id: orphan, difficulty: 1, depends_on: [nobody]}
 """
 
 
-def test_a_pipeline_file_runs_in_dependency_order_and_its_cycles_are_refused(
+def readme_pipeline() -> tuple[list[list[str]], str]:
+    """The README's workflow commands and its pipeline file."""
+    section = README[README.index("## Work that depends on work") :]
+    tasks = re.search(r"```yaml\n(.*?)```", section, re.S)
+    block = re.search(r"```bash\n(.*?)```", section, re.S)
+    assert tasks is not None
+    assert block is not None
+    return [shlex.split(line) for line in block.group(1).splitlines() if line], tasks.group(1)
+
+
+def test_the_readme_pipeline_runs_in_dependency_order_and_cycles_are_refused(
     tmp_path: Path, processes: list[Process]
 ) -> None:
-    port = free_port()
-    link = ["--admin", f"127.0.0.1:{port}", "--workspace", "flow"]
-    admin = Process(
-        tmp_path / "admin.log",
-        "admin",
-        *("--port", str(port), "--store", str(tmp_path / "tasks.db"), "--workspace", "flow"),
-        *("--limit", "counting=1", "--retry-backoff", "0.5,2,0.1"),
-        *BEAT,
-    )
+    (admin_cmd, worker_cmd, submit_cmd, result_cmd), pipeline = readme_pipeline()
+    assert admin_cmd[:2] == ["serendib", "admin"]
+    port = str(free_port())
+    where = ["--admin", f"127.0.0.1:{port}"]
+    admin_args = [port if arg == "4222" else arg for arg in admin_cmd[2:]]
+    admin = Process(tmp_path / "admin.log", "admin", *admin_args, *BEAT, cwd=tmp_path)
     processes.append(admin)
     admin.wait_for("admin of workspace")
-    handlers = [f"--handler=examples.pipeline:{kind}" for kind in ("split", "count", "merge")]
-    worker = Process(
-        tmp_path / "worker.log",
-        "worker",
-        *("--name", "w", "--skill", "3", "--capacity", "3", *link, *BEAT),
-        *handlers,
-        "--handler=examples.pipeline:report",
-        cwd=ROOT,
-    )
+    worker = Process(tmp_path / "worker.log", *worker_cmd[1:], *where, *BEAT, cwd=ROOT)
     processes.append(worker)
-    file = tmp_path / "pipeline.yaml"
-    file.write_text(PIPELINE)
+    (tmp_path / "pipeline.yaml").write_text(pipeline + REFUSED)
 
-    submitted = run("submit", str(file), *link)
+    submitted = run(*submit_cmd[1:], *where, cwd=tmp_path)
     assert submitted.returncode == 2, submitted.stderr
     assert "submitted 6 new tasks" in submitted.stdout
     refused = submitted.stderr
     assert "refused loop-a: in a dependency cycle: loop-a -> loop-b -> loop-a" in refused
     assert "refused orphan: unknown parent nobody" in refused
 
-    done = run("result", "report", "--wait", "--timeout", "60", "--json", *link)
+    done = run(*result_cmd[1:], "--timeout", "60", "--json", *where, cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     output = json.loads(done.stdout)["output"]
     assert output["words"] > 1_000
     assert len(output["top"]) == 3
 
-    shown = run("task", "merge", "--json", *link)
+    shown = run("task", "merge", "--json", *where)
     assert shown.returncode == 0, shown.stderr
     merge = json.loads(shown.stdout)
     assert merge["task"]["depends_on"] == ["count:0", "count:1", "count:2"]
     assert merge["children"] == ["report"]
-    text = run("task", "split", *link)
+    text = run("task", "split", *where)
     assert "children: count:0, count:1, count:2" in text.stdout
     assert admin.stop(signal.SIGINT) in (0, 130)
 
