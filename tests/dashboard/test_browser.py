@@ -223,6 +223,27 @@ async def test_a_task_shows_its_attempts_and_why_it_waits(system: System, tab: T
     await expect(page.locator("#detail-output")).to_contain_text('"worker": "Intermediate"')
 
 
+async def test_a_task_shows_its_parents_and_children_and_leads_to_them(
+    system: System, tab: Tab
+) -> None:
+    await system.submit(
+        Task(id="root", difficulty=10),
+        Task(id="leaf", difficulty=1, depends_on=["root"], group="team-a"),
+    )
+    page = tab.page
+    await page.goto(system.url)
+    await page.click('#tasks tr[data-task-id="leaf"]')
+    await expect(page.locator("#detail-waiting")).to_have_text(
+        "Why it waits: waiting for parent root (0 of 1 done)"
+    )
+    await expect(page.locator("#detail-facts")).to_contain_text("team-a")
+
+    await page.click('[data-testid=parent][data-task="root"]')
+
+    await expect(page.locator("#detail-title")).to_have_text("Task root")
+    await expect(page.locator('[data-testid=child][data-task="leaf"]')).to_be_visible()
+
+
 async def test_the_page_cancels_a_waiting_task(system: System, tab: Tab) -> None:
     await system.submit(Task(id="hard", difficulty=10))
     page = tab.page

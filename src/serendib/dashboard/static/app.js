@@ -508,6 +508,14 @@
       [FINAL.has(row.state) ? "took" : "so far", seconds(d.total_s)],
     ];
     if (t.labels && t.labels.length) facts.splice(3, 0, ["labels", t.labels.join(", ")]);
+    if (t.group) facts.push(["group", t.group]);
+    if (t.concurrency_key) facts.push(["concurrency key", t.concurrency_key]);
+    if (t.delay_s) facts.push(["delay", seconds(t.delay_s)]);
+    if (t.not_before) facts.push(["not before", clock(t.not_before)]);
+    if (d.parents && d.parents.length) {
+      facts.push(["parents" + (t.run_anyway ? " (runs anyway)" : ""), taskLinks(d.parents, "parent")]);
+    }
+    if (d.children && d.children.length) facts.push(["children", taskLinks(d.children, "child")]);
     if (row.error) facts.push(["error", row.error]);
     $("detail-facts").replaceChildren(...facts.flatMap(([k, v]) => [el("dt", {}, k), el("dd", {}, v)]));
     const attempts = d.attempts.map((a) =>
@@ -532,6 +540,21 @@
     $("cancel").hidden = FINAL.has(row.state) || !view.writable;
     // A failed or cancelled task may run again (its attempts so far stay in its history).
     $("retry").hidden = !(row.state === "failed" || row.state === "cancelled") || !view.writable;
+  }
+
+  // Links to other tasks (a task's parents and children): each opens that task.
+  function taskLinks(ids, role) {
+    const links = [];
+    ids.forEach((id, i) => {
+      if (i) links.push(", ");
+      const link = el("a", { href: "#", "data-testid": role, "data-task": id }, id);
+      link.addEventListener("click", (event) => {
+        event.preventDefault();
+        select(id);
+      });
+      links.push(link);
+    });
+    return el("span", {}, ...links);
   }
 
   function select(taskId) {
