@@ -238,7 +238,12 @@ async def test_a_task_shows_its_parents_and_children_and_leads_to_them(
     )
     await expect(page.locator("#detail-facts")).to_contain_text("team-a")
 
-    await page.click('[data-testid=parent][data-task="root"]')
+    # Pressed and released across a live update (which draws the task's page again).
+    await page.hover('[data-testid=parent][data-task="root"]')
+    await page.mouse.down()
+    await system.submit(Task(id="other", difficulty=10))
+    await expect(page.locator('#tasks tr[data-task-id="other"]')).to_be_visible()
+    await page.mouse.up()
 
     await expect(page.locator("#detail-title")).to_have_text("Task root")
     await expect(page.locator('[data-testid=child][data-task="leaf"]')).to_be_visible()

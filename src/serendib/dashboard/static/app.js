@@ -78,11 +78,15 @@
     }
     // Styles through the CSSOM (the page's CSP refuses style attributes).
     if (node.style && node.style.cssText !== model.style.cssText) node.style.cssText = model.style.cssText;
+    patchChildren(node, Array.from(model.childNodes));
+    return node;
+  }
+
+  // Bring ``node``'s children up to date with ``models`` in place (see patch).
+  function patchChildren(node, models) {
     const nodes = Array.from(node.childNodes);
-    const models = Array.from(model.childNodes);
     models.forEach((child, i) => (i < nodes.length ? patch(nodes[i], child) : node.append(child)));
     for (const extra of nodes.slice(models.length)) extra.remove();
-    return node;
   }
 
   // Draw a table body again in place: a row still shown (the same `key` attribute) keeps its
@@ -517,7 +521,8 @@
     }
     if (d.children && d.children.length) facts.push(["children", taskLinks(d.children, "child")]);
     if (row.error) facts.push(["error", row.error]);
-    $("detail-facts").replaceChildren(...facts.flatMap(([k, v]) => [el("dt", {}, k), el("dd", {}, v)]));
+    // In place, so a click on a parent's or child's link survives a live update's redraw.
+    patchChildren($("detail-facts"), facts.flatMap(([k, v]) => [el("dt", {}, k), el("dd", {}, v)]));
     const attempts = d.attempts.map((a) =>
       el(
         "tr",
@@ -547,12 +552,9 @@
     const links = [];
     ids.forEach((id, i) => {
       if (i) links.push(", ");
-      const link = el("a", { href: "#", "data-testid": role, "data-task": id }, id);
-      link.addEventListener("click", (event) => {
-        event.preventDefault();
-        select(id);
-      });
-      links.push(link);
+      // Opened by the one click handler of the facts (links are patched in place: a
+      // listener of its own would keep the id it was made with).
+      links.push(el("a", { href: "#", "data-testid": role, "data-task": id }, id));
     });
     return el("span", {}, ...links);
   }
@@ -827,6 +829,12 @@
       if (tr && e.key === "Enter") openWorker(tr.dataset.worker);
     });
     $("detail-close").addEventListener("click", () => select(null));
+    $("detail-facts").addEventListener("click", (event) => {
+      const link = event.target.closest("a[data-task]");
+      if (link === null) return;
+      event.preventDefault();
+      select(link.dataset.task);
+    });
     $("worker-close").addEventListener("click", closeWorker);
     $("cancel").addEventListener("click", cancelSelected);
     $("retry").addEventListener("click", retrySelected);
