@@ -74,6 +74,7 @@ from serendib.transports.base import TOKEN_ENV
 if TYPE_CHECKING:
     from serendib.transports.identity import Identity
     from serendib.transports.nats import NatsOptions
+    from serendib.transports.shared import ConnectionPool
 
 __all__ = ["Agent", "AgentStatus", "current_message"]
 
@@ -133,6 +134,9 @@ class Agent:
             for an identity; with it, the agent can publish only under its own name. A
             worker restarted with the same identity takes its own place at once. Default:
             a new identity for each run.
+        connections: Share one NATS connection with the other agents of this process given
+            the same pool and URL (a worker serving several workspaces). An agent that gets
+            an identity of its own from an admin's server keeps a connection of its own.
     """
 
     role: ClassVar[str] = "agent"
@@ -158,6 +162,7 @@ class Agent:
         join_timeout: float = 10.0,
         max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
         identity: Identity | str | Path | None = None,
+        connections: ConnectionPool | None = None,
     ) -> None:
         self.name = validate_name(name, "agent name")
         self.workspace_id = validate_name(workspace_id, "workspace")
@@ -188,6 +193,7 @@ class Agent:
         self.admin_name: str | None = None
         self._admin_pinned = False
         self._identity_spec = identity
+        self._connections = connections
         self._signed_options: NatsOptions | None = None
         self.drops = DropLog(name)
         self._transport: Transport | None = None
@@ -239,6 +245,10 @@ class Agent:
         name = f"{self.workspace_id}/{self.name}"
         if self._signed_options is not None:  # an identity from the admin's server
             return open_transport(spec, name=name, options=self._signed_options)
+        if self._connections is not None and spec.startswith(("nats://", "tls://")):
+            return self._connections.transport(
+                spec, token=self.token, name=name, options=self.nats_options
+            )
         return open_transport(spec, token=self.token, name=name, options=self.nats_options)
 
     # --- sending ------------------------------------------------------------------------------

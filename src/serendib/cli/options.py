@@ -255,7 +255,19 @@ class Link:
 _LINK_FIELDS = ("workspace", "admin", "nats", "token", "user", "password", "creds", "tls_ca")
 
 
-def _link_options(address: bool, heartbeat: bool) -> list[Callable[[Callback], Callback]]:
+class _Workspaces(_Option):
+    """A repeatable ``--workspace``: a config file's single name (``workspace = "prod"``, the
+    key every command shares) or several separated by spaces is taken as a list."""
+
+    def type_cast_value(self, ctx: click.Context, value: Any) -> Any:
+        if isinstance(value, str):
+            value = value.split()
+        return super().type_cast_value(ctx, value)
+
+
+def _link_options(
+    address: bool, heartbeat: bool, workspaces: bool = False
+) -> list[Callable[[Callback], Callback]]:
     found: list[Callable[[Callback], Callback]] = []
     if address:
         found += [
@@ -268,7 +280,15 @@ def _link_options(address: bool, heartbeat: bool) -> list[Callable[[Callback], C
             option("--nats", metavar="URL", help="NATS URL (instead of --admin)"),
         ]
     found += [
-        option("--workspace", default=DEFAULT_WORKSPACE, help="workspace to join"),
+        option(
+            "--workspace",
+            cls=_Workspaces,
+            multiple=True,
+            default=(DEFAULT_WORKSPACE,),
+            help="workspace to join; repeatable: one process serving several",
+        )
+        if workspaces
+        else option("--workspace", default=DEFAULT_WORKSPACE, help="workspace to join"),
         option("--token", show_default=False, help="NATS auth token"),
         option("--user", help="NATS user name"),
         option("--password", show_default=False, help="NATS password"),
@@ -289,13 +309,17 @@ def _link_options(address: bool, heartbeat: bool) -> list[Callable[[Callback], C
     return found
 
 
-def link_options(*, address: bool = True, heartbeat: bool = True) -> Callable[[Callback], Callback]:
+def link_options(
+    *, address: bool = True, heartbeat: bool = True, workspaces: bool = False
+) -> Callable[[Callback], Callback]:
     """The connection options, given to the command as one ``link`` (a :class:`Link`).
 
     Args:
         address: Add ``--admin HOST:PORT`` and ``--nats URL`` (the admin declares its own
             ``--nats``, which goes in the link too).
         heartbeat: Add ``--heartbeat`` (agents that stay; clients ask once and leave).
+        workspaces: ``--workspace`` is repeatable: the command gets them all as
+            ``workspaces`` (a tuple, in order, without repeats), and the link the first.
     """
 
     def decorate(callback: Callback) -> Callback:
@@ -304,10 +328,14 @@ def link_options(*, address: bool = True, heartbeat: bool = True) -> Callable[[C
             fields = {name: kwargs.pop(name) for name in _LINK_FIELDS if name in kwargs}
             if "heartbeat" in kwargs:
                 fields["heartbeat"] = kwargs.pop("heartbeat")
+            if workspaces:
+                names = tuple(dict.fromkeys(fields["workspace"])) or (DEFAULT_WORKSPACE,)
+                fields["workspace"] = names[0]
+                kwargs["workspaces"] = names
             return callback(link=Link(**fields), **kwargs)
 
         decorated: Callback = with_link
-        for add in reversed(_link_options(address, heartbeat)):
+        for add in reversed(_link_options(address, heartbeat, workspaces)):
             decorated = add(decorated)
         return decorated
 

@@ -45,6 +45,7 @@ from serendib.tasks.manager import TaskManager
 from serendib.tasks.models import Backoff, Schedule, Task
 from serendib.tasks.report import Report
 from serendib.tasks.worker import TaskHandler, WorkerAgent
+from serendib.transports import ConnectionPool
 
 if TYPE_CHECKING:
     from serendib.dashboard import DashboardServer
@@ -287,9 +288,10 @@ def identity_path(workspace: str, name: str) -> Path:
         "serendib worker --name Junior --skill 3",
         "serendib worker --name Senior --skill general=9,python=9 --handler primes:primes",
         "serendib worker --name gpu-1 --label gpu --label region=eu --admin 10.0.0.5:4222",
+        "serendib worker --name w1 --workspace a --workspace b --nats nats://10.0.0.5:4222",
     ],
 )
-@option("--name", required=True, help="unique name in the workspace")
+@option("--name", required=True, help="unique name in the workspace (in each of them)")
 @option(
     "--skill",
     type=Skills(),
@@ -323,9 +325,9 @@ def identity_path(workspace: str, name: str) -> Path:
     metavar="FILE",
     help="file keeping this worker's identity on the admin's server (created if missing; "
     "default: $XDG_STATE_HOME/serendib/WORKSPACE/NAME.nk); restarted with it, the worker "
-    "takes its own place at once",
+    "takes its own place at once; one workspace only",
 )
-@link_options()
+@link_options(workspaces=True)
 def worker(
     name: str,
     skill: dict[str, int],
@@ -335,43 +337,80 @@ def worker(
     handler: tuple[str, ...],
     time_scale: float,
     identity: str | None,
+    workspaces: tuple[str, ...],
     link: Link,
 ) -> int:
-    """Run a worker that joins an admin and runs the tasks it assigns."""
+    """Run a worker that joins an admin and runs the tasks it assigns (with --workspace
+    repeated: one worker in each workspace, in this one process)."""
+    if identity and len(workspaces) > 1:
+        raise click.BadParameter(
+            "one file for one workspace: leave it out with several --workspace (each keeps "
+            "its own under $XDG_STATE_HOME/serendib/WORKSPACE/)",
+            param_hint="'--identity'",
+        )
     tune_gc()
     handlers = dict(load_handler(spec) for spec in handler)
     host, port = link.admin
-    kept = None if link.nats else (identity or identity_path(link.workspace, name))
-    agent = WorkerAgent(
-        name,
-        skills=skill,
-        capacity=capacity,
-        prefetch=prefetch,
-        labels=list(labels),
-        workspace_id=link.workspace,
-        handlers=handlers,
-        time_scale=time_scale,
-        transport=link.nats,
-        admin_ip=host,
-        admin_port=port,
-        token=link.token,
-        heartbeat_interval=link.heartbeat,
-        nats_options=link.nats_options(),
-        identity=kept,
-    )
+    # Workers of several workspaces share one connection where they can: not at an admin's
+    # embedded server, where each gets an identity (a NATS user) of its own.
+    pool = ConnectionPool(f"{'+'.join(workspaces)}/{name}") if len(workspaces) > 1 else None
+    agents = [
+        WorkerAgent(
+            name,
+            skills=skill,
+            capacity=capacity,
+            prefetch=prefetch,
+            labels=list(labels),
+            workspace_id=workspace,
+            handlers=handlers,
+            time_scale=time_scale,
+            transport=link.nats,
+            admin_ip=host,
+            admin_port=port,
+            token=link.token,
+            heartbeat_interval=link.heartbeat,
+            nats_options=link.nats_options(),
+            identity=None if link.nats else (identity or identity_path(workspace, name)),
+            connections=pool,
+        )
+        for workspace in workspaces
+    ]
 
     def joined() -> None:
-        logger.info(
-            "{}: joined workspace {!r} at {} ({}, capacity {}{})",
-            agent.name,
-            agent.workspace_id,
-            agent.address,
-            ", ".join(f"{k} {v}" for k, v in agent.skills.items()),
-            agent.capacity,
-            "".join(f", label {label}" for label in agent.labels),
-        )
+        for agent in agents:
+            logger.info(
+                "{}: joined workspace {!r} at {} ({}, capacity {}{})",
+                agent.name,
+                agent.workspace_id,
+                agent.address,
+                ", ".join(f"{k} {v}" for k, v in agent.skills.items()),
+                agent.capacity,
+                "".join(f", label {label}" for label in agent.labels),
+            )
 
-    return asyncio.run(_serve(agent, joined))
+    return asyncio.run(_serve(agents[0] if len(agents) == 1 else _Crew(agents), joined))
+
+
+class _Crew:
+    """The workers of one ``serendib worker`` process serving several workspaces, started,
+    waited for and stopped together (what :func:`_serve` does with one agent)."""
+
+    def __init__(self, agents: list[WorkerAgent]) -> None:
+        self.agents = agents
+
+    async def start(self) -> None:
+        """Start every worker; if one cannot start, stop the others and raise its error."""
+        started = await asyncio.gather(*(a.start() for a in self.agents), return_exceptions=True)
+        failures = [e for e in started if isinstance(e, BaseException)]
+        if failures:
+            await self.stop()
+            raise failures[0]
+
+    async def wait_stopped(self) -> None:
+        await asyncio.gather(*(a.wait_stopped() for a in self.agents))
+
+    async def stop(self) -> None:
+        await asyncio.gather(*(a.stop() for a in self.agents))
 
 
 def demo_scenario(

@@ -8,14 +8,17 @@ from typing import TYPE_CHECKING
 from serendib.errors import UnsupportedTransport
 from serendib.transports.base import Receiver, Subscription, Transport
 from serendib.transports.memory import MemoryHub, MemoryTransport
+from serendib.transports.shared import ConnectionPool, SharedTransport
 
 if TYPE_CHECKING:
     from serendib.transports.nats import NatsOptions
 
 __all__ = [
+    "ConnectionPool",
     "MemoryHub",
     "MemoryTransport",
     "Receiver",
+    "SharedTransport",
     "Subscription",
     "Transport",
     "open_transport",
