@@ -1238,3 +1238,33 @@ def test_a_quarantine_row_holds_anything_as_text() -> None:
     assert content["escalated"] is True
     assert safe_text("a" * 2_000, 10) == "aaaaaaaaaa... (1990 more characters)"
     assert safe_text("\ud800\x00") == "\\ud800\\x00"
+
+
+# --- dependencies, times and schedules (schema step 5) ----------------------------------------
+
+
+async def test_children_are_read_in_submission_order_and_times_kept(store: TaskStore) -> None:
+    parent = task(0)
+    first = TaskRecord(task=Task(id="c1", difficulty=1, depends_on=["t00000"]), not_before=5.0)
+    second = TaskRecord(task=Task(id="c2", difficulty=1, depends_on=["t00000", "c1"]))
+    await store.add([parent, first, second])
+    await store.add([first])  # a duplicate adds no edge
+
+    assert await store.children("t00000") == ["c1", "c2"]
+    assert await store.children("c1") == ["c2"]
+    assert await store.children("c2") == []
+    assert await store.children("t00000", limit=1) == ["c1"]
+    stored = await store.get("c1")
+    assert stored is not None
+    assert stored.not_before == 5.0
+    later = update_of(stored)._replace(not_before=9.5)
+    await store.update([later])
+    again = await store.get("c1")
+    assert again is not None
+    assert again.not_before == 9.5
+
+
+async def test_schedules_are_saved_replaced_and_deleted(store: TaskStore) -> None:
+    await store.save_schedules([("a", '{"x": 1}', 1.0), ("b", '{"y": 2}', 2.0)])
+    await store.save_schedules([("a", '{"x": 3}', 4.0), ("b", None, 0.0)])
+    assert await store.schedules() == [("a", '{"x": 3}', 4.0)]
