@@ -14,7 +14,7 @@ import pytest
 
 from serendib.dashboard import DashboardServer
 from serendib.errors import DashboardError
-from serendib.tasks.models import Task
+from serendib.tasks.models import Schedule, Task
 from tests.dashboard.conftest import DEADLINE, System, gate_task, running_system, until
 
 IMPOSSIBLE = 10  # harder than the most skilled worker (Senior, 9)
@@ -243,6 +243,24 @@ async def test_a_pipeline_through_the_api_shows_parents_and_children_and_refuses
     assert (root["parents"], root["children"]) == ([], ["leaf"])
     assert (leaf["parents"], leaf["children"]) == (["root"], [])
     assert leaf["waiting_reason"] == "waiting for parent root (0 of 1 done)"
+
+
+async def test_the_schedules_are_listed_with_when_each_fires_next(
+    system: System, client: httpx.AsyncClient
+) -> None:
+    assert (await client.get("/api/schedules")).json() == []
+    await system.manager.add_schedule(
+        Schedule(name="hourly", cron="0 * * * *", task={"difficulty": 2})
+    )
+
+    [listed] = (await client.get("/api/schedules")).json()
+
+    assert (listed["name"], listed["cron"], listed["task"]) == (
+        "hourly",
+        "0 * * * *",
+        {"difficulty": 2},
+    )
+    assert listed["next_at"] > listed["last_fired"]
 
 
 async def test_cancel_ends_a_pending_or_running_task_once(

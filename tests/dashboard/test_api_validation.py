@@ -154,6 +154,7 @@ async def test_the_openapi_description_covers_every_route_and_resolves(
         "/api/workers",
         "/api/workers/{name}",
         "/api/access",
+        "/api/schedules",
         "/api/tasks",
         "/api/tasks/{task_id}",
         "/api/tasks/{task_id}/cancel",

@@ -28,7 +28,7 @@ except ImportError:  # pragma: no cover - depends on what is installed
 else:
     HAVE_PLAYWRIGHT = True
 
-from serendib.tasks.models import Task
+from serendib.tasks.models import Schedule, Task
 
 CHROMIUM = Path(os.environ.get("SERENDIB_CHROMIUM", "/usr/bin/chromium"))
 CHROMIUM_ARGS = [
@@ -247,6 +247,21 @@ async def test_a_task_shows_its_parents_and_children_and_leads_to_them(
 
     await expect(page.locator("#detail-title")).to_have_text("Task root")
     await expect(page.locator('[data-testid=child][data-task="leaf"]')).to_be_visible()
+
+
+async def test_the_page_lists_the_schedules_and_hides_the_panel_without_any(
+    system: System, tab: Tab
+) -> None:
+    page = tab.page
+    await page.goto(system.url)
+    await expect(page.locator("[data-testid=schedules]")).to_be_hidden()
+    await system.manager.add_schedule(
+        Schedule(name="nightly", cron="0 2 * * *", task={"difficulty": 1})
+    )
+    await page.reload()
+    row = page.locator('#schedules tr[data-schedule="nightly"]')
+    await expect(row).to_contain_text("0 2 * * *")
+    await expect(page.locator("#schedule-summary")).to_have_text("1 schedule")
 
 
 async def test_the_page_cancels_a_waiting_task(system: System, tab: Tab) -> None:
@@ -571,7 +586,7 @@ async def test_a_screenshot_of_a_busy_system(browser: Browser, tmp_path: Path) -
 
 # --- the API's Swagger UI ---------------------------------------------------------------------
 
-OPERATIONS = 11
+OPERATIONS = 12
 
 
 async def _try_out(page: Page, operation: str) -> None:

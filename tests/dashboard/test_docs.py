@@ -54,6 +54,7 @@ async def test_the_document_lists_every_route_with_its_generated_schemas(
         ("GET", "/api/workers"),
         ("GET", "/api/workers/{name}"),
         ("GET", "/api/access"),
+        ("GET", "/api/schedules"),
         ("GET", "/api/stats"),
         ("GET", "/api/tasks"),
         ("POST", "/api/tasks"),

@@ -35,6 +35,7 @@ from serendib.dashboard.schemas import (
     PathTaskId,
     PathWorkerName,
     RetryResult,
+    ScheduleView,
     StatsView,
     SubmitBody,
     SubmitResult,
@@ -212,6 +213,10 @@ def api_router(dashboard: Dashboard, policy: AccessPolicy) -> APIRouter:
     )
     async def one_worker(name: WorkerNamePath) -> WorkerDetail:
         return await dashboard.worker(name)
+
+    @router.get("/api/schedules", summary="Recurring work: each schedule, when it fires next")
+    async def schedules() -> Sequence[ScheduleView]:
+        return dashboard.schedules()
 
     @router.get("/api/access", summary="Whether this caller may submit and cancel")
     async def access() -> AccessView:

@@ -22,6 +22,7 @@ from serendib.dashboard.schemas import (
     CancelResult,
     ManagerCounters,
     RetryResult,
+    ScheduleView,
     StatsView,
     SubmitBody,
     SubmitResult,
@@ -132,6 +133,20 @@ class Dashboard:
     def running(self) -> bool:
         """Whether the manager is running (submitting and cancelling need it)."""
         return self.manager.status is AgentStatus.RUNNING
+
+    def schedules(self) -> list[ScheduleView]:
+        """The manager's schedules, by name."""
+        return [
+            ScheduleView(
+                name=info.schedule.name,
+                cron=info.schedule.cron,
+                task=info.schedule.task,
+                catch_up=info.schedule.catch_up,
+                last_fired=info.last_fired,
+                next_at=info.next_at,
+            )
+            for info in self.manager.schedules()
+        ]
 
     def workers(self) -> list[WorkerView]:
         """Connected workers (in joining order), then workers lost since the dashboard began."""

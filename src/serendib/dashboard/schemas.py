@@ -363,6 +363,26 @@ class LatencySeries(_Model):
     p95: list[float | None]
 
 
+class ScheduleView(_Model):
+    """A schedule of recurring work (``GET /api/schedules``).
+
+    Attributes:
+        name: Its name: its runs' ids are ``NAME@TIME``.
+        cron: When it fires (cron syntax, UTC).
+        task: The fields of each run's task.
+        catch_up: After the manager was down when runs were due, it fires the latest once.
+        last_fired: When it last fired (or was defined), seconds since the epoch.
+        next_at: When it fires next.
+    """
+
+    name: str
+    cron: str
+    task: dict[str, Any]
+    catch_up: bool
+    last_fired: float
+    next_at: float
+
+
 class AccessView(_Model):
     """What the caller may do here (``GET /api/access``).
 

@@ -724,6 +724,32 @@
     }
   }
 
+  // --- schedules -------------------------------------------------------------------------------
+
+  async function loadSchedules() {
+    try {
+      renderSchedules(await api("/api/schedules"));
+    } catch (e) {
+      showError("Could not load the schedules: " + e.message);
+    }
+  }
+
+  function renderSchedules(schedules) {
+    $("schedules-panel").hidden = schedules.length === 0;
+    $("schedule-summary").textContent = schedules.length + (schedules.length === 1 ? " schedule" : " schedules");
+    const rows = schedules.map((s) =>
+      el(
+        "tr",
+        { "data-schedule": s.name },
+        el("td", {}, s.name),
+        el("td", {}, s.cron),
+        el("td", {}, clock(s.last_fired)),
+        el("td", {}, clock(s.next_at)),
+      ),
+    );
+    redraw(document.querySelector("#schedules tbody"), rows, "data-schedule");
+  }
+
   // --- live updates ------------------------------------------------------------------------------
 
   function connect() {
@@ -748,6 +774,7 @@
         view.tasksVersion = update.tasks_version;
         loadTasks();
         loadRunning();
+        loadSchedules(); // a run fired is a new task
         if (view.selected !== null) loadDetail(view.selected);
         if (view.workerPage !== null) loadWorker(view.workerPage);
       }
@@ -848,6 +875,7 @@
     });
     if (initial.get("open")) openWorker(initial.get("open"));
     loadAccess();
+    loadSchedules();
     connect();
   }
 
