@@ -12,6 +12,8 @@ dead, a duplicate, a forgery) is stale and ignored.
 from __future__ import annotations
 
 import asyncio
+import os
+import socket
 import time
 from collections import Counter
 from collections.abc import Iterable, Mapping
@@ -20,10 +22,11 @@ from typing import Any
 from loguru import logger
 
 from serendib.admin import Admin
-from serendib.agent import NETWORK_HEARTBEAT_S, current_message
+from serendib.agent import NETWORK_HEARTBEAT_S, AgentStatus, current_message
 from serendib.errors import TaskNotFound, WorkerNotFound
 from serendib.handlers import on_message
 from serendib.limits import MAX_NOTE_CHARS, clip_text, safe_text
+from serendib.messages import Envelope
 from serendib.presence import AgentDetail
 from serendib.tasks.engine.book import TaskBook
 from serendib.tasks.engine.graph import dependency_faults, parents_first
@@ -66,7 +69,7 @@ from serendib.tasks.models import Backoff, Schedule, Task, TaskRecord, WorkerInf
 from serendib.tasks.recurring import Calendar
 from serendib.tasks.report import Report, build_report
 from serendib.tasks.scheduling import Scheduler
-from serendib.tasks.store import TaskStore, open_store
+from serendib.tasks.store import LEASE_S, LeadLost, StoreLease, TaskStore, open_store
 
 __all__ = ["TaskManager"]
 
@@ -103,6 +106,15 @@ class TaskManager(Admin):
             schedule of the same name is replaced; others stay until removed).
         learn: Escalate a failed task's retry to the more skilled worker with the best
             record for its kind and difficulty (see :mod:`serendib.tasks.engine.learning`).
+        standby: Lead only while holding the workspace's lease in the store (PostgreSQL, and
+            a NATS server or cluster every manager of the workspace shares): ``start``
+            waits, connected to nothing of the workspace, until no other manager holds it,
+            then takes over as a restart on the same store does. Every write is fenced by the
+            lease: once another manager took it over (or it could not be renewed for
+            ``lease_s``), nothing more is stored or sent and the manager stops at once,
+            ``lead_lost`` saying why (see :mod:`serendib.tasks.store.lease`).
+        lease_s: How long a standby manager's lease lasts unless renewed (every third of
+            it): a standby takes over within about this long of the leader's last renewal.
         **options: Passed on to :class:`~serendib.Admin`.
     """
 
@@ -123,6 +135,8 @@ class TaskManager(Admin):
         retry_backoff: Backoff | None = None,
         schedules: Iterable[Schedule] = (),
         learn: bool = False,
+        standby: bool = False,
+        lease_s: float = LEASE_S,
         **options: Any,
     ) -> None:
         super().__init__(name, port, workspace_id=workspace_id, **options)
@@ -162,6 +176,11 @@ class TaskManager(Admin):
         self._events: list[EventMessage] = []
         self._started_at = time.monotonic()
         self.last_report: Report | None = None
+        self.lead_lost: LeadLost | None = None
+        """Why this standby manager stopped leading, once it did."""
+        self._lease = _standby_lease(self, lease_s) if standby else None
+        self._leading: asyncio.Future[Any] | None = None
+        self._abdication: asyncio.Task[None] | None = None
 
     @property
     def stats(self) -> ManagerStats:
@@ -224,6 +243,8 @@ class TaskManager(Admin):
         """
         await self.store.open()
         try:
+            if self._lease is not None:
+                await self._take_lead(self._lease)
             # Per-worker counts go on from where the previous run left them.
             self.book.stats.by_worker.update(await self.store.completed_by_worker())
             records = await self.store.unfinished()
@@ -246,10 +267,56 @@ class TaskManager(Admin):
             self.book.close()
             await self._ledger.drain()
             await self.store.close()
+            if self._lease is not None:
+                await self._lease.release()
             raise
+
+    async def _take_lead(self, lease: StoreLease) -> None:
+        # Until it leads, a standby is connected to the store only; stop() ends the wait.
+        self._leading = asyncio.ensure_future(lease.acquire())
+        try:
+            await self._leading
+        finally:
+            self._leading = None
+        lease.on_lost(self._lead_lost)
+
+    def _lead_lost(self, error: LeadLost) -> None:
+        """Another manager leads now: handle, store and send nothing more; stop at once."""
+        if self.lead_lost is not None:
+            return
+        self.lead_lost = error
+        logger.error("{}: {}; stopping", self.name, error)
+        self._draining = True
+        self._ledger.halt()
+        for submitting in self._submitting:
+            submitting.cancel()
+        if self.status is AgentStatus.RUNNING:
+            self._abdication = asyncio.ensure_future(self.stop(drain_timeout=1.0))
+
+    async def _dispatch(self, envelope: Envelope) -> None:
+        # A leader that may have lost its lead (paused past its lease) acts on nothing until
+        # a renewal says it still leads.
+        lease = self._lease
+        if lease is not None and not lease.valid and not await lease.confirm():
+            return
+        await super()._dispatch(envelope)
+
+    async def stop(self, drain_timeout: float | None = 10.0) -> None:
+        """Stop (see :meth:`Admin.stop`); a standby still waiting for the lead stops waiting."""
+        if self._leading is not None:
+            self._leading.cancel()
+            return
+        await super().stop(drain_timeout)
+
+    async def _say_goodbye(self) -> None:
+        if self.lead_lost is None:  # else the manager leading now speaks for the workspace
+            await super()._say_goodbye()
 
     async def on_start(self) -> None:
         """Submit the initial tasks."""
+        if self.lead_lost is not None:  # lost while starting
+            self._abdication = asyncio.ensure_future(self.stop(drain_timeout=1.0))
+            return
         if self._initial:
             await self.submit(self._initial)
             self._initial = []
@@ -260,6 +327,9 @@ class TaskManager(Admin):
         # Submissions being stored (answered off the dispatch loop) end first: what they
         # store is queued and saved like the rest, not staged after the ledger drained.
         self.calendar.close()
+        if self.lead_lost is not None:  # nothing more is stored: the leader has the store
+            self.book.close()
+            return
         if self._submitting:
             await asyncio.wait(set(self._submitting), timeout=drain_timeout or DRAIN_TIMEOUT_S)
         self.book.close()
@@ -270,8 +340,11 @@ class TaskManager(Admin):
             self.last_report = await self.report()
 
     async def on_stop(self) -> None:
-        """Close the store once everything staged is saved."""
+        """Close the store once everything staged is saved; give up the lead, if held (a
+        standby takes over at once)."""
         await self.store.close()
+        if self._lease is not None:
+            await self._lease.release()
 
     async def flush(self) -> None:
         """Return once every change made so far is stored (and its messages sent)."""
@@ -776,6 +849,20 @@ class TaskManager(Admin):
     @on_message
     async def _on_configure(self, request: ConfigureRequest) -> ConfigureReply:
         return ConfigureReply(info=await self.configure(request.worker, request.change))
+
+
+def _standby_lease(manager: TaskManager, ttl_s: float) -> StoreLease:
+    """The lease a standby manager leads by, in its store (PostgreSQL only)."""
+    store = manager.store
+    make = getattr(store, "lease", None)
+    if make is None or not store.url.startswith(("postgresql:", "postgres:")):
+        raise ValueError(
+            f"a standby manager needs a PostgreSQL task store, not {store.url}: a SQLite file "
+            "is one machine's, and a leader paused in a transaction would hold its lock"
+        )
+    holder = f"{socket.gethostname()}/{os.getpid()}/{manager.detail.id[:6]}"
+    lease: StoreLease = make(manager.workspace_id, holder, ttl_s=ttl_s, owner=manager.name)
+    return lease
 
 
 def _profile(info: WorkerInfo) -> str:

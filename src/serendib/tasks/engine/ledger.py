@@ -21,6 +21,10 @@ When the store fails:
 - *Stopping*: :meth:`Ledger.drain` waits a bounded time (the store may never come back);
   what it could not save is logged at ERROR as one line of counts, its messages are dropped
   (they would act on state the store does not hold), and the stop goes on.
+- *The lead is lost* (a standby manager's store refuses writes with
+  :class:`~serendib.tasks.store.LeadLost`: another manager leads now): never retried. The
+  ledger :meth:`halts <Ledger.halt>`: what is staged and its messages are dropped, nothing
+  more is saved or sent (the manager that leads now has the store's state, and acts on it).
 """
 
 from __future__ import annotations
@@ -42,7 +46,7 @@ from serendib.tasks.messages import (
     TaskOutcomes,
 )
 from serendib.tasks.models import AttemptKey
-from serendib.tasks.store import AttemptRow, Rejected, TaskStore, TaskUpdate
+from serendib.tasks.store import AttemptRow, LeadLost, Rejected, TaskStore, TaskUpdate
 
 __all__ = ["DRAIN_TIMEOUT_S", "Ledger"]
 
@@ -110,6 +114,8 @@ class Ledger:
         self.batches = 0
         self.quarantined = 0
         """Records the store refused (and quarantined) since this ledger began."""
+        self.halted = False
+        """Set once the lead is lost: nothing more is saved or sent."""
 
     @property
     def idle(self) -> bool:
@@ -222,8 +228,20 @@ class Ledger:
             messages,
         )
 
+    def halt(self) -> None:
+        """Save and send nothing more (another manager leads): drop what is staged and the
+        messages waiting on it, quietly. Idempotent."""
+        self.halted = True
+        for task in (self._writer, self._saver):
+            if task is not None and task is not asyncio.current_task():
+                task.cancel()
+        self._writer = self._saver = None
+        self._records, self._attempts, self._stale, self._saving = {}, {}, [], {}
+        self._outbox, self._acks, self._outcomes, self._unsent = [], {}, {}, None
+        self._in_flight = (0, 0, 0)
+
     def _kick(self) -> None:
-        if self._writer is None:
+        if self._writer is None and not self.halted:
             self._writer = asyncio.create_task(self._write_loop(), name=f"{self._owner}-ledger")
 
     async def _write_loop(self) -> None:
@@ -247,7 +265,11 @@ class Ledger:
                 if saved is not None:
                     await self._send_batch(*saved)
                 if self._saver is not None:
-                    await self._saver
+                    try:
+                        await self._saver
+                    except LeadLost:
+                        self.halt()
+                        return
                     self._saver = None
                     self._in_flight = (0, 0, 0)
                 self._saving = {}
@@ -297,6 +319,8 @@ class Ledger:
         while True:
             try:
                 rejected = await self.store.update(records, attempts, stale)
+            except LeadLost:
+                raise  # another manager leads: saving again would never succeed
             except Exception as e:  # unavailable (the store refuses records by returning them)
                 logger.error(
                     "{}: saving {} records failed, retrying in {:.1f}s: {}",

@@ -14,11 +14,14 @@ A SQLite file by default, PostgreSQL by URL, one module per concept:
 - :mod:`~serendib.tasks.store.rows`: row encoding and decoding, batch planning, statements;
 - :mod:`~serendib.tasks.store.search`: searches (filters, orders, keyset paging, each page
   bounded in the rows it examines);
-- :mod:`~serendib.tasks.store.migrations`: the numbered schema migrations of each backend.
+- :mod:`~serendib.tasks.store.migrations`: the numbered schema migrations of each backend;
+- :mod:`~serendib.tasks.store.lease`: the lease a standby manager leads its workspace by, and
+  the fence it puts on every write (:class:`LeadLost` once another manager took over).
 """
 
 from __future__ import annotations
 
+from serendib.tasks.store.lease import LEASE_S, Fence, LeadLost, LeaseState, StoreLease
 from serendib.tasks.store.protocol import (
     AttemptRow,
     QuarantinedRecord,
@@ -32,9 +35,14 @@ from serendib.urls import redact_url
 
 __all__ = [
     "DEFAULT_STORE_FILE",
+    "LEASE_S",
     "AttemptRow",
+    "Fence",
+    "LeadLost",
+    "LeaseState",
     "QuarantinedRecord",
     "Rejected",
+    "StoreLease",
     "TaskStore",
     "TaskUpdate",
     "attempt_row",

@@ -14,6 +14,11 @@ transaction, each write in a savepoint: an ``add`` or ``save`` with a refused re
 alone (:class:`~serendib.errors.RecordRefused`), an ``update`` is bisected until the refused
 records are isolated; they are quarantined (``serendib_quarantine``) and the rest is stored.
 An unavailable database fails the whole batch, as before.
+
+A standby manager's store is *fenced* once it leads (:mod:`serendib.tasks.store.lease`):
+every write transaction first checks that the workspace's lease still carries its epoch, and
+aborts with :class:`~serendib.tasks.store.lease.LeadLost` if not (a write that fails for an
+outage checks again, so a connection the database ended during a pause says why).
 """
 
 from __future__ import annotations
@@ -29,6 +34,7 @@ from loguru import logger
 
 from serendib.errors import RecordRefused, SerendibError, StoreError, StoreNotFound
 from serendib.tasks.models import AttemptRecord, TaskRecord, TaskState
+from serendib.tasks.store.lease import Fence, LeadLost, LeaseStatements, check_fence
 from serendib.tasks.store.migrations import Migration, pending
 from serendib.tasks.store.protocol import QuarantinedRecord, Rejected, TaskUpdate
 from serendib.tasks.store.rows import (
@@ -73,8 +79,12 @@ class Backend(ABC):
         self, dialect: Dialect, migrations: Sequence[Migration], *, create: bool = True
     ) -> None:
         self.sql = Statements(dialect)
+        self.lease_sql = LeaseStatements(dialect)
         self.migrations = tuple(migrations)
         self.create = create
+        self.fence: Fence | None = None
+        """Set (from the writer thread) once this store's manager leads: every write
+        transaction checks it first."""
 
     @abstractmethod
     def _connect_writer(self) -> None:
@@ -143,6 +153,32 @@ class Backend(ABC):
 
     @abstractmethod
     def _write_fetch(self, sql: str, params: Sequence[Any]) -> list[Row]: ...
+
+    def connect_lease(self) -> Any:
+        """A new connection of its own for a lease (autocommit; ``execute`` returns a
+        cursor with ``rowcount`` and ``fetchall``), or :class:`StoreError` if this store
+        cannot hold one."""
+        raise StoreError(f"the task store at {self.url} cannot hold a lease", url=self.url)
+
+    def set_fence(self, fence: Fence | None) -> None:
+        """Fence every write transaction from now on with ``fence`` (None: no more). Call
+        from the writer thread."""
+        self.fence = fence
+        self._fenced_session()
+
+    def _fenced_session(self) -> None:  # noqa: B027 - a hook: SQLite needs nothing
+        """Hook: set the writer connection up for :attr:`fence` (if connected)."""
+
+    def _check_fence(self) -> None:
+        """Inside a write transaction: raise :class:`LeadLost` if the fence is gone."""
+        fence = self.fence
+        if fence is not None:
+            rows = self._write_fetch(self.lease_sql.check, (fence.workspace,))
+            check_fence(fence, rows, self.url)
+
+    def _fenced(self, apply: Callable[[], T]) -> T:
+        self._check_fence()
+        return apply()
 
     @abstractmethod
     def _read_fetch(self, sql: str, params: Sequence[Any]) -> list[Row]: ...
@@ -219,17 +255,33 @@ class Backend(ABC):
         """
         what = f"writing {sum(w.size for w in writes)} rows to"
         try:
-            inserted = self._in_transaction(lambda: self._apply_batch(writes))
+            inserted = self._in_transaction(lambda: self._fenced(lambda: self._apply_batch(writes)))
+        except LeadLost:
+            raise
         except Exception as e:
             if not self.is_data_error(e):
-                raise self._failure(what, e) from e
+                raise self._outage(what, e) from e
         else:
             return [Written(rows) for rows in inserted]
         # Rare: a record was refused. Write the batch again, isolating what is refused.
         try:
-            return self._in_transaction(lambda: self._apply_apart(writes))
+            return self._in_transaction(lambda: self._fenced(lambda: self._apply_apart(writes)))
+        except LeadLost:
+            raise
         except Exception as e:
-            raise self._failure(what, e) from e
+            raise self._outage(what, e) from e
+
+    def _outage(self, what: str, error: Exception) -> Exception:
+        # A fenced store asks again whether it still leads: a connection the database ended
+        # while this process was paused is the lead lost, not an outage to retry.
+        if self.fence is not None and isinstance(error, self.driver_errors):
+            try:
+                self._in_transaction(self._check_fence)
+            except LeadLost as lost:
+                return lost
+            except Exception as e:  # still unavailable: the first failure says it
+                logger.debug("checking the lease of {} failed too: {}", self.url, e)
+        return self._failure(what, error)
 
     def _failure(self, what: str, error: Exception) -> Exception:
         if isinstance(error, self.driver_errors):

@@ -20,6 +20,11 @@ Reads run on a second connection in a second thread, so they never wait behind a
 sees every write acknowledged before it started. Backends (:class:`Backend`) only connect
 and run SQL; statements, row encoding and batch planning are shared and pure
 (:mod:`serendib.tasks.store.rows`).
+
+A standby manager's store holds a lease (:meth:`SqlTaskStore.lease`): once it leads, every
+write transaction is fenced by it. A write that finds the lead lost fails with
+:class:`~serendib.tasks.store.lease.LeadLost`, the lease is told, and every write after it
+fails at once, without reaching the database.
 """
 
 from __future__ import annotations
@@ -35,6 +40,7 @@ from typing import Any, Self, TypeVar
 from serendib.errors import StoreError
 from serendib.tasks.models import AttemptKey, AttemptRecord, TaskRecord, TaskState
 from serendib.tasks.store.backend import Backend
+from serendib.tasks.store.lease import LEASE_S, Fence, LeadLost, StoreLease
 from serendib.tasks.store.protocol import (
     AttemptRow,
     QuarantinedRecord,
@@ -83,6 +89,8 @@ class SqlTaskStore:
         self._write_pool: ThreadPoolExecutor | None = None
         self._read_pool: ThreadPoolExecutor | None = None
         self._transactions = 0
+        self._lease: StoreLease | None = None
+        self._lost: LeadLost | None = None
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.url} {self._status.value}>"
@@ -153,6 +161,34 @@ class SqlTaskStore:
         tb: TracebackType | None,
     ) -> None:
         await self.close()
+
+    def lease(
+        self, workspace: str, holder: str, *, ttl_s: float = LEASE_S, owner: str = "manager"
+    ) -> StoreLease:
+        """The lease of ``workspace`` in this store, for the manager ``holder`` (its id, unique
+        to its run): :meth:`StoreLease.acquire` waits for it and fences this store's writes
+        with it. One lease per store.
+
+        Raises:
+            ValueError: ``ttl_s`` is out of range, or this store already has a lease.
+        """
+        if self._lease is not None:
+            raise ValueError(f"the task store at {self.url} already has a lease")
+        lease = StoreLease(
+            self._backend, workspace, holder, ttl_s=ttl_s, owner=owner, fence=self._fence
+        )
+        lease.on_lost(self._lead_lost)
+        self._lease = lease
+        return lease
+
+    async def _fence(self, fence: Fence | None) -> None:
+        self._check_open("fence writes")
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(self._write_pool, self._backend.set_fence, fence)
+
+    def _lead_lost(self, error: LeadLost) -> None:
+        if self._lost is None:
+            self._lost = error
 
     async def add(self, records: Sequence[TaskRecord]) -> list[TaskRecord]:
         """Insert the tasks whose id is new; return those inserted, in input order."""
@@ -346,6 +382,8 @@ class SqlTaskStore:
         return await asyncio.get_running_loop().run_in_executor(self._read_pool, function, *args)
 
     async def _submit(self, write: PendingWrite) -> Written:
+        if self._lost is not None:
+            raise self._lost.copy()
         future: asyncio.Future[Written] = asyncio.get_running_loop().create_future()
         self._queue.append((write, future))
         self._wake.set()
@@ -363,8 +401,14 @@ class SqlTaskStore:
             batch = self._take_batch()
             writes = [write for write, _ in batch]
             try:
+                if self._lost is not None:
+                    raise self._lost
                 done = await loop.run_in_executor(self._write_pool, self._backend.write, writes)
             except Exception as e:
+                if isinstance(e, LeadLost) and self._lost is None:
+                    self._lost = e
+                    if self._lease is not None:
+                        self._lease.lose(e)
                 for _, future in batch:
                     if not future.done():
                         future.set_exception(_own_copy(e))
@@ -399,6 +443,8 @@ class SqlTaskStore:
 
 def _own_copy(error: Exception) -> Exception:
     # Each failed caller gets its own exception object, so tracebacks do not pile up on one.
+    if isinstance(error, LeadLost):
+        return error.copy()
     if not isinstance(error, StoreError):
         return error
     copy = StoreError(*error.args, url=error.url)

@@ -21,6 +21,9 @@ Serendib is upgraded in place; a store of a *newer* version than this build know
   depend on others (a task's dependents, read by :meth:`TaskStore.children`), the tasks'
   ``not_before`` (when a delayed task or a retry waiting out its backoff may be assigned),
   and ``serendib_schedules`` (recurring work and when each last fired).
+- Step 6: ``serendib_leases``: per workspace, the manager that leads it (``holder``), its
+  ``epoch`` (the fencing token, one more at every change of leader) and when its lease
+  expires, in seconds by the database's clock (see :mod:`serendib.tasks.store.lease`).
 
 The counts per state are rebuilt at every open, in the same transaction, whatever the
 migrations did (:attr:`serendib.tasks.store.rows.Statements.recount`).
@@ -51,7 +54,7 @@ class Migration:
     statements: tuple[str, ...]
 
 
-LATEST = 5
+LATEST = 6
 """The schema version this Serendib makes and reads."""
 SCHEMA_VERSION = str(LATEST)
 """:data:`LATEST` as stored in ``serendib_meta``."""
@@ -163,6 +166,19 @@ _SQLITE: tuple[Migration, ...] = (
             "CREATE TABLE IF NOT EXISTS serendib_schedules (name TEXT PRIMARY KEY, "
             "spec TEXT NOT NULL, last_fired REAL NOT NULL)",
             "ALTER TABLE serendib_tasks ADD COLUMN not_before REAL",
+        ),
+    ),
+    Migration(
+        6,
+        "the lease of the manager that leads each workspace (standby managers)",
+        (
+            """CREATE TABLE IF NOT EXISTS serendib_leases (
+        workspace TEXT PRIMARY KEY,
+        holder TEXT NOT NULL,
+        epoch INTEGER NOT NULL,
+        acquired_at REAL NOT NULL,
+        expires_at REAL NOT NULL
+    ) WITHOUT ROWID""",
         ),
     ),
 )
@@ -299,6 +315,19 @@ def postgres(schema: str | None) -> tuple[Migration, ...]:
                 "(name text PRIMARY KEY, spec text NOT NULL, last_fired double precision NOT NULL)",
                 f"ALTER TABLE {prefix}serendib_tasks "
                 "ADD COLUMN IF NOT EXISTS not_before double precision",
+            ),
+        ),
+        Migration(
+            6,
+            "the lease of the manager that leads each workspace (standby managers)",
+            (
+                f"""CREATE TABLE IF NOT EXISTS {prefix}serendib_leases (
+            workspace text PRIMARY KEY,
+            holder text NOT NULL,
+            epoch bigint NOT NULL,
+            acquired_at double precision NOT NULL,
+            expires_at double precision NOT NULL
+        )""",
             ),
         ),
     )

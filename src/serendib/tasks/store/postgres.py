@@ -9,6 +9,13 @@ connection that breaks is replaced on the next call; the call that saw it break 
 Statements are built from constants and the schema name (validated by ``open_store``); data
 always travels as parameters. The tables are made and upgraded by
 :func:`serendib.tasks.store.migrations.postgres`.
+
+A standby manager's lease (:mod:`serendib.tasks.store.lease`) has a third connection, with
+short timeouts (connect, TCP, statements) so that a store cut off is noticed within seconds.
+Once the manager leads, its writer connection is named after its epoch
+(``application_name``, as ``pg_stat_activity`` shows it) and ends a transaction left idle
+for two thirds of the lease (``idle_in_transaction_session_timeout``): a leader paused in the
+middle of one cannot hold the store's locks while a standby takes over.
 """
 
 from __future__ import annotations
@@ -74,6 +81,9 @@ class PostgresBackend(Backend):
                 json_text="{}::text",
                 description="(task ->> 'description')",
                 find="strpos({}, {})",
+                leases=f"{prefix}serendib_leases",
+                clock="CAST(extract(epoch FROM clock_timestamp()) AS double precision)",
+                row_locks=True,
             ),
             postgres_migrations(schema),
             create=create,
@@ -90,6 +100,34 @@ class PostgresBackend(Backend):
 
     def _connect_writer(self) -> None:
         self._writer = self._connect()
+        self._fenced_session()
+
+    def connect_lease(self) -> Connection:
+        """A connection for a lease: autocommit, and quick to fail when the store is cut off
+        (2 s to connect, 1.5 s for unacknowledged data, 1 s per statement)."""
+        conn = psycopg.connect(
+            self._conninfo,
+            autocommit=True,
+            application_name="serendib lease",
+            connect_timeout=2,
+            keepalives=1,
+            keepalives_idle=1,
+            keepalives_interval=1,
+            keepalives_count=2,
+            tcp_user_timeout=1500,
+        )
+        conn.execute("SET statement_timeout = 1000")
+        return conn
+
+    def _fenced_session(self) -> None:
+        fence, conn = self.fence, self._writer
+        if fence is None or conn is None or conn.closed:
+            return
+        conn.execute(
+            "SELECT set_config('application_name', %s, false), "
+            "set_config('idle_in_transaction_session_timeout', %s, false)",
+            (fence.label, str(max(int(fence.ttl_s * 2000 / 3), 100))),
+        )
 
     def _has_meta(self) -> bool:
         found = self._write_fetch("SELECT to_regclass(%s)", (f"{self._prefix}serendib_meta",))
@@ -115,6 +153,7 @@ class PostgresBackend(Backend):
             raise StoreError(f"the task store at {self.url} is not open", url=self.url)
         if self._writer.broken or self._writer.closed:
             self._writer = self._connect()
+            self._fenced_session()
         return self._writer
 
     def _begin(self) -> None:

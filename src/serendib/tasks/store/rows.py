@@ -392,6 +392,11 @@ class Dialect:
     """A task's description, read from its JSON spec."""
     find: str = "instr({}, {})"
     """Where a substring starts in a text (1-based; 0 when absent)."""
+    leases: str = "serendib_leases"
+    clock: str = "((julianday('now') - 2440587.5) * 86400.0)"
+    """The database's clock, in seconds since the Unix epoch (leases expire by it)."""
+    row_locks: bool = False
+    """Whether a transaction locks rows (PostgreSQL), not the whole database (SQLite)."""
 
 
 class Statements:

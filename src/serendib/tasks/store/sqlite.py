@@ -99,6 +99,19 @@ class SqliteBackend(Backend):
     def _connect_writer(self) -> None:
         self._writer = self._connect()
 
+    def connect_lease(self) -> sqlite3.Connection:
+        """A connection of its own for a lease (a file only), waiting at most 1 s for the
+        file's lock."""
+        if self._path is None:
+            raise StoreError(
+                f"the task store at {self.url} cannot hold a lease: it is private to its "
+                "connection",
+                url=self.url,
+            )
+        return sqlite3.connect(
+            self._path, timeout=1.0, isolation_level=None, check_same_thread=False
+        )
+
     def _configure_writer(self) -> None:
         # After the existence check: a reader leaves a file that is no store as it found it.
         conn = self._writing()
