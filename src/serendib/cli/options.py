@@ -42,6 +42,7 @@ __all__ = [
     "ENV_PREFIX",
     "EXIT_FAILED",
     "EXIT_INTERRUPTED",
+    "EXIT_LOST_LEAD",
     "EXIT_OK",
     "EXIT_UNREACHABLE",
     "EXIT_USAGE",
@@ -61,6 +62,8 @@ __all__ = [
 ]
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_UNREACHABLE, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
+EXIT_LOST_LEAD = 4
+"""``serendib admin --standby`` stopped because another admin took the lead over."""
 DEFAULT_WORKSPACE = "serendib"
 DEFAULT_PORT = 4222
 ENV_PREFIX = "SERENDIB_"

@@ -26,6 +26,7 @@ from serendib._gc import tune_gc
 from serendib.cli.client import offline_report, print_report
 from serendib.cli.options import (
     DEFAULT_PORT,
+    EXIT_LOST_LEAD,
     EXIT_OK,
     EXIT_USAGE,
     Address,
@@ -126,11 +127,14 @@ async def _serve(
     agent: Any,
     started: Callable[[], None] | None = None,
     dashboard: DashboardServer | None = None,
+    late_dashboard: bool = False,
 ) -> int:
     async def body() -> int:
-        if dashboard is not None:
+        if dashboard is not None and not late_dashboard:
             await dashboard.start()
         await agent.start()
+        if dashboard is not None and late_dashboard:  # a standby's, once it leads
+            await dashboard.start()
         if started is not None:
             started()
         await agent.wait_stopped()
@@ -155,6 +159,8 @@ async def _serve(
         "serendib admin --port 4222 --store tasks.db",
         "serendib admin --host 0.0.0.0 --dashboard 0.0.0.0:8080 --dashboard-token SECRET",
         "serendib admin --nats nats://a:4222 --store postgresql://user@db/serendib",
+        "serendib admin --standby --nats nats://a:4222,nats://b:4222 "
+        "--store postgresql://user@db/serendib",
     ],
 )
 @option("--port", type=int, default=DEFAULT_PORT, help="embedded NATS port")
@@ -206,6 +212,13 @@ async def _serve(
     help="recurring work: a YAML or JSON list of schedules (name, cron, task), kept in the "
     "store with when each last fired",
 )
+@option(
+    "--standby",
+    is_flag=True,
+    help="one of several admins of the workspace (same --nats and PostgreSQL --store): "
+    "lead while holding the store's lease, else wait and take over within 5 s of the "
+    "leader's loss; exit 4 once another took the lead over",
+)
 @dashboard_options
 @link_options(address=False)
 def admin(
@@ -222,12 +235,15 @@ def admin(
     retry_backoff: Backoff | None,
     learn: bool,
     schedules: str | None,
+    standby: bool,
     dashboard: tuple[str, int] | None,
     dashboard_token: str | None,
     link: Link,
 ) -> int:
     """Run a task manager that workers join, on an embedded NATS server or an existing one."""
     tune_gc()
+    if standby:
+        _check_standby(link.nats, store)
     manager = TaskManager(
         name,
         None if link.nats else port,
@@ -247,8 +263,33 @@ def admin(
         tls_cert=tls_cert,
         tls_key=tls_key,
         nats_options=link.nats_options(),
+        standby=standby,
     )
-    return asyncio.run(_serve(manager, dashboard=_dashboard(manager, dashboard, dashboard_token)))
+    board = _dashboard(manager, dashboard, dashboard_token)
+    code = asyncio.run(_serve(manager, dashboard=board, late_dashboard=standby))
+    return EXIT_LOST_LEAD if manager.lead_lost is not None else code
+
+
+def _check_standby(nats: str | None, store: str) -> None:
+    """Standby admins share a NATS server or cluster and a PostgreSQL store.
+
+    Raises:
+        CommandFailed: Either is missing (exit 2).
+    """
+    if not nats:
+        raise CommandFailed(
+            "--standby: the embedded NATS server cannot be shared by several admins (it stops "
+            "with its admin): run a NATS server or cluster and give every admin and worker "
+            "its URLs with --nats",
+            EXIT_USAGE,
+        )
+    if not store.strip().lower().startswith(("postgresql://", "postgres://")):
+        raise CommandFailed(
+            "--standby needs a PostgreSQL store (--store postgresql://user@host/db), which "
+            "every admin reaches: a SQLite file is one machine's, and a leader paused in a "
+            "transaction would hold its lock",
+            EXIT_USAGE,
+        )
 
 
 def load_schedules(path: str) -> list[Schedule]:
