@@ -110,11 +110,14 @@ class Postgres:
         for schema in schemas:
             self.connection.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
 
-    def commits(self) -> int:
+    def commits(self) -> tuple[int, int]:
+        """Transactions committed in the database, and rows written (inserted, updated or
+        deleted), so far."""
         row = self.connection.execute(
-            "SELECT xact_commit FROM pg_stat_database WHERE datname = current_database()"
+            "SELECT xact_commit, tup_inserted + tup_updated + tup_deleted "
+            "FROM pg_stat_database WHERE datname = current_database()"
         ).fetchone()
-        return int(row[0]) if row else 0
+        return (int(row[0]), int(row[1])) if row else (0, 0)
 
     def pids(self) -> dict[str, list[int]]:
         """The server processes of this database (its backends, less this one) and the
@@ -318,6 +321,7 @@ class Result:
     nats_out: int = 0
     nats_bytes: int = 0
     commits: int = 0
+    rows: int = 0
     load: float = 0.0
     other: float | None = None
     failed: str = ""
@@ -389,7 +393,9 @@ async def measure(
             cpu_after = deployment.cpu(groups)
             varz_after = deployment.broker.varz()
             await asyncio.sleep(STATS_FLUSH_S)
-            result.commits = postgres.commits() - commits_before
+            commits_after = postgres.commits()
+            result.commits = commits_after[0] - commits_before[0]
+            result.rows = commits_after[1] - commits_before[1]
         finally:
             for client in clients:
                 await client.close()
@@ -452,6 +458,7 @@ def _row(runs: Sequence[Result]) -> dict[str, Value]:
         "pg us/task": m.us("pg"),
         "pg shared us/task": m.us("pg shared"),
         "commits/task": m.commits / tasks,
+        "rows/task": m.rows / tasks,
         "pg us/commit": (m.cpu.get("pg", 0.0) / m.commits * 1e6) if m.commits else math.nan,
         "client us/task": m.us("client"),
         "total us/task": m.total_us(),
@@ -474,7 +481,12 @@ def scaling_table(
             except Exception as e:  # reported; the other runs go on
                 found = Result(f"M={managers}", managers, 0, 0, failed=f"{e!r}"[:300])
                 found.load = os.getloadavg()[0]
-            speed = f"DNF, {found.failed}" if found.failed else f"{found.rate:,.0f} tasks/s"
+            speed = (
+                f"DNF, {found.failed}"
+                if found.failed
+                else f"{found.rate:,.0f} tasks/s, {found.total_us():,.0f} us/task, other "
+                f"{(found.other or 0) * 100:.0f}%"
+            )
             _progress(f"{found.case} #{round_ + 1}: {speed} (load {found.load:.2f})")
             runs[(managers, shared)].append(found)
     rows = [_row(found) for found in runs.values()]
@@ -504,10 +516,100 @@ def scaling_table(
             "mostly the store's writer thread); pg: the server backends of the benchmark's "
             "database; pg shared: the server's WAL writer, checkpointer and background writer "
             "(also working for other databases); nats msgs: NATS messages in and out (/varz; "
-            "one NATS message may carry several envelopes)",
+            "one NATS message may carry several envelopes); rows: rows inserted, updated or "
+            "deleted in the database (pg_stat_database)",
             "load: 1-min load average at the run's start; other: CPU the rest of the machine "
             "used during the run, % of all cores",
             *failures,
+        ],
+    )
+
+
+# --- a deployment's needs, from per-task costs -------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Costs:
+    """Per-task costs measured by this benchmark (median runs of M=1..4 at 5,000 tasks per
+    workspace, docs/benchmarks.md "Many managers"): CPU microseconds per task of each part,
+    NATS bytes (in + out) per task, and PostgreSQL commits per task under load."""
+
+    manager_us: float = 135.0
+    workers_us: float = 36.0
+    nats_us: float = 7.0
+    nats_bytes: float = 2_200.0
+    postgres_us: float = 185.0
+    commits: float = 0.01
+    heartbeat_us: float = 50.0
+    """CPU of the manager per heartbeat and sync it takes in (estimated: 27 us in one
+    process, docs/benchmarks.md "Agents"); a worker sends 1.5 a second at 1 s heartbeats."""
+
+
+TRICKLE_COMMITS = 3.0
+"""Commits per task when a manager handles one task at a time (docs/benchmarks.md, latency)."""
+COMMIT_FLOOR_S = 0.002
+"""The shortest a commit takes (a round trip to the server and its WAL flush): assumed."""
+
+
+def plan(
+    managers: int,
+    workers: int,
+    task_s: float,
+    capacity: int = 1,
+    costs: Costs = Costs(),
+) -> Table:
+    """What ``managers`` workspaces of ``workers`` workers each (``capacity`` slots, tasks of
+    ``task_s`` seconds) ask of each part, from per-task ``costs``: a calculation, not a run."""
+    heartbeats = 1.5 * workers  # per manager per second: a heartbeat and half a sync each
+    manager_ceiling = (1e6 - heartbeats * costs.heartbeat_us) / costs.manager_us
+    wanted = workers * capacity / task_s if task_s > 0 else math.inf
+    per_manager = min(wanted, manager_ceiling)
+    total = per_manager * managers
+    # A manager's writer commits one batch at a time: at most one commit per COMMIT_FLOOR_S.
+    trickle = managers * min(per_manager * TRICKLE_COMMITS, 1 / COMMIT_FLOOR_S)
+    rows: list[dict[str, Value]] = [
+        {
+            "part": "each manager (one process: one core at most, the GIL)",
+            "load": f"{per_manager:,.0f} tasks/s of {manager_ceiling:,.0f} possible",
+            "cores": (per_manager * costs.manager_us + heartbeats * costs.heartbeat_us) / 1e6,
+        },
+        {
+            "part": f"workers ({managers * workers:,} processes, {capacity} slot(s) each)",
+            "load": f"{per_manager / workers:,.1f} tasks/s each (CPU of Serendib itself)",
+            "cores": total * costs.workers_us / 1e6,
+        },
+        {
+            "part": "NATS cluster (all nodes)",
+            "load": f"{total * costs.nats_bytes / 1e6:,.1f} MB/s in+out, "
+            f"{managers * (workers + 1):,} connections",
+            "cores": total * costs.nats_us / 1e6,
+        },
+        {
+            "part": "PostgreSQL (one server, all schemas)",
+            "load": f"{total * costs.commits:,.0f}-{trickle:,.0f} commits/s",
+            "cores": total * costs.postgres_us / 1e6,
+        },
+    ]
+    bound = "the managers" if wanted > manager_ceiling else "the workers (tasks' own length)"
+    return Table(
+        f"{managers} managers x {workers} workers, tasks of {task_s * 1e3:g} ms: "
+        f"{total:,.0f} tasks/s in all",
+        ["part", "load", "cores"],
+        rows,
+        [
+            f"each workspace is bound by {bound}: {workers} x {capacity} slots / "
+            f"{task_s * 1e3:g} ms = {wanted:,.0f} tasks/s wanted, one manager takes "
+            f"{manager_ceiling:,.0f} at {costs.manager_us:g} us/task",
+            f"per-task costs: manager {costs.manager_us:g} us, workers {costs.workers_us:g} us, "
+            f"nats-server {costs.nats_us:g} us and {costs.nats_bytes:,.0f} bytes, PostgreSQL "
+            f"{costs.postgres_us:g} us and {costs.commits:g} commits (measured by "
+            "bench.scaling); heartbeats "
+            f"{costs.heartbeat_us:g} us each (estimated)",
+            f"commits: {costs.commits:g} per task with the managers saturated (one commit takes "
+            f"a batch), up to {TRICKLE_COMMITS:g} per task when tasks trickle in one at a time "
+            "(the submission, the assignment, the result), and never more than one per "
+            f"{COMMIT_FLOOR_S * 1e3:g} ms per manager (its writer commits one batch at a time)",
+            "cores: CPU cores busy all the time; the workers' own work (the handlers) is on top",
         ],
     )
 
@@ -561,7 +663,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--postgres", metavar="URL", help="a PostgreSQL URL (see above)")
     p.add_argument("--managers", type=int, action="append", help="cases (default 1, 2, 4)")
     p.add_argument("--no-shared", action="store_true", help="skip the shared-worker cases")
+    p.add_argument(
+        "--plan",
+        nargs=3,
+        type=float,
+        metavar=("MANAGERS", "WORKERS", "TASK_MS"),
+        help="no run: what MANAGERS workspaces of WORKERS single-slot workers, with tasks of "
+        "TASK_MS ms, ask of each part (from the measured per-task costs)",
+    )
     args = p.parse_args(argv)
+    if args.plan:
+        managers, workers, task_ms = args.plan
+        print(render(plan(int(managers), int(workers), task_ms / 1e3)))
+        return 0
     if args.one:
         quiet_logs()
         postgres = Postgres(_postgres_base(args.postgres))
