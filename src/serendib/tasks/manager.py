@@ -405,11 +405,19 @@ class TaskManager(Admin):
         self._arriving.update(arriving)
         try:
             added = await self.store.add(list(candidates.values()))
+            stored = {r.id for r in added}
+            known = [task_id for task_id in arriving if task_id not in stored]
+            if known:  # known already after all (a concurrent submission stored them)
+                self._arrived(known)
+                arriving = [task_id for task_id in arriving if task_id in stored]
+                await self._settle(known)
             if dependent:
                 await self._find_parents([r.task for r in added], parents)
+        except BaseException:
+            self.book.parents_lost(arriving)  # never stored: who waits for them waits no more
+            raise
         finally:
-            self._arriving.subtract(arriving)
-            self._arriving = +self._arriving  # drop the zeros
+            self._arrived(arriving)
         if added:
             self._done.clear()
         self.book.submitted([r.task for r in added], now, parents)
@@ -455,12 +463,34 @@ class TaskManager(Admin):
                 rejected[task_id] = f"unknown parent{'s' if len(unknown) > 1 else ''} " + (
                     ", ".join(unknown[:5])
                 )
-        return rejected | dependency_faults(batch, rejected)
+        faults = rejected | dependency_faults(batch, rejected)
+        return {task_id: clip_text(why, MAX_NOTE_CHARS) for task_id, why in faults.items()}
+
+    def _arrived(self, task_ids: list[str]) -> None:
+        """``task_ids`` are no longer on their way (in the book now, or never to be)."""
+        arriving = self._arriving
+        for task_id in task_ids:
+            left = arriving[task_id] - 1
+            if left > 0:
+                arriving[task_id] = left
+            else:
+                arriving.pop(task_id, None)
+
+    async def _settle(self, task_ids: list[str]) -> None:
+        """Tasks taken to be on their way were known already: those that ended release
+        the tasks waiting for them."""
+        waited = [t for t in task_ids if self.book.dependencies.has_children(t)]
+        if waited:
+            for record in (await self.store.get_many(waited)).values():
+                self.book.parent_found(record)
+            self.book.pump()
 
     async def _find_parents(self, tasks: list[Task], parents: dict[str, TaskRecord]) -> None:
         """Make sure ``parents`` holds the record of every parent of ``tasks`` that ended
-        and is no longer in memory (one may have ended while they were being stored)."""
-        for _ in range(3):
+        and is no longer in memory (one may end while another is read): returns once a
+        check finds none missing, with no wait between it and the caller's next step.
+        After 20 reads, what is still missing is taken to be on its way."""
+        for _ in range(20):
             missing = {
                 p
                 for task in tasks
@@ -500,13 +530,10 @@ class TaskManager(Admin):
                 reply.unknown.append(task_id)
             else:
                 records[task_id] = record
-        ended = {
-            p
-            for r in records.values()
-            for p in r.task.depends_on
-            if p not in records and p not in self.book and self._ledger.unsaved(p) is None
-        }
-        parents = await self.store.get_many(list(ended)) if ended else {}
+        parents: dict[str, TaskRecord] = {}
+        outside = [r.task for r in records.values() if r.task.depends_on]
+        if outside:
+            await self._find_parents(outside, parents)
         for task_id in parents_first(records):
             self._replay(self.book.get(task_id) or records[task_id], now, reply, parents)
         if reply.retried:

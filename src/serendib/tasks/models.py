@@ -9,13 +9,14 @@ and the reason, and a change of state produces a new record through a named tran
 
 from __future__ import annotations
 
+import math
 import time
 import zlib
 from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Annotated, Any
 
-from croniter import croniter
+from croniter import CroniterBadDateError, croniter
 from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
 
 from serendib.limits import (
@@ -488,6 +489,10 @@ class Schedule(_Frozen):
     def _cron(cls, value: str) -> str:
         if not croniter.is_valid(value):
             raise ValueError(f"{value!r} is not a cron expression (such as '*/5 * * * *')")
+        try:
+            croniter(value, datetime.now(UTC)).get_next(float)
+        except CroniterBadDateError:
+            raise ValueError(f"{value!r} never fires again (a date that does not come)") from None
         return value
 
     @model_validator(mode="after")
@@ -503,9 +508,23 @@ class Schedule(_Frozen):
         return self
 
     def next_after(self, at: float) -> float:
-        """The first time it fires after ``at`` (seconds since the epoch)."""
-        found: float = croniter(self.cron, datetime.fromtimestamp(at, UTC)).get_next(float)
+        """The first time it fires after ``at`` (seconds since the epoch); infinity if it
+        never fires again (a cron bounded by a year that has passed)."""
+        try:
+            found: float = croniter(self.cron, datetime.fromtimestamp(at, UTC)).get_next(float)
+        except CroniterBadDateError:
+            return math.inf
         return found
+
+    def latest_by(self, at: float, after: float) -> float | None:
+        """The last time it fires at or before ``at`` and after ``after``; None if none."""
+        try:
+            found: float = croniter(self.cron, datetime.fromtimestamp(at, UTC)).get_prev(float)
+        except CroniterBadDateError:
+            return None
+        if self.next_after(found) <= at:  # ``at`` is itself a time it fires
+            found = self.next_after(found)
+        return found if found > after else None
 
     def task_at(self, at: float) -> Task:
         """The run it fires at ``at``."""

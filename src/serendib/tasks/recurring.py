@@ -13,6 +13,7 @@ down when a run was due fires it once on starting (the latest one missed, with
 from __future__ import annotations
 
 import asyncio
+import math
 import time
 from collections.abc import Awaitable, Callable, Iterable
 
@@ -118,6 +119,8 @@ class Calendar:
         if not self._entries:
             return
         at = min(e.next_at for e in self._entries.values())
+        if at == math.inf:
+            return  # none fires again
         loop = asyncio.get_running_loop()
         self._timer = loop.call_later(max(at - time.time(), 0.0), self._wake)
 
@@ -148,18 +151,19 @@ class Calendar:
         for entry in self._entries.values():
             if entry.next_at > now:
                 continue
-            at = entry.next_at
-            while (following := entry.schedule.next_after(at)) <= now:
-                at = following  # several missed: the latest only
+            # Several missed: the latest only, found in one step (not one per missed time).
+            at = entry.schedule.latest_by(now, entry.last_fired) or entry.next_at
             due.append((entry, at))
         runs = [entry.schedule.task_at(at) for entry, at in due]
         if runs:
             try:
                 await self._submit(runs)
-                for entry, at in due:
+                current = [(e, at) for e, at in due if self._entries.get(e.schedule.name) is e]
+                for entry, at in current:
                     entry.last_fired = at
                     entry.next_at = entry.schedule.next_after(at)
-                await self._save([entry for entry, _ in due])
+                # Only those still here: one removed or replaced meanwhile stays so.
+                await self._save([entry for entry, _ in current])
             except Exception as e:  # the store is down: the same runs again later
                 logger.error(
                     "{}: schedules could not fire ({}); trying again in {:g}s",

@@ -24,7 +24,8 @@ Guarantees:
   group's 10^5 tasks do not delay another's ten. (Start-time fair queueing: a group's n-th
   waiting task gets turn ``max(current turn, its group's last turn) + 1``; a group arriving
   late starts at the current turn, neither behind the others nor owed the turns it missed.
-  Tasks without a group take the current turn.)
+  Until a task names a group, tasks take the current turn, so the order is as above; from
+  then on, the tasks without a group take turns as one group of their own.)
 - Tasks needing the same skill, kind and labels form a pool, indexed on its own; a worker is
   in every pool it fits. A waiting task says what it lacks: a worker running its kind, a
   label, the skill, or the level.
@@ -273,6 +274,8 @@ class Scheduler:
         pool = self._pool(skill, kind, labels)
         self._seq += 1
         turn = self._turn
+        if group is None and self._turns:
+            group = ""  # once groups are in use, the tasks without one are a group too
         if group is not None:
             turns = self._turns
             turn = max(turn, turns.get(group, 0)) + 1

@@ -24,16 +24,17 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
+import pydantic_core
 from loguru import logger
 
 from serendib.tasks.activity import ActivityLog
 from serendib.tasks.engine.entries import Entry, Lease
 from serendib.tasks.engine.holds import Dependencies, KeyLimits, Timeline
-from serendib.tasks.engine.learning import TrackRecord
+from serendib.tasks.engine.learning import Choice, TrackRecord
 from serendib.tasks.engine.ledger import Ledger
 from serendib.tasks.engine.roster import CallSoon, Roster
 from serendib.tasks.events import EventBus, EventKind, ManagerStats
-from serendib.tasks.messages import TaskCancel, TaskProgress, TaskResult
+from serendib.tasks.messages import TaskAssignment, TaskCancel, TaskProgress, TaskResult
 from serendib.tasks.models import (
     AttemptOutcome,
     AttemptRecord,
@@ -49,6 +50,9 @@ from serendib.tasks.scheduling import Scheduler
 __all__ = ["TaskBook"]
 
 TIMEOUT_GRACE_S = 1.0
+MAX_INPUT_BYTES = 768 * 1024
+"""The most a task's parents' outputs may take, encoded, to be handed to it (an assignment
+travels in one message of at most 1 MiB); a task whose inputs are larger fails, saying so."""
 _JUDGED = frozenset({AttemptOutcome.SUCCEEDED, AttemptOutcome.FAILED, AttemptOutcome.TIMED_OUT})
 """Outcomes that say something of the worker (a lost or cancelled attempt does not)."""
 _FINAL_EVENTS = {
@@ -86,7 +90,8 @@ class TaskBook:
         self.scheduler = scheduler
         self.track = TrackRecord()
         self.learn = learn
-        self._notes: dict[str, str] = {}  # task id -> what its next assignment's reason adds
+        # Task id -> what was learnt for its retry (its assignment's reason says it).
+        self._notes: dict[str, Choice] = {}
         self.dependencies = Dependencies()
         self.timeline = Timeline()
         self.limits = limits if limits is not None else KeyLimits()
@@ -138,23 +143,30 @@ class TaskBook:
     # --- the steps ----------------------------------------------------------------------------
 
     def _queue(
-        self, entry: Entry, stage: bool, parents: Mapping[str, TaskRecord] | None = None
+        self,
+        entry: Entry,
+        stage: bool,
+        parents: Mapping[str, TaskRecord] | None = None,
+        *,
+        complete: bool = False,
     ) -> None:
         """A task unfinished and pending: it waits for its parents, its time, a permit of
         its key, then a worker. ``parents``: the records of its parents that ended and are
-        no longer in memory (a parent found nowhere is taken to be on its way)."""
+        no longer in memory; a parent found nowhere is taken to be on its way, or, when
+        ``parents`` is ``complete``, to be unknown (the task is cancelled)."""
         self._records[entry.id] = entry
         task = entry.task
-        if task.wait_timeout_s is not None and entry.tries == 0:
-            self._arm(entry.id, task.wait_timeout_s, self._wait_expired, entry.id)
         if stage:
             self._ledger.record(entry)
-        if task.depends_on and self._await_parents(entry, parents or {}):
+        if task.depends_on and self._await_parents(entry, parents or {}, complete):
             return
         self._admit(entry)
 
-    def _await_parents(self, entry: Entry, parents: Mapping[str, TaskRecord]) -> bool:
-        """Whether ``entry`` must wait for its parents (or was cancelled: one failed)."""
+    def _await_parents(
+        self, entry: Entry, parents: Mapping[str, TaskRecord], complete: bool = False
+    ) -> bool:
+        """Whether ``entry`` must wait for its parents (or was cancelled: one failed, or
+        is unknown)."""
         task = entry.task
         waiting: list[str] = []
         inputs: dict[str, object] = {}
@@ -165,6 +177,9 @@ class TaskBook:
             ended: Entry | TaskRecord | None = self._ledger.unsaved(parent)
             if ended is None:
                 ended = parents.get(parent)
+            if ended is None and complete:
+                self._doom(entry, parent, "is unknown")
+                return True
             if ended is None or not ended.state.is_final:
                 waiting.append(parent)  # stored by a submission still on its way here
             elif ended.state is TaskState.SUCCEEDED:
@@ -225,7 +240,7 @@ class TaskBook:
                 )
                 if choice is not None and choice.level > level:
                     level, escalated = choice.level, True
-                    self._notes[entry.id] = choice.note(task.kind, task.difficulty)
+                    self._notes[entry.id] = choice
             entry.escalate_above = None
             if escalated:
                 self._escalate.add(entry.id)
@@ -238,6 +253,9 @@ class TaskBook:
             labels=task.labels,
             group=task.group,
         )
+        if task.wait_timeout_s is not None and entry.tries == 0 and entry.id not in self._timers:
+            # From when it may be assigned: its parents done, its time come, a permit taken.
+            self._arm(entry.id, task.wait_timeout_s, self._wait_expired, entry.id)
 
     def _unqueue(self, entry: Entry) -> None:
         """Take a pending task out of wherever it waits (it is cancelled or failed)."""
@@ -344,14 +362,30 @@ class TaskBook:
         if self.dependencies.has_children(entry.id):
             self._release_children(entry)
 
-    def _release_children(self, parent: Entry) -> None:
+    def parent_found(self, record: TaskRecord) -> None:
+        """A task that tasks wait for, taken to be on its way, was stored already: if it
+        has ended, they learn it (as if it had just ended)."""
+        if record.id not in self._records and record.state.is_final:
+            self._release_children(record)
+
+    def parents_lost(self, task_ids: list[str]) -> None:
+        """Tasks taken to be on their way were never stored: those waiting for them learn
+        that their parent is unknown (cancelled, unless they run anyway)."""
+        for task_id in task_ids:
+            if task_id not in self._records and self.dependencies.has_children(task_id):
+                self._release_children((task_id, False, None, "is unknown"))
+
+    def _release_children(self, parent: Entry | TaskRecord | tuple[str, bool, Any, str]) -> None:
+        """The tasks waiting for ``parent`` (or ``(id, succeeded, output, how it ended)``)
+        learn that it ended: released, or cancelled, and so on down."""
         # A loop, not recursion: a chain of 10^5 dependents may be cancelled at once.
-        ended = [parent]
+        ended: list[tuple[str, bool, Any, str]] = [
+            parent
+            if isinstance(parent, tuple)
+            else (parent.id, parent.state is TaskState.SUCCEEDED, parent.output, parent.state.value)
+        ]
         while ended:
-            done = ended.pop()
-            released = self.dependencies.ended(
-                done.id, done.state is TaskState.SUCCEEDED, done.output, done.state.value
-            )
+            released = self.dependencies.ended(*ended.pop())
             for child_id in released.ready:
                 child = self._records.get(child_id)
                 if child is not None and child.state is TaskState.PENDING:
@@ -362,7 +396,7 @@ class TaskBook:
                 if child is not None and not child.state.is_final:
                     self._doom(child, by, how)
                     if self.dependencies.has_children(child_id):
-                        ended.append(child)
+                        ended.append((child_id, False, None, child.state.value))
 
     def _close(self, entry: Entry, attempt: Lease | None = None) -> None:
         self._records.pop(entry.id, None)
@@ -462,10 +496,14 @@ class TaskBook:
         events, stats, escalate = self.events, self.stats, self._escalate
         for choice in assignments:
             task_id, worker, reason = choice.task_id, choice.worker, choice.reason
+            if records[task_id].task.depends_on and self._inputs_too_large(records[task_id]):
+                self.scheduler.release(worker)
+                continue
             if self._notes:
-                note = self._notes.pop(task_id, None)
-                if note is not None:
-                    reason = f"{reason}; {note}"
+                learned = self._notes.pop(task_id, None)
+                if learned is not None:
+                    task = records[task_id].task
+                    reason = f"{reason}; {learned.note(task.kind, task.difficulty, worker)}"
             entry = records[task_id]
             waiting_since = entry.updated_at
             entry.assign(worker, reason, now)
@@ -482,10 +520,7 @@ class TaskBook:
             stage(entry)
             stage_attempt(attempt)
             task = entry.task
-            if task.depends_on:
-                post(worker, attempt.assignment(task, self.dependencies.inputs(task_id)), attempt)
-            else:
-                post(worker, attempt.assignment(task), attempt)
+            post(worker, self._assignment(attempt, entry), attempt)
             if limits and task.concurrency_key is not None:
                 limits.started(task.concurrency_key, task_id, now)
             stats.assignments += 1
@@ -510,6 +545,33 @@ class TaskBook:
         if limits or self.timeline:
             self._rearm()
 
+    def _inputs_too_large(self, entry: Entry) -> bool:
+        """Fail ``entry`` (just taken from the scheduler) if its parents' outputs are too
+        large to hand over; whether it was."""
+        inputs = self.dependencies.inputs(entry.id)
+        if not inputs:
+            return False
+        try:
+            size = len(pydantic_core.to_json(inputs))
+        except (pydantic_core.PydanticSerializationError, ValueError, TypeError):
+            size = 0
+        if size <= MAX_INPUT_BYTES:
+            return False
+        entry.fail(
+            f"its parents' outputs take {size:,} bytes: too large to hand over (at most "
+            f"{MAX_INPUT_BYTES:,})",
+            time.time(),
+        )
+        self._finalise(entry)
+        return True
+
+    def _assignment(self, lease: Lease, entry: Entry) -> TaskAssignment:
+        """The message giving ``lease`` to its worker, with the task's parents' outputs."""
+        task = entry.task
+        if task.depends_on:
+            return lease.assignment(task, self.dependencies.inputs(entry.id))
+        return lease.assignment(task)
+
     def _arm(self, task_id: str, delay: float, fn: Any, *args: Any) -> None:
         old = self._timers.pop(task_id, None)
         if old is not None:
@@ -530,6 +592,7 @@ class TaskBook:
         wait = task.wait_timeout_s or 0
         entry.fail(f"no worker could take it within {wait:g}s ({reason})", time.time())
         self._finalise(entry)
+        self.pump()  # what it released: its children, a permit of its key
 
     async def _attempt_expired(self, task_id: str, attempt_no: int) -> None:
         attempt = self._attempts.get(task_id)
@@ -756,11 +819,7 @@ class TaskBook:
                 continue
             attempt.seq = 0  # judged again once the new message is out
             self.stats.assignments_resent += 1
-            self._ledger.post(
-                worker,
-                attempt.assignment(entry.task),
-                attempt,
-            )
+            self._ledger.post(worker, self._assignment(attempt, entry), attempt)
         self.pump()
 
     # --- entry points -------------------------------------------------------------------------
@@ -785,15 +844,18 @@ class TaskBook:
         now = time.time()
         resumed = 0
         parents = parents or {}
+        waiting: list[tuple[Entry, bool]] = []
+        # The attempts in flight first: they hold the permits of their keys before any
+        # pending task may take one.
         for record in records:
             entry = Entry.of(record)
             if entry.state is TaskState.PENDING:
-                self._queue(entry, stage=False, parents=parents)
+                waiting.append((entry, False))
                 continue
             attempt = open_attempts.get(record.id)
             if attempt is None or attempt.attempt != entry.attempt:
                 entry.requeue("manager restarted; attempt abandoned", now)
-                self._queue(entry, stage=True, parents=parents)
+                waiting.append((entry, True))
                 continue
             if record.task.depends_on:  # given out already: its parents' outputs, for a retry
                 inputs: dict[str, object] = {
@@ -810,6 +872,12 @@ class TaskBook:
             self._attempts[entry.id] = lease
             self._by_worker.setdefault(lease.worker, set()).add(entry.id)
             resumed += 1
+        # Every unfinished task is known before any waits for its parents (a child may come
+        # before its parent in the store's order): a parent found nowhere is unknown.
+        for entry, _ in waiting:
+            self._records[entry.id] = entry
+        for entry, stage in waiting:
+            self._queue(entry, stage=stage, parents=parents, complete=True)
         if resumed:
             self._await_claims(grace_s)
         self.pump()

@@ -25,7 +25,7 @@ from collections import deque
 from collections.abc import Iterable, Mapping
 from contextlib import suppress
 from dataclasses import dataclass, field
-from heapq import heappop, heappush
+from heapq import heapify, heappop, heappush
 
 __all__ = ["Dependencies", "KeyLimits", "Released", "Timeline"]
 
@@ -287,7 +287,13 @@ class KeyLimits:
     def withdraw(self, key: str, task_id: str) -> bool:
         """Take ``task_id`` out of its key's queue (cancelled); False if it was not queued."""
         limits = self._keys.get(key)
-        return limits is not None and limits.queued.pop(task_id, None) is not None
+        if limits is None or limits.queued.pop(task_id, None) is None:
+            return False
+        queue, queued = limits.queue, limits.queued
+        if len(queue) > 2 * len(queued) + 64:  # mostly withdrawn entries: keep the live ones
+            limits.queue = [e for e in queue if queued.get(e[2]) == e[1]]
+            heapify(limits.queue)
+        return True
 
     def is_queued(self, key: str | None, task_id: str) -> bool:
         """Whether ``task_id`` waits for a permit of ``key``."""

@@ -37,12 +37,13 @@ class Choice:
     succeeded: int
     attempts: int
 
-    def note(self, kind: str, difficulty: int) -> str:
-        """The reason's addition, for people."""
-        return (
-            f"learned: {self.worker} succeeded {self.succeeded} of {self.attempts} "
-            f"{kind} tasks of difficulty {difficulty}"
-        )
+    def note(self, kind: str, difficulty: int, given_to: str | None = None) -> str:
+        """The reason's addition, for people; ``given_to``: the worker the retry went to
+        (another of the same level when the chosen one had no free slot)."""
+        record = f"{self.succeeded} of {self.attempts} {kind} tasks of difficulty {difficulty}"
+        if given_to is None or given_to == self.worker:
+            return f"learned: {self.worker} succeeded {record}"
+        return f"learned: escalated to level {self.level}, where {self.worker} succeeded {record}"
 
 
 class TrackRecord:

@@ -374,17 +374,33 @@ class Ledger:
         now = time.time()
         for worker, messages in by_worker.items():
             assignments = [m for m, _ in messages if isinstance(m, TaskAssignment)]
-            batch: list[object] = []
             if assignments:
                 seq = self._seq[worker] = self._seq.get(worker, 0) + 1
                 for _, lease in messages:
                     if lease is not None:
                         lease.seq, lease.sent_at = seq, now
-                batch.append(TaskAssignments(assignments=assignments, epoch=self.epoch, seq=seq))
+                await self._assign(worker, assignments, seq)
             # Cancels after the assignments: one may be for an attempt assigned in this batch.
-            batch += [m for m, _ in messages if isinstance(m, TaskCancel)]
-            for outgoing in batch:
-                await self._try_send(worker, outgoing)
+            for message, _ in messages:
+                if isinstance(message, TaskCancel):
+                    await self._try_send(worker, message)
+
+    async def _assign(self, worker: str, assignments: list[TaskAssignment], seq: int) -> None:
+        """Send assignments in one message, or in halves of the same number when their
+        inputs make it too large (one alone too large is lost in transit, as any lost
+        message is: the book keeps assignments within the limit)."""
+        message = TaskAssignments(assignments=assignments, epoch=self.epoch, seq=seq)
+        try:
+            await self._send(worker, message)
+        except MessageTooLarge as e:
+            if len(assignments) == 1:
+                logger.error("{}: could not send to {}: {}", self._owner, worker, e)
+                return
+            half = len(assignments) // 2
+            await self._assign(worker, assignments[:half], seq)
+            await self._assign(worker, assignments[half:], seq)
+        except Exception as e:  # the lease times out, or the worker is declared lost
+            logger.error("{}: could not send to {}: {}", self._owner, worker, e)
 
     async def _try_send(self, worker: str, message: object) -> None:
         try:
