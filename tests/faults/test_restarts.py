@@ -73,6 +73,23 @@ def wait_state(task_id: str, port: int, states: set[str], deadline_s: float = 30
         time.sleep(0.05)
 
 
+def wait_ended(task_id: str, port: int, deadline_s: float = 30) -> str:
+    """Wait for a task to end, told by the manager (``serendib result --wait``: pushed, not
+    polled); its final state."""
+    done = run(
+        "result",
+        task_id,
+        "--wait",
+        "--timeout",
+        str(deadline_s),
+        "--json",
+        *where(port),
+        timeout=deadline_s + 30,
+    )
+    assert done.returncode in (0, 1), done.stderr
+    return str(json.loads(done.stdout)["state"])
+
+
 def attempts(tmp_path: Path, task_id: str) -> list[AttemptOutcome]:
     from serendib.tasks.store import open_store
 
@@ -103,7 +120,7 @@ def test_a_worker_killed_and_restarted_at_once_replaces_its_dead_run_at_once(
     second = worker(tmp_path, "c", port, "c-2.log", "--time-scale", "0")
     processes.append(second)
     joined_s = time.monotonic() - started
-    wait_state("long", port, {"succeeded"})
+    assert wait_ended("long", port) == "succeeded"
 
     assert joined_s < 8, f"the restarted worker took {joined_s:.1f}s to join"
     assert "already connected" not in second.log.read_text()
@@ -161,7 +178,7 @@ def test_an_admin_restarted_cleanly_logs_no_error_and_counts_what_workers_held(
     second = admin(tmp_path, port, "admin-2.log")
     processes.append(second)
     for i in range(6):
-        wait_state(f"t{i}", port, {"succeeded"})
+        assert wait_ended(f"t{i}", port) == "succeeded"
 
     for proc in (first, second):
         log = proc.log.read_text()
