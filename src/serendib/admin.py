@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import signal
 import time
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
@@ -557,11 +558,46 @@ class Admin(Agent):
             await asyncio.gather(*(w.stop() for w in crew), return_exceptions=True)
 
     def run(self, workers: Iterable[Agent] = ()) -> None:
-        """Blocking form of :meth:`arun`; Ctrl-C stops everything cleanly."""
+        """Blocking form of :meth:`arun`; Ctrl-C stops everything cleanly (a second one
+        interrupts the stop)."""
         try:
-            asyncio.run(self.arun(workers))
+            asyncio.run(self._run_interruptible(workers))
         except KeyboardInterrupt:
             logger.info("{}: interrupted; stopped", self.name)
+
+    async def _run_interruptible(self, workers: Iterable[Agent]) -> None:
+        # The loop's own SIGINT handler, not asyncio.run's: a signal handled by the loop
+        # wakes it through its wakeup fd whichever thread the signal lands on (asyncio.run's
+        # handler cancels the main task, and a SIGINT delivered to another thread while the
+        # loop sleeps was seen to leave a run that never stopped).
+        loop = asyncio.get_running_loop()
+        interrupts = 0
+
+        def interrupted() -> None:
+            nonlocal interrupts
+            interrupts += 1
+            if interrupts > 1:
+                raise KeyboardInterrupt
+            logger.info("{}: interrupted; stopping", self.name)
+            if self._stop_requested is not None:
+                self._stop_requested.set()
+            else:
+                main.cancel()  # not started yet
+
+        main = asyncio.ensure_future(self.arun(workers))
+        try:
+            loop.add_signal_handler(signal.SIGINT, interrupted)
+        except (NotImplementedError, RuntimeError, ValueError):  # not the main thread
+            await main
+            return
+        try:
+            await main
+        except asyncio.CancelledError:
+            if interrupts:
+                return
+            raise
+        finally:
+            loop.remove_signal_handler(signal.SIGINT)
 
     def run_admin(self, inputs: bytes = b"", workers: Iterable[Agent] = ()) -> None:
         """Tutorial (Ceylon) spelling of :meth:`run`; ``inputs`` is accepted and ignored."""
