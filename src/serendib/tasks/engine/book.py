@@ -98,6 +98,7 @@ class TaskBook:
         self.backoff = backoff
         self._wake: asyncio.TimerHandle | None = None
         self._wake_at = 0.0
+        self._closed = False
         self._ledger = ledger
         self._call_soon = call_soon
         self.name = owner
@@ -131,6 +132,7 @@ class TaskBook:
         if self._claims is not None:
             self._claims.cancel()
             self._claims = None
+        self._closed = True
         if self._wake is not None:
             self._wake.cancel()
             self._wake = None
@@ -271,7 +273,7 @@ class TaskBook:
     def _rearm(self) -> None:
         """Wake at the earliest time a held task may go (its time, or a permit back)."""
         times = [at for at in (self.timeline.next_at(), self.limits.next_at()) if at is not None]
-        if not times:
+        if not times or self._closed:
             return
         at = min(times)
         if self._wake is not None:
