@@ -7,12 +7,14 @@ one per test session, started by the suite itself.
 from __future__ import annotations
 
 import asyncio
+import signal
 import uuid
 from collections.abc import Iterator
 
 import pytest
 
 from serendib.transports.embedded import EmbeddedBroker
+from tests.processes import Process
 
 TRANSPORTS = ["memory", "nats"]
 
@@ -43,3 +45,12 @@ def hub_url(request: pytest.FixtureRequest) -> str:
 def workspace() -> str:
     """A workspace name unique to the test."""
     return f"ws-{uuid.uuid4().hex[:10]}"
+
+
+@pytest.fixture
+def processes() -> Iterator[list[Process]]:
+    """Processes a test starts (append them); any still running at its end are killed."""
+    started: list[Process] = []
+    yield started
+    for proc in started:
+        proc.stop(signal.SIGKILL)

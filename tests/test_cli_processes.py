@@ -6,7 +6,6 @@ from __future__ import annotations
 import re
 import signal
 import socket
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -17,15 +16,6 @@ from tests.processes import Process, accepts, free_port, run
 pytestmark = pytest.mark.slow
 
 BEAT = ["--heartbeat", "0.2"]
-
-
-@pytest.fixture
-def processes() -> Iterator[list[Process]]:
-    """Processes started by the test; any still running at its end are killed."""
-    started: list[Process] = []
-    yield started
-    for proc in started:
-        proc.stop(signal.SIGKILL)
 
 
 def admin_process(tmp_path: Path, port: int, *extra: str) -> Process:

@@ -10,8 +10,6 @@ import json
 import re
 import shlex
 import shutil
-import signal
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -34,14 +32,6 @@ def quick_start() -> tuple[list[list[str]], str]:
     assert tasks is not None
     commands = [shlex.split(line.split("#")[0]) for line in block.group(1).splitlines()]
     return [c for c in commands if c], tasks.group(1)
-
-
-@pytest.fixture
-def processes() -> Iterator[list[Process]]:
-    started: list[Process] = []
-    yield started
-    for proc in started:
-        proc.stop(signal.SIGKILL)
 
 
 def state_of(task_id: str, where: list[str], cwd: Path) -> str:

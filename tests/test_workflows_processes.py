@@ -6,7 +6,6 @@ import json
 import re
 import shlex
 import signal
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -17,14 +16,6 @@ pytestmark = pytest.mark.slow
 
 ROOT = Path(__file__).resolve().parent.parent
 BEAT = ["--heartbeat", "0.2"]
-
-
-@pytest.fixture
-def processes() -> Iterator[list[Process]]:
-    started: list[Process] = []
-    yield started
-    for proc in started:
-        proc.stop(signal.SIGKILL)
 
 
 README = (ROOT / "README.md").read_text()

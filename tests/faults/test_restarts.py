@@ -11,7 +11,6 @@ import asyncio
 import json
 import signal
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -27,15 +26,6 @@ from tests.processes import Process, free_port, run
 pytestmark = pytest.mark.slow
 
 WORKSPACE = "restarts"
-
-
-@pytest.fixture
-def processes() -> Iterator[list[Process]]:
-    """Processes started by the test; any still running at its end are killed."""
-    started: list[Process] = []
-    yield started
-    for proc in started:
-        proc.stop(signal.SIGKILL)
 
 
 def where(port: int) -> list[str]:
