@@ -48,6 +48,16 @@ __all__ = ["run"]
 PARTS = ("shapes", "graph")
 TASKS = 10_000
 Shape = Callable[[int, str], list[Task]]
+SHAPE_COLUMNS = (
+    "case",
+    "tasks/s",
+    "runs tasks/s",
+    "admin us/task",
+    "workers us/task",
+    "total us/task",
+    "load",
+    "other %",
+)
 
 
 def plain(count: int, prefix: str, **fields: object) -> list[Task]:
@@ -134,36 +144,11 @@ def shapes_table(total: int, repeats: int) -> Table:
         for name, shape, args in SHAPES
     ]
     runs = _alternate(configs, repeats)
-    rows = []
-    for name, found in runs.items():
-        row = _row(name, found)
-        rows.append(
-            {
-                k: row[k]
-                for k in (
-                    "case",
-                    "tasks/s",
-                    "runs tasks/s",
-                    "admin us/task",
-                    "workers us/task",
-                    "total us/task",
-                    "load",
-                    "other %",
-                )
-            }
-        )
+    columns = SHAPE_COLUMNS
+    rows = [{k: row[k] for k in columns} for row in (_row(n, f) for n, f in runs.items())]
     return Table(
         f"Workflows through the client: N={total:,} no-op tasks, 4 single-slot workers",
-        [
-            "case",
-            "tasks/s",
-            "runs tasks/s",
-            "admin us/task",
-            "workers us/task",
-            "total us/task",
-            "load",
-            "other %",
-        ],
+        list(columns),
         rows,
         [
             "the set-up of bench.client_e2e's throughput (separate processes, SQLite store, "
