@@ -530,15 +530,17 @@ def scaling_table(
 
 @dataclass(frozen=True)
 class Costs:
-    """Per-task costs measured by this benchmark (median runs of M=1..4 at 5,000 tasks per
-    workspace, docs/benchmarks.md "Many managers"): CPU microseconds per task of each part,
-    NATS bytes (in + out) per task, and PostgreSQL commits per task under load."""
+    """Per-task costs measured by this benchmark (the median of the nine median runs of
+    M=1, 2 and 4 in three passes at 5,000 tasks per workspace, docs/benchmarks.md "Many
+    managers"): CPU microseconds per task of each part, NATS bytes (in + out) per task, and
+    PostgreSQL commits per task under load."""
 
-    manager_us: float = 135.0
-    workers_us: float = 36.0
+    manager_us: float = 117.0
+    workers_us: float = 31.0
     nats_us: float = 7.0
     nats_bytes: float = 2_200.0
-    postgres_us: float = 185.0
+    postgres_us: float = 155.0
+    """All in the backend of the manager's one writer connection: one process, one core."""
     commits: float = 0.01
     heartbeat_us: float = 50.0
     """CPU of the manager per heartbeat and sync it takes in (estimated: 27 us in one
@@ -561,7 +563,11 @@ def plan(
     """What ``managers`` workspaces of ``workers`` workers each (``capacity`` slots, tasks of
     ``task_s`` seconds) ask of each part, from per-task ``costs``: a calculation, not a run."""
     heartbeats = 1.5 * workers  # per manager per second: a heartbeat and half a sync each
-    manager_ceiling = (1e6 - heartbeats * costs.heartbeat_us) / costs.manager_us
+    # A manager is one process (one core at most: the GIL), and its store's writes go through
+    # one PostgreSQL connection, whose backend is one process too: the slower of the two.
+    process_ceiling = (1e6 - heartbeats * costs.heartbeat_us) / costs.manager_us
+    writer_ceiling = 1e6 / costs.postgres_us
+    manager_ceiling = min(process_ceiling, writer_ceiling)
     wanted = workers * capacity / task_s if task_s > 0 else math.inf
     per_manager = min(wanted, manager_ceiling)
     total = per_manager * managers
@@ -569,7 +575,7 @@ def plan(
     trickle = managers * min(per_manager * TRICKLE_COMMITS, 1 / COMMIT_FLOOR_S)
     rows: list[dict[str, Value]] = [
         {
-            "part": "each manager (one process: one core at most, the GIL)",
+            "part": "each manager (one process, one writer connection)",
             "load": f"{per_manager:,.0f} tasks/s of {manager_ceiling:,.0f} possible",
             "cores": (per_manager * costs.manager_us + heartbeats * costs.heartbeat_us) / 1e6,
         },
@@ -599,7 +605,9 @@ def plan(
         [
             f"each workspace is bound by {bound}: {workers} x {capacity} slots / "
             f"{task_s * 1e3:g} ms = {wanted:,.0f} tasks/s wanted, one manager takes "
-            f"{manager_ceiling:,.0f} at {costs.manager_us:g} us/task",
+            f"{manager_ceiling:,.0f} (its process {process_ceiling:,.0f} at "
+            f"{costs.manager_us:g} us/task, its store's writer connection {writer_ceiling:,.0f} "
+            f"at {costs.postgres_us:g} us/task)",
             f"per-task costs: manager {costs.manager_us:g} us, workers {costs.workers_us:g} us, "
             f"nats-server {costs.nats_us:g} us and {costs.nats_bytes:,.0f} bytes, PostgreSQL "
             f"{costs.postgres_us:g} us and {costs.commits:g} commits (measured by "
