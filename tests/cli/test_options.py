@@ -149,6 +149,15 @@ def test_a_command_table_wins_over_the_top_level() -> None:
     assert defaults["worker"] == {"handler": ["primes:primes"], "tls_ca": "ca.pem"}
 
 
+def test_a_repeatable_option_given_once_in_the_config_file_is_a_list_of_one() -> None:
+    config = {"worker": {"label": "gpu", "handler": "primes:primes"}, "limit": "db=4"}
+
+    defaults = default_map(config, cli.commands, "serendib.toml")
+
+    assert defaults["worker"] == {"labels": ["gpu"], "handler": ["primes:primes"]}
+    assert defaults["admin"]["limit"] == ["db=4"]
+
+
 @pytest.mark.parametrize(
     ("config", "says"),
     [

@@ -80,8 +80,20 @@ def default_map(
                 )
             found[known[name]] = value
         if found:
-            defaults[command] = found
+            defaults[command] = _as_given(commands[command], found)
     return defaults
+
+
+def _as_given(command: click.Command, found: dict[str, Any]) -> dict[str, Any]:
+    """A repeatable option given one value (``label = "gpu"``) as a list of one, as its
+    flag would be given once on the command line."""
+    repeatable = {
+        param.name for param in command.params if isinstance(param, click.Option) and param.multiple
+    }
+    return {
+        name: [value] if name in repeatable and isinstance(value, str | int | float) else value
+        for name, value in found.items()
+    }
 
 
 def load_defaults(
