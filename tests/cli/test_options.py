@@ -129,7 +129,11 @@ def test_top_level_keys_apply_to_every_command_that_has_the_option() -> None:
     defaults = default_map(config, cli.commands, "serendib.toml")
 
     assert defaults["status"] == {"workspace": "prod", "log_level": "DEBUG", "as_json": True}
-    assert defaults["worker"] == {"workspace": "prod", "log_level": "DEBUG", "skill": {"python": 7}}
+    assert defaults["worker"] == {
+        "workspace": ["prod"],  # repeatable for a worker: a list of one
+        "log_level": "DEBUG",
+        "skill": {"python": 7},
+    }
     assert defaults["demo"] == {"log_level": "DEBUG", "as_json": True}  # no --workspace
     assert "completion" not in defaults  # no options at all
 
