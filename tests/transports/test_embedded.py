@@ -351,7 +351,12 @@ def test_ctrl_c_stops_the_admin_and_its_broker(tmp_path: Path) -> None:
     port = free_port()
     proc = start_admin_process(tmp_path, port)
     proc.send_signal(signal.SIGINT)
-    out, err = proc.communicate(timeout=DEADLINE)
+    try:
+        out, err = proc.communicate(timeout=DEADLINE)
+    except subprocess.TimeoutExpired:
+        proc.kill()  # a hung admin must not outlive the test (nor its broker: it dies with it)
+        proc.communicate()
+        raise
     assert "clean exit" in out
     assert "Traceback" not in err
     assert proc.returncode == 0
