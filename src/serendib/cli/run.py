@@ -22,7 +22,7 @@ from loguru import logger
 from pydantic import ValidationError
 from rich.console import Console
 
-from serendib._gc import tune_gc
+from serendib._gc import tune_gc, tune_threads
 from serendib.cli.client import offline_report, print_report
 from serendib.cli.options import (
     DEFAULT_PORT,
@@ -242,6 +242,7 @@ def admin(
 ) -> int:
     """Run a task manager that workers join, on an embedded NATS server or an existing one."""
     tune_gc()
+    tune_threads()
     if standby:
         _check_standby(link.nats, store)
     manager = TaskManager(
@@ -390,6 +391,7 @@ def worker(
             param_hint="'--identity'",
         )
     tune_gc()
+    tune_threads()
     handlers = dict(load_handler(spec) for spec in handler)
     host, port = link.admin
     # Workers of several workspaces share one connection where they can: not at an admin's
@@ -583,6 +585,7 @@ def demo(**options: Any) -> int:
     """Run the seed's scenario (or a random one) in one process, with a progress bar and the
     report; exit 1 if a task failed or did not finish."""
     tune_gc()
+    tune_threads()
     asked = _Demo(**options)
     report = asyncio.run(_demo(asked))
     if asked.dashboard is None:  # with a dashboard, it was printed before serving on
