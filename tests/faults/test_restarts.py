@@ -15,9 +15,11 @@ from pathlib import Path
 
 import pytest
 
+from serendib import Client
 from serendib.messages import Envelope
 from serendib.presence import Hello
 from serendib.subjects import presence_pattern
+from serendib.tasks.events import EventKind
 from serendib.tasks.models import AttemptOutcome
 from serendib.transports import open_transport
 from serendib.transports.embedded import EmbeddedBroker
@@ -48,19 +50,14 @@ def worker(tmp_path: Path, name: str, port: int, log: str, *extra: str) -> Proce
     return proc
 
 
-def task_json(task_id: str, port: int) -> dict[str, object]:
-    done = run("task", task_id, "--json", *where(port))
-    assert done.returncode == 0, done.stderr
-    found: dict[str, object] = json.loads(done.stdout)
-    return found
-
-
-def wait_state(task_id: str, port: int, states: set[str], deadline_s: float = 30) -> None:
-    end = time.monotonic() + deadline_s
-    while task_json(task_id, port)["state"] not in states:
-        if time.monotonic() > end:
-            raise AssertionError(f"task {task_id} never reached {states}")
-        time.sleep(0.05)
+def submit_until_assigned(file: Path, task_id: str, port: int) -> None:
+    """Submit a task file with ``serendib submit`` and return once ``task_id`` is given to a
+    worker, as the manager tells a client's event stream (subscribed before submitting)."""
+    with Client(f"127.0.0.1:{port}", workspace=WORKSPACE) as client, client.events() as events:
+        assert run("submit", str(file), *where(port)).returncode == 0
+        for event in events:
+            if event.kind is EventKind.ASSIGNED and event.task_id == task_id:
+                return
 
 
 def wait_ended(task_id: str, port: int, deadline_s: float = 30) -> str:
@@ -102,8 +99,7 @@ def test_a_worker_killed_and_restarted_at_once_replaces_its_dead_run_at_once(
     first = worker(tmp_path, "c", port, "c-1.log", "--time-scale", "60")
     processes.append(first)
     (tmp_path / "t.yaml").write_text("- {id: long, difficulty: 1}\n")
-    assert run("submit", str(tmp_path / "t.yaml"), *where(port)).returncode == 0
-    wait_state("long", port, {"assigned", "running"})
+    submit_until_assigned(tmp_path / "t.yaml", "long", port)
 
     first.stop(signal.SIGKILL)
     started = time.monotonic()
@@ -161,8 +157,7 @@ def test_an_admin_restarted_cleanly_logs_no_error_and_counts_what_workers_held(
     ]
     processes.extend(workers)
     (tmp_path / "t.yaml").write_text("".join(f"- {{id: t{i}, difficulty: 2}}\n" for i in range(6)))
-    assert run("submit", str(tmp_path / "t.yaml"), *where(port)).returncode == 0
-    wait_state("t0", port, {"assigned", "running"})
+    submit_until_assigned(tmp_path / "t.yaml", "t0", port)
 
     assert first.stop(signal.SIGTERM) in (0, 130)
     second = admin(tmp_path, port, "admin-2.log")
