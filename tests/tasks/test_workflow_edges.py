@@ -11,12 +11,14 @@ from typing import Any
 from serendib.tasks.engine.book import TaskBook
 from serendib.tasks.engine.entries import Entry, Lease
 from serendib.tasks.engine.holds import KeyLimits
+from serendib.tasks.events import EventKind, TaskEvent
 from serendib.tasks.manager import TaskManager
 from serendib.tasks.messages import TaskAssignment, TaskResult
 from serendib.tasks.models import AttemptRecord, Schedule, Task, TaskRecord, TaskState, WorkerInfo
 from serendib.tasks.recurring import Calendar
 from serendib.tasks.scheduling import Scheduler
 from serendib.tasks.store import TaskStore, open_store
+from tests.helpers import DEADLINE
 
 
 class FakeLedger:
@@ -27,6 +29,7 @@ class FakeLedger:
         self.posts: list[tuple[str, object]] = []
         self._unsaved: dict[str, Entry] = {}
         self._seq = 0
+        self._posted = asyncio.Event()
 
     def record(self, entry: Entry) -> None:
         self._unsaved[entry.id] = entry
@@ -42,6 +45,7 @@ class FakeLedger:
 
     def post(self, worker: str, message: object, lease: Lease | None = None) -> None:
         self.posts.append((worker, message))
+        self._posted.set()
         if lease is not None:
             self._seq += 1
             lease.seq, lease.sent_at = self._seq, time.time() - 100
@@ -51,6 +55,17 @@ class FakeLedger:
 
     def notify(self, client: str, outcome: object) -> None:
         pass
+
+    async def assigned(self, task_id: str) -> list[TaskAssignment]:
+        """Wait until ``task_id`` is given out (bounded by the test deadline)."""
+
+        async def given() -> list[TaskAssignment]:
+            while not (found := self.assignments(task_id)):
+                self._posted.clear()
+                await self._posted.wait()
+            return found
+
+        return await asyncio.wait_for(given(), DEADLINE)
 
     def assignments(self, task_id: str) -> list[TaskAssignment]:
         return [m for _, m in self.posts if isinstance(m, TaskAssignment) and m.task.id == task_id]
@@ -119,22 +134,25 @@ async def test_a_held_task_that_times_out_waiting_hands_on_what_it_held() -> Non
         time.time(),
     )
     book.worker_joined(worker("w", level=3))  # nobody can do p: it fails when its wait ends
-    for _ in range(200):
-        if ledger.assignments("c"):
-            break
-        await asyncio.sleep(0.01)  # the wait deadline is the behaviour under test
-    assert [a.task.id for a in ledger.assignments("c")] == ["c"]
+    assert [a.task.id for a in await ledger.assigned("c")] == ["c"]
     book.close()
 
 
 async def test_a_wait_deadline_counts_from_when_the_task_may_be_assigned() -> None:
     book, _ = make_book()
-    book.worker_joined(worker("w", level=3))
-    book.submitted([Task(id="later", difficulty=9, delay_s=0.3, wait_timeout_s=0.05)], time.time())
-    await asyncio.sleep(0.1)  # past the wait deadline counted from submission
-    record = book.get("later")
-    assert record is not None
-    assert record.state is TaskState.PENDING  # still delayed, not failed
+    failed: asyncio.Future[TaskEvent] = asyncio.get_running_loop().create_future()
+
+    def on_event(event: TaskEvent) -> None:
+        if event.kind is EventKind.FAILED and not failed.done():
+            failed.set_result(event)
+
+    book.events.add(on_event)
+    book.worker_joined(worker("w", level=3))  # nobody can do it: it fails when its wait ends
+    submitted = time.time()
+    book.submitted([Task(id="later", difficulty=9, delay_s=0.3, wait_timeout_s=0.05)], submitted)
+    event = await asyncio.wait_for(failed, DEADLINE)
+    assert event.task_id == "later"
+    assert event.at >= submitted + 0.3 + 0.05  # its delay, then its wait: not 0.05 after all
     book.close()
 
 
