@@ -173,14 +173,18 @@ def module_main(
     args = parser(description).parse_args(argv)
     if not args.json:
         print(machine_line(), flush=True)
-    tables = run(args.quick)
-    if args.json:
-        print(to_json(tables, args.quick))
-    else:
-        for table in tables:
-            print()
-            print(render(table))
+    print_tables(run(args.quick), args.json, args.quick)
     return 0
+
+
+def print_tables(tables: list[Table], as_json: bool, quick: bool) -> None:
+    """Print a module's tables: as JSON (with the machine), or rendered one after another."""
+    if as_json:
+        print(to_json(tables, quick))
+        return
+    for table in tables:
+        print()
+        print(render(table), flush=True)
 
 
 def machine_line() -> str:

@@ -52,7 +52,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bench._util import Table, machine_line, parser, percentile, quiet_logs, render, to_json
+from bench._util import (
+    Table,
+    machine_line,
+    parser,
+    percentile,
+    print_tables,
+    quiet_logs,
+    render,
+)
 from bench.tasks_e2e import _TICKS, machine_busy, process_cpu, wait_quiet
 from serendib import AsyncClient
 from serendib.tasks.messages import TaskOutcome
@@ -867,13 +875,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not args.one:
         if not args.json:
             print(machine_line(), flush=True)
-        tables = run(args.quick, args.part or PARTS)
-        if args.json:
-            print(to_json(tables, args.quick))
-        else:
-            for table in tables:
-                print()
-                print(render(table), flush=True)
+        print_tables(run(args.quick, args.part or PARTS), args.json, args.quick)
         return 0
     quiet_logs()
     for key in ("spy_admin", "spy_worker", "cprofile"):

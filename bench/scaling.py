@@ -50,7 +50,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
-from bench._util import Table, machine_line, parser, quiet_logs, render, to_json
+from bench._util import Table, machine_line, parser, print_tables, quiet_logs, render
 from bench.client_e2e import _wait_line, descendants, free_port, serendib_command, thread_cpu
 from bench.tasks_e2e import machine_busy, process_cpu, wait_quiet
 from serendib import AsyncClient
@@ -710,12 +710,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         managers=args.managers or MANAGERS,
         shared=not args.no_shared,
     )
-    if args.json:
-        print(to_json(tables, args.quick))
-    else:
-        for table in tables:
-            print()
-            print(render(table), flush=True)
+    print_tables(tables, args.json, args.quick)
     return 0
 
 

@@ -26,7 +26,14 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from bench._util import Table, Value, machine_line, parser, quiet_logs, render, to_json
+from bench._util import (
+    Table,
+    Value,
+    machine_line,
+    parser,
+    print_tables,
+    quiet_logs,
+)
 from bench.client_e2e import (
     REPEATS,
     Cluster,
@@ -237,13 +244,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = p.parse_args(argv)
     if not args.json:
         print(machine_line(), flush=True)
-    tables = run(args.quick, args.part or PARTS)
-    if args.json:
-        print(to_json(tables, args.quick))
-    else:
-        for table in tables:
-            print()
-            print(render(table), flush=True)
+    print_tables(run(args.quick, args.part or PARTS), args.json, args.quick)
     return 0
 
 
