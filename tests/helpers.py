@@ -3,14 +3,30 @@
 from __future__ import annotations
 
 import asyncio
+import os
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+import pytest
 from pydantic import BaseModel
 
 from serendib import Admin, Agent, AgentDetail, Envelope, on_message
 
 DEADLINE = 10.0
+POSTGRES_ENV = "SERENDIB_TEST_POSTGRES_URL"
+
+
+def postgres_test_url(
+    must: str = "the PostgreSQL task store", skipped: str = "PostgreSQL store"
+) -> str:
+    """The PostgreSQL server tests use (:data:`POSTGRES_ENV`): without one the test is
+    skipped, but fails under CI, which must test ``must``."""
+    url = os.environ.get(POSTGRES_ENV, "")
+    if not url:
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(f"{POSTGRES_ENV} is not set: CI must test {must}")
+        pytest.skip(f"{skipped} not tested: set {POSTGRES_ENV}=postgresql://... to test it")
+    return url
 
 
 class Ping(BaseModel):

@@ -8,7 +8,6 @@ skipped without it, except in CI). Every response carries the security headers.
 from __future__ import annotations
 
 import json
-import os
 import uuid
 from collections.abc import AsyncIterator
 
@@ -20,8 +19,7 @@ from serendib.dashboard import DashboardServer
 from serendib.tasks.manager import TaskManager
 from serendib.transports import MemoryHub, MemoryTransport
 from tests.dashboard.conftest import running_system
-
-POSTGRES_ENV = "SERENDIB_TEST_POSTGRES_URL"
+from tests.helpers import postgres_test_url
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
@@ -247,12 +245,7 @@ async def any_store(
 
 
 def _postgres_url() -> str:
-    url = os.environ.get(POSTGRES_ENV, "")
-    if not url:
-        if os.environ.get("CI", "").lower() == "true":
-            pytest.fail(f"{POSTGRES_ENV} is not set: CI must test the API on PostgreSQL")
-        pytest.skip(f"PostgreSQL not tested: set {POSTGRES_ENV}=postgresql://... to test it")
-    return url
+    return postgres_test_url("the API on PostgreSQL", "PostgreSQL")
 
 
 async def _drop_schema(url: str, schema: str) -> None:

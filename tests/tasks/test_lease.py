@@ -13,7 +13,6 @@ once without saying goodbye for the workspace, and a standby needs PostgreSQL.
 from __future__ import annotations
 
 import asyncio
-import os
 import sqlite3
 import time
 import uuid
@@ -30,27 +29,17 @@ from serendib.tasks.store import LeadLost, open_store
 from serendib.tasks.store.group_commit import SqlTaskStore
 from serendib.tasks.store.urls import _postgres_target
 from serendib.tasks.worker import WorkerAgent
-from tests.helpers import until
+from tests.helpers import postgres_test_url, until
 
-POSTGRES_ENV = "SERENDIB_TEST_POSTGRES_URL"
 WS = "lease-test"
 LEASE = 0.6
 """A short lease, so that lapses and renewals happen within a test."""
 
 
-def _postgres_url() -> str:
-    url = os.environ.get(POSTGRES_ENV, "")
-    if not url:
-        if os.environ.get("CI", "").lower() == "true":
-            pytest.fail(f"{POSTGRES_ENV} is not set: CI must test the PostgreSQL task store")
-        pytest.skip(f"PostgreSQL store not tested: set {POSTGRES_ENV}=postgresql://... to test it")
-    return url
-
-
 def _postgres_schema() -> Iterator[str]:
     import psycopg
 
-    base = _postgres_url()
+    base = postgres_test_url()
     schema = f"serendib_lease_{uuid.uuid4().hex[:12]}"
     yield f"{base}{'&' if '?' in base else '?'}schema={schema}"
     with psycopg.connect(base, autocommit=True) as conn:

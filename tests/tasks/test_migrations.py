@@ -3,7 +3,6 @@ PostgreSQL; a newer one is refused; a current one is left alone."""
 
 from __future__ import annotations
 
-import os
 import sqlite3
 import uuid
 from collections.abc import Iterator, Sequence
@@ -20,18 +19,7 @@ from serendib.tasks.store.backend import Backend
 from serendib.tasks.store.migrations import LATEST, Migration, pending, postgres, sqlite
 from serendib.tasks.store.rows import TASK_COLUMNS, quarantine_row, task_row
 from serendib.tasks.store.sqlite import SqliteBackend
-
-POSTGRES_ENV = "SERENDIB_TEST_POSTGRES_URL"
-
-
-def _postgres_url() -> str:
-    url = os.environ.get(POSTGRES_ENV, "")
-    if not url:
-        if os.environ.get("CI", "").lower() == "true":
-            pytest.fail(f"{POSTGRES_ENV} is not set: CI must test the PostgreSQL task store")
-        pytest.skip(f"PostgreSQL store not tested: set {POSTGRES_ENV}=postgresql://... to test it")
-    return url
-
+from tests.helpers import postgres_test_url
 
 _SINCE = {"replays": 4, "attempt_base": 4, "not_before": 5}
 """The task columns added after version 1, with the version that added each."""
@@ -166,7 +154,7 @@ def raw(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[RawStore]:
     if request.param == "sqlite":
         yield SqliteRaw(tmp_path / "tasks.db")
         return
-    store = PostgresRaw(_postgres_url(), f"serendib_migrations_{uuid.uuid4().hex[:12]}")
+    store = PostgresRaw(postgres_test_url(), f"serendib_migrations_{uuid.uuid4().hex[:12]}")
     try:
         yield store
     finally:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import json
 import math
-import os
 import signal
 import sqlite3
 import subprocess
@@ -48,20 +47,9 @@ from serendib.tasks.store.search import (
 )
 from serendib.tasks.store.sqlite import SqliteBackend
 from serendib.tasks.store.urls import _postgres_target
-
-POSTGRES_ENV = "SERENDIB_TEST_POSTGRES_URL"
-
+from tests.helpers import postgres_test_url
 
 # --- fixtures ---------------------------------------------------------------------------------
-
-
-def _postgres_url() -> str:
-    url = os.environ.get(POSTGRES_ENV, "")
-    if not url:
-        if os.environ.get("CI", "").lower() == "true":
-            pytest.fail(f"{POSTGRES_ENV} is not set: CI must test the PostgreSQL task store")
-        pytest.skip(f"PostgreSQL store not tested: set {POSTGRES_ENV}=postgresql://... to test it")
-    return url
 
 
 def _with_schema(url: str, schema: str) -> str:
@@ -82,7 +70,7 @@ def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     if request.param == "sqlite":
         yield f"sqlite:///{tmp_path / 'tasks.db'}"
         return
-    base = _postgres_url()
+    base = postgres_test_url()
     schema = f"serendib_test_{uuid.uuid4().hex[:12]}"
     yield _with_schema(base, schema)
     _drop_schema(base, schema)
@@ -741,7 +729,7 @@ async def test_a_store_that_cannot_be_opened_says_where(tmp_path: Path) -> None:
 
 
 async def test_a_postgres_store_that_cannot_be_opened_hides_its_password() -> None:
-    parts = urlsplit(_postgres_url())
+    parts = urlsplit(postgres_test_url())
     port = f":{parts.port}" if parts.port else ""
     url = urlunsplit(parts._replace(netloc=f"nosuchrole:hunter2@{parts.hostname}{port}"))
 
@@ -843,7 +831,7 @@ async def test_a_reader_creates_no_tables_in_an_empty_postgres_schema() -> None:
     import psycopg
     from psycopg import sql
 
-    base = _postgres_url()
+    base = postgres_test_url()
     schema = f"serendib_test_{uuid.uuid4().hex[:12]}"
     with psycopg.connect(base, autocommit=True) as conn:
         conn.execute(sql.SQL("CREATE SCHEMA {}").format(sql.Identifier(schema)))
