@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import re
+import shlex
 import socket
 import subprocess
 import sys
@@ -76,3 +78,16 @@ def run(
     return subprocess.run(
         [*command, *args], capture_output=True, text=True, timeout=timeout, env=ENV, cwd=cwd
     )
+
+
+def readme_example(after: str) -> tuple[list[list[str]], str]:
+    """The first ``bash`` block's commands (comments dropped) and the first ``yaml`` block
+    after ``after`` in README.md: what a user copies, read from the README itself."""
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    section = readme[readme.index(after) :]
+    block = re.search(r"```bash\n(.*?)```", section, re.S)
+    tasks = re.search(r"```yaml\n(.*?)```", section, re.S)
+    assert block is not None
+    assert tasks is not None
+    commands = [shlex.split(line.split("#")[0]) for line in block.group(1).splitlines()]
+    return [c for c in commands if c], tasks.group(1)

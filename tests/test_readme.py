@@ -8,13 +8,12 @@ from __future__ import annotations
 
 import json
 import re
-import shlex
 import shutil
 from pathlib import Path
 
 import pytest
 
-from tests.processes import CONSOLE, Process, free_port, run
+from tests.processes import CONSOLE, Process, free_port, readme_example, run
 
 pytestmark = pytest.mark.slow
 
@@ -25,13 +24,7 @@ LONG_LIVED = ("admin", "worker")
 
 def quick_start() -> tuple[list[list[str]], str]:
     """The quick start's commands (without comments) and its task file."""
-    across = README[README.index("Across processes") :]
-    block = re.search(r"```bash\n(.*?)```", across, re.S)
-    tasks = re.search(r"```yaml\n(.*?)```", across, re.S)
-    assert block is not None
-    assert tasks is not None
-    commands = [shlex.split(line.split("#")[0]) for line in block.group(1).splitlines()]
-    return [c for c in commands if c], tasks.group(1)
+    return readme_example("Across processes")
 
 
 def state_of(task_id: str, where: list[str], cwd: Path) -> str:

@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import json
-import re
-import shlex
 import signal
 from pathlib import Path
 
 import pytest
 
-from tests.processes import Process, free_port, run
+from tests.processes import Process, free_port, readme_example, run
 
 pytestmark = pytest.mark.slow
 
@@ -18,7 +16,6 @@ ROOT = Path(__file__).resolve().parent.parent
 BEAT = ["--heartbeat", "0.2"]
 
 
-README = (ROOT / "README.md").read_text()
 REFUSED = """\
 - {id: loop-a, difficulty: 1, depends_on: [loop-b]}
 - {id: loop-b, difficulty: 1, depends_on: [loop-a]}
@@ -28,12 +25,7 @@ REFUSED = """\
 
 def readme_pipeline() -> tuple[list[list[str]], str]:
     """The README's workflow commands and its pipeline file."""
-    section = README[README.index("## Work that depends on work") :]
-    tasks = re.search(r"```yaml\n(.*?)```", section, re.S)
-    block = re.search(r"```bash\n(.*?)```", section, re.S)
-    assert tasks is not None
-    assert block is not None
-    return [shlex.split(line) for line in block.group(1).splitlines() if line], tasks.group(1)
+    return readme_example("## Work that depends on work")
 
 
 def test_the_readme_pipeline_runs_in_dependency_order_and_cycles_are_refused(
