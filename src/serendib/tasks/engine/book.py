@@ -498,15 +498,15 @@ class TaskBook:
         events, stats, escalate = self.events, self.stats, self._escalate
         for choice in assignments:
             task_id, worker, reason = choice.task_id, choice.worker, choice.reason
-            if records[task_id].task.depends_on and self._inputs_too_large(records[task_id]):
+            entry = records[task_id]
+            if entry.task.depends_on and self._inputs_too_large(entry):
                 self.scheduler.release(worker)
                 continue
             if self._notes:
                 learned = self._notes.pop(task_id, None)
                 if learned is not None:
-                    task = records[task_id].task
+                    task = entry.task
                     reason = f"{reason}; {learned.note(task.kind, task.difficulty, worker)}"
-            entry = records[task_id]
             waiting_since = entry.updated_at
             entry.assign(worker, reason, now)
             escalated = task_id in escalate
