@@ -10,6 +10,7 @@ import sqlite3
 import subprocess
 import sys
 import textwrap
+import threading
 import uuid
 from collections.abc import AsyncIterator, Iterator, Sequence
 from pathlib import Path
@@ -253,6 +254,74 @@ async def test_updates_change_tasks_in_place_and_come_back_exactly(store: TaskSt
     assert counts[TaskState.SUCCEEDED] == sum(1 for r in done if r.state is TaskState.SUCCEEDED)
     assert counts[TaskState.FAILED] == len(done) - counts[TaskState.SUCCEEDED]
     assert counts[TaskState.ASSIGNED] == counts[TaskState.PENDING] == 0
+
+
+class _GatedWrites:
+    """Holds the backend's first write until released, and notes every batch it writes."""
+
+    def __init__(self, backend: Backend) -> None:
+        self.backend = backend
+        self.write = backend.write
+        self.entered = threading.Event()
+        self.release = threading.Event()
+        self.batches: list[list[PendingWrite]] = []
+
+    def __call__(self, writes: Sequence[PendingWrite]) -> Any:
+        if not self.entered.is_set():
+            self.entered.set()
+            self.release.wait(30)
+        self.batches.append(list(writes))
+        return self.write(writes)
+
+    async def until_writing(self) -> None:
+        assert await asyncio.to_thread(self.entered.wait, 30)
+
+
+@pytest.fixture
+def gated(store: TaskStore, monkeypatch: pytest.MonkeyPatch) -> _GatedWrites:
+    backend = cast(SqlTaskStore, store)._backend
+    gate = _GatedWrites(backend)
+    monkeypatch.setattr(backend, "write", gate)
+    return gate
+
+
+async def test_updates_go_ahead_of_queued_additions_which_commit_in_bounded_batches(
+    store: TaskStore, gated: _GatedWrites
+) -> None:
+    first = task(0)
+    adding = asyncio.ensure_future(store.add([first]))
+    await gated.until_writing()  # the writer holds this add: what follows queues up
+    more = [task(n) for n in range(1, 6_001)]
+    added = [asyncio.ensure_future(store.add(more[i : i + 1_000])) for i in range(0, 6_000, 1_000)]
+    done = first.assigned("w-1", "fit", 2.0)
+    updating = asyncio.ensure_future(store.update([update_of(done)]))
+    await asyncio.sleep(0)  # every call queued
+    gated.release.set()
+
+    await asyncio.gather(adding, updating, *added)
+
+    kinds = [["add" if w.add else "update" for w in batch] for batch in gated.batches]
+    assert kinds[:2] == [["add"], ["update"]]  # the update went ahead of six additions
+    assert all(kind == ["add"] * len(kind) for kind in kinds[2:])
+    assert max(sum(w.size for w in batch) for batch in gated.batches) <= 4_000
+    assert await store.all_records() == [done, *more]
+
+
+async def test_an_update_never_goes_ahead_of_a_queued_save(
+    store: TaskStore, gated: _GatedWrites
+) -> None:
+    adding = asyncio.ensure_future(store.add([task(0)]))
+    await gated.until_writing()
+    new = task(1).assigned("w-1", "fit", 2.0)
+    saving = asyncio.ensure_future(store.save([new]))
+    done = new.succeeded({"ok": True}, 3.0)
+    updating = asyncio.ensure_future(store.update([update_of(done)]))
+    await asyncio.sleep(0)
+    gated.release.set()
+
+    await asyncio.gather(adding, saving, updating)
+
+    assert await store.get(done.id) == done  # updated after it was saved, not dropped
 
 
 async def test_save_inserts_a_task_it_has_not_seen(store: TaskStore) -> None:

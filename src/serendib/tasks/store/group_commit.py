@@ -6,7 +6,12 @@ writer takes everything queued (up to ``_MAX_BATCH_ROWS`` rows), applies it in c
 ONE transaction in a dedicated writer thread, commits, then resolves every caller's future:
 a thousand concurrent saves become a handful of transactions, and nobody is acknowledged
 before their data is committed. While one transaction runs, the next batch queues up, so
-batches grow with load and no timer adds latency when the store is idle. Within a batch the
+batches grow with load and no timer adds latency when the store is idle. Updates (the
+manager's state changes, which hold up its messages to workers and clients) go ahead of
+queued additions, in transactions of their own, and additions commit at most
+``_MAX_ADD_ROWS`` rows at a time: a large submission delays the work already running by one
+such transaction at most (a task is updated only once its ``add`` has returned, so no update
+depends on an addition still queued; an update never passes a queued ``save``). Within a batch the
 last write of a task (or attempt) wins, and an ``add`` skips ids that are already stored or
 written earlier in the batch, so a task's submission order is the order of its first write.
 If the database is unavailable, every call in the transaction fails with :class:`StoreError`
@@ -59,6 +64,8 @@ from serendib.tasks.store.search import (
 )
 
 _MAX_BATCH_ROWS = 50_000
+_MAX_ADD_ROWS = 4_000
+"""Rows of additions per transaction: an update waiting behind one waits that long at most."""
 _IDS_PER_READ = 500  # ids per query: within every driver's parameter limit
 T = TypeVar("T")
 
@@ -83,6 +90,8 @@ class SqlTaskStore:
         self._backend = backend
         self._status = _Status.NEW
         self._queue: deque[_Queued] = deque()
+        self._updates: deque[_Queued] = deque()
+        self._saves = 0  # saves queued: updates keep behind them
         self._wake = asyncio.Event()
         self._closed = asyncio.Event()
         self._writer: asyncio.Task[None] | None = None
@@ -126,6 +135,8 @@ class SqlTaskStore:
             await self._disconnect()
             raise
         self._queue.clear()
+        self._updates.clear()
+        self._saves = 0
         self._wake = asyncio.Event()
         self._closed = asyncio.Event()
         self._transactions = 0
@@ -385,14 +396,18 @@ class SqlTaskStore:
         if self._lost is not None:
             raise self._lost.copy()
         future: asyncio.Future[Written] = asyncio.get_running_loop().create_future()
-        self._queue.append((write, future))
+        if write.split and not self._saves:
+            self._updates.append((write, future))
+        else:
+            self._saves += _is_save(write)
+            self._queue.append((write, future))
         self._wake.set()
         return await future
 
     async def _write_loop(self) -> None:
         loop = asyncio.get_running_loop()
         while True:
-            if not self._queue:
+            if not (self._queue or self._updates):
                 if self._status is not _Status.OPEN:
                     return
                 self._wake.clear()
@@ -423,11 +438,20 @@ class SqlTaskStore:
                     future.set_result(written)
 
     def _take_batch(self) -> list[_Queued]:
-        batch = [self._queue.popleft()]
+        # Updates first, in a transaction of their own: they are the manager's state changes,
+        # which hold up the messages to workers and clients, while an addition is a submission
+        # whose reply can wait. An update is of tasks stored already (a task is known to be
+        # updated only once its add returned), so none depends on an addition still queued;
+        # it never passes a queued save.
+        queue, limit = (self._updates, _MAX_BATCH_ROWS) if self._updates else (self._queue, 0)
+        batch = [queue.popleft()]
         rows = batch[0][0].size
-        while self._queue and rows + self._queue[0][0].size <= _MAX_BATCH_ROWS:
-            batch.append(self._queue.popleft())
+        if not limit:
+            limit = _MAX_ADD_ROWS if batch[0][0].add else _MAX_BATCH_ROWS
+        while queue and rows + queue[0][0].size <= limit:
+            batch.append(queue.popleft())
             rows += batch[-1][0].size
+        self._saves -= sum(_is_save(write) for write, _ in batch if queue is self._queue)
         return batch
 
     async def _disconnect(self) -> None:
@@ -439,6 +463,11 @@ class SqlTaskStore:
             await loop.run_in_executor(self._write_pool, self._backend.close_writer)
             self._write_pool.shutdown(wait=False)
         self._read_pool = self._write_pool = None
+
+
+def _is_save(write: PendingWrite) -> bool:
+    # A save (insert or replace) may write a task that an update after it changes.
+    return not (write.add or write.split) and bool(write.task_rows or write.attempt_rows)
 
 
 def _own_copy(error: Exception) -> Exception:
