@@ -45,9 +45,11 @@ __all__ = ["TaskContext", "TaskFailed", "TaskHandler", "WorkerAgent", "simulate"
 
 PREFETCH_WINDOW_S = 0.05
 """Seconds of work a worker keeps ready when it adjusts its own prefetch."""
-MAX_AUTO_PREFETCH = 256
-"""The most attempts a worker adjusting its own prefetch keeps ready."""
-_TUNE_AFTER = 8  # run times seen before prefetch is first adjusted
+MAX_AUTO_PREFETCH = 1024
+"""The most attempts a worker adjusting its own prefetch keeps ready: for no-op tasks, the
+manager's round trip under load (a few tens of ms) is about that many runs of ~30 µs
+(``docs/benchmarks.md``: 256 left single-slot workers idle between batches)."""
+_TUNE_AFTER = 1  # run times seen before prefetch is first adjusted: one round trip at start
 _DONE_REMEMBERED = 10_000
 """Finished attempts a worker remembers, so that a resent assignment is not run twice."""
 
@@ -137,7 +139,8 @@ class WorkerAgent(Agent):
             round trip for its next task. ``None`` (default): adjusted to keep about
             ``PREFETCH_WINDOW_S`` of work at hand from the run times seen (none for tasks
             that long or longer, up to ``MAX_AUTO_PREFETCH`` for very short ones, none
-            before the first few have run); 0: none.
+            before the first has run, then adjusted at every run up to the 32nd and every
+            32 runs after that); 0: none.
         **options: Passed on to :class:`~serendib.Agent` (``admin_port``, ``transport``...).
 
     Raises:
