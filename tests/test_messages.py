@@ -25,6 +25,8 @@ from serendib.messages import (
     message_type,
     new_envelope,
 )
+from serendib.tasks.messages import SubmitTasks
+from serendib.tasks.models import Backoff, Task
 
 
 class Order(BaseModel):
@@ -97,6 +99,36 @@ def test_explicit_wire_name_is_used() -> None:
     envelope = new_envelope(Invoice(total=3), "a")
     assert envelope.type == "acme.Invoice"
     assert json.loads(encode(envelope))["type"] == "acme.Invoice"
+
+
+def test_a_compact_message_leaves_out_its_defaults_and_decodes_to_the_same() -> None:
+    class Line(BaseModel):
+        item: str
+        quantity: int = 1
+        notes: list[str] = Field(default_factory=list)
+
+    @message_type("acme.Basket", compact=True)
+    class Basket(BaseModel):
+        lines: list[Line]
+        currency: str = "EUR"
+
+    basket = Basket(lines=[Line(item="tea"), Line(item="jam", quantity=2, notes=["x"])])
+    raw = encode(new_envelope(basket, "a"))
+
+    assert json.loads(raw)["data"] == {
+        "lines": [{"item": "tea"}, {"item": "jam", "quantity": 2, "notes": ["x"]}]
+    }
+    assert decode(raw).data == basket
+
+
+def test_a_submission_of_tasks_travels_compact() -> None:
+    tasks = [Task(id=f"t{i}", difficulty=i % 10 + 1) for i in range(100)]
+    tasks.append(Task(id="full", difficulty=3, labels=("gpu",), retry=Backoff(base_s=2.0)))
+    message = SubmitTasks(tasks=tasks, watch=True)
+    raw = encode(new_envelope(message, "client"))
+
+    assert len(raw) < 60 * len(tasks)  # ~300 bytes a task with every default spelt out
+    assert decode(raw).data == message
 
 
 def test_not_json_is_a_decode_error() -> None:

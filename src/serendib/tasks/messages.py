@@ -155,7 +155,7 @@ class TaskResults(_Frozen):
     started_at: Timestamp = 0.0
 
 
-@message_type("serendib.tasks.TaskAssignments")
+@message_type("serendib.tasks.TaskAssignments", compact=True)
 class TaskAssignments(_Frozen):
     """Assignments for one worker sent at once.
 
@@ -314,7 +314,7 @@ class TaskEvents(_Frozen):
     events: list[EventMessage] = Field(max_length=_MANY)
 
 
-@message_type("serendib.tasks.SubmitTasks")
+@message_type("serendib.tasks.SubmitTasks", compact=True)
 class SubmitTasks(_Message):
     """Submit tasks; ids already known are ignored (same id twice is one task).
 
