@@ -303,7 +303,7 @@ async def test_updates_go_ahead_of_queued_additions_which_commit_in_bounded_batc
     kinds = [["add" if w.add else "update" for w in batch] for batch in gated.batches]
     assert kinds[:2] == [["add"], ["update"]]  # the update went ahead of six additions
     assert all(kind == ["add"] * len(kind) for kind in kinds[2:])
-    assert max(sum(w.size for w in batch) for batch in gated.batches) <= 4_000
+    assert max(sum(w.size for w in batch) for batch in gated.batches) <= 1_000
     assert await store.all_records() == [done, *more]
 
 

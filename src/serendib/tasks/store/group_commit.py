@@ -64,7 +64,7 @@ from serendib.tasks.store.search import (
 )
 
 _MAX_BATCH_ROWS = 50_000
-_MAX_ADD_ROWS = 4_000
+_MAX_ADD_ROWS = 1_000
 """Rows of additions per transaction: an update waiting behind one waits that long at most."""
 _IDS_PER_READ = 500  # ids per query: within every driver's parameter limit
 T = TypeVar("T")
