@@ -139,7 +139,7 @@ class TaskResult(_Frozen):
     finished_at: Timestamp = 0.0
 
 
-@message_type("serendib.tasks.TaskResults")
+@message_type("serendib.tasks.TaskResults", compact=True)
 class TaskResults(_Frozen):
     """Several results sent at once (workers batch what is ready), and the attempts that
     started since the last batch and are still running.
@@ -285,7 +285,7 @@ class TaskOutcome(_Frozen):
         return self.state is TaskState.SUCCEEDED
 
 
-@message_type("serendib.tasks.TaskOutcomes")
+@message_type("serendib.tasks.TaskOutcomes", compact=True)
 class TaskOutcomes(_Frozen):
     """The manager pushes the outcomes of tasks a client watches, once they are stored."""
 
