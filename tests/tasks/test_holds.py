@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 
 from serendib.tasks.engine.graph import dependency_faults, parents_first
 from serendib.tasks.engine.holds import Dependencies, KeyLimits, Timeline
-from serendib.tasks.models import Backoff, Task, TaskRecord
+from serendib.tasks.models import Backoff, Task
 
 
 @settings(max_examples=200, deadline=None)
@@ -113,8 +113,8 @@ def test_backoff_grows_by_its_factor_within_its_jitter_and_is_the_same_each_time
     assert Backoff(base_s=0).delay("t", 3) == 0.0
 
 
-def _record(task_id: str, *parents: str) -> TaskRecord:
-    return TaskRecord(task=Task(id=task_id, difficulty=1, depends_on=parents))
+def _task(task_id: str, *parents: str) -> Task:
+    return Task(id=task_id, difficulty=1, depends_on=parents)
 
 
 @settings(max_examples=200, deadline=None)
@@ -123,7 +123,7 @@ def test_refusals_leave_an_acyclic_batch_and_parents_first_orders_it(data: st.Da
     size = data.draw(st.integers(1, 12))
     ids = [f"t{i}" for i in range(size)]
     batch = {
-        task_id: _record(
+        task_id: _task(
             task_id,
             *data.draw(
                 st.lists(st.sampled_from([x for x in ids if x != task_id] or ["none"]), unique=True)
@@ -131,7 +131,7 @@ def test_refusals_leave_an_acyclic_batch_and_parents_first_orders_it(data: st.Da
         )
         for task_id in ids
     }
-    unknown = {t for t, r in batch.items() if "none" in r.task.depends_on}
+    unknown = {t for t, r in batch.items() if "none" in r.depends_on}
     refused = dict.fromkeys(unknown, "unknown parent none")
     faults = dependency_faults(batch, refused)
     kept = {t: r for t, r in batch.items() if t not in refused and t not in faults}
@@ -140,20 +140,20 @@ def test_refusals_leave_an_acyclic_batch_and_parents_first_orders_it(data: st.Da
     assert sorted(order) == sorted(kept)
     position = {t: i for i, t in enumerate(order)}
     for task_id, record in kept.items():
-        for parent in record.task.depends_on:
+        for parent in record.depends_on:
             assert parent in kept
             assert position[parent] < position[task_id]
 
     # And nothing was refused that could have been kept: each refusal is true.
     def reaches(start: str, goal: set[str]) -> bool:
-        seen, stack = set(), [p for p in batch[start].task.depends_on if p in batch]
+        seen, stack = set(), [p for p in batch[start].depends_on if p in batch]
         while stack:
             node = stack.pop()
             if node in goal:
                 return True
             if node not in seen:
                 seen.add(node)
-                stack += [p for p in batch[node].task.depends_on if p in batch]
+                stack += [p for p in batch[node].depends_on if p in batch]
         return False
 
     cyclic = {t for t, why in faults.items() if why.startswith("in a dependency cycle")}
@@ -164,7 +164,7 @@ def test_refusals_leave_an_acyclic_batch_and_parents_first_orders_it(data: st.Da
             assert reaches(task_id, cyclic)
         else:
             parent = why.removeprefix("parent ").removesuffix(" was refused")
-            assert parent in batch[task_id].task.depends_on
+            assert parent in batch[task_id].depends_on
             assert parent in refused or parent in faults
 
 
@@ -184,11 +184,11 @@ def test_a_child_learns_each_parents_end_and_is_doomed_by_a_failure() -> None:
 
 def test_a_long_chain_of_refused_parents_is_judged_without_recursion() -> None:
     size = 20_000
-    batch = {"t0": _record("t0", "missing")}
+    batch = {"t0": _task("t0", "missing")}
     for i in range(1, size):
-        batch[f"t{i}"] = _record(f"t{i}", f"t{i - 1}")
+        batch[f"t{i}"] = _task(f"t{i}", f"t{i - 1}")
     faults = dependency_faults(batch, {"t0": "unknown parent missing"})
     assert len(faults) == size - 1
-    ring = {f"r{i}": _record(f"r{i}", f"r{(i + 1) % size}") for i in range(size)}
+    ring = {f"r{i}": _task(f"r{i}", f"r{(i + 1) % size}") for i in range(size)}
     assert set(dependency_faults(ring, {})) == set(ring)
     assert len(parents_first(batch)) == size

@@ -140,6 +140,28 @@ async def test_add_inserts_only_new_ids_and_returns_them_in_input_order(store: T
     assert ids(await store.all_records()) == ["t00000", "t00001", "t00002", "t00003", "t00004"]
 
 
+async def test_add_submitted_stores_the_records_add_would_and_skips_known_ids(
+    store: TaskStore,
+) -> None:
+    at = 1_800_000_000.25
+    tasks = [
+        Task(id="plain", difficulty=2),
+        Task(id="later", difficulty=3, delay_s=5.0, labels=("gpu",), payload={"n": [1, 2]}),
+        Task(id="dated", difficulty=4, not_before=at + 60, depends_on=("plain",)),
+    ]
+    await store.add([task(0)])
+
+    added = await store.add_submitted([tasks[0], Task(id=task(0).id, difficulty=9), *tasks], at)
+
+    assert added == tasks  # the known id and the repeat left out, in input order
+    for spec in tasks:
+        not_before = spec.eligible_at(at) if spec.not_before or spec.delay_s else 0.0
+        expected = TaskRecord(task=spec, submitted_at=at, updated_at=at, not_before=not_before)
+        assert await store.get(spec.id) == expected
+    assert await store.get(task(0).id) == task(0)
+    assert await store.children("plain") == ["dated"]
+
+
 async def test_concurrent_adds_of_one_new_id_insert_it_once(store: TaskStore) -> None:
     results = await asyncio.gather(*(store.add([task(7, description=str(i))]) for i in range(5)))
 

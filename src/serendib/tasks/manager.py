@@ -385,18 +385,15 @@ class TaskManager(Admin):
         """
         now = time.time()
         tasks = list(tasks)
-        candidates: dict[str, TaskRecord] = {}
+        book = self.book
+        candidates: dict[str, Task] = {}
         for task in tasks:
-            if task.id not in candidates and task.id not in self.book:
-                candidates[task.id] = TaskRecord(
-                    task=task,
-                    submitted_at=now,
-                    updated_at=now,
-                    not_before=task.eligible_at(now) if task.not_before or task.delay_s else 0,
-                )
+            task_id = task.id
+            if task_id not in candidates and task_id not in book:
+                candidates[task_id] = task
         rejected: dict[str, str] = {}
         parents: dict[str, TaskRecord] = {}
-        dependent = any(r.task.depends_on for r in candidates.values())
+        dependent = any(task.depends_on for task in candidates.values())
         if dependent:
             rejected = await self._check_parents(candidates, parents)
             for task_id in rejected:
@@ -404,15 +401,17 @@ class TaskManager(Admin):
         arriving = list(candidates)
         self._arriving.update(arriving)
         try:
-            added = await self.store.add(list(candidates.values()))
-            stored = {r.id for r in added}
-            known = [task_id for task_id in arriving if task_id not in stored]
-            if known:  # known already after all (a concurrent submission stored them)
+            added = await self.store.add_submitted(list(candidates.values()), now)
+            accepted = [task.id for task in added]
+            if len(accepted) < len(arriving):
+                # Known already after all (a concurrent submission stored them).
+                stored = set(accepted)
+                known = [task_id for task_id in arriving if task_id not in stored]
                 self._arrived(known)
-                arriving = [task_id for task_id in arriving if task_id in stored]
+                arriving = accepted
                 await self._settle(known)
             if dependent:
-                await self._find_parents([r.task for r in added], parents)
+                await self._find_parents(added, parents)
         except BaseException:
             self.book.parents_lost(arriving)  # never stored: who waits for them waits no more
             raise
@@ -420,8 +419,7 @@ class TaskManager(Admin):
             self._arrived(arriving)
         if added:
             self._done.clear()
-        self.book.submitted([r.task for r in added], now, parents)
-        accepted = [r.id for r in added]
+        self.book.submitted(added, now, parents)
         taken = set(accepted)
         duplicates = [t.id for t in tasks if t.id not in taken and t.id not in rejected]
         self.book.activity.event(
@@ -442,22 +440,22 @@ class TaskManager(Admin):
         return SubmitReply(accepted=accepted, duplicates=duplicates, rejected=rejected)
 
     async def _check_parents(
-        self, batch: dict[str, TaskRecord], parents: dict[str, TaskRecord]
+        self, batch: dict[str, Task], parents: dict[str, TaskRecord]
     ) -> dict[str, str]:
         """The tasks of ``batch`` to refuse, with why: an unknown parent, a cycle, or a
         refused parent in the batch. Fills ``parents`` with the stored parents' records."""
         outside = {
             p
-            for r in batch.values()
-            for p in r.task.depends_on
+            for task in batch.values()
+            for p in task.depends_on
             if p not in batch and p not in self.book and p not in self._arriving
         }
         unseen = [p for p in outside if self._ledger.unsaved(p) is None]
         if unseen:
             parents.update(await self.store.get_many(unseen))
         rejected: dict[str, str] = {}
-        for task_id, record in batch.items():
-            unknown = [p for p in record.task.depends_on if p in outside and p in unseen]
+        for task_id, task in batch.items():
+            unknown = [p for p in task.depends_on if p in outside and p in unseen]
             unknown = [p for p in unknown if p not in parents]
             if unknown:
                 rejected[task_id] = f"unknown parent{'s' if len(unknown) > 1 else ''} " + (
@@ -534,7 +532,7 @@ class TaskManager(Admin):
         outside = [r.task for r in records.values() if r.task.depends_on]
         if outside:
             await self._find_parents(outside, parents)
-        for task_id in parents_first(records):
+        for task_id in parents_first({task_id: r.task for task_id, r in records.items()}):
             self._replay(self.book.get(task_id) or records[task_id], now, reply, parents)
         if reply.retried:
             self._done.clear()

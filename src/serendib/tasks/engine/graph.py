@@ -10,14 +10,12 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Mapping
 
-from serendib.tasks.models import TaskRecord
+from serendib.tasks.models import Task
 
 __all__ = ["dependency_faults", "parents_first"]
 
 
-def dependency_faults(
-    batch: Mapping[str, TaskRecord], rejected: Mapping[str, str]
-) -> dict[str, str]:
+def dependency_faults(batch: Mapping[str, Task], rejected: Mapping[str, str]) -> dict[str, str]:
     """The tasks of ``batch`` to refuse beyond ``rejected`` (already refused), with why.
 
     A task is refused when a parent of it in the batch is refused, when it is in a
@@ -25,8 +23,8 @@ def dependency_faults(
     on a cycle.
     """
     children: dict[str, list[str]] = {}
-    for task_id, record in batch.items():
-        for parent in record.task.depends_on:
+    for task_id, task in batch.items():
+        for parent in task.depends_on:
             if parent in batch:
                 children.setdefault(parent, []).append(task_id)
     faults: dict[str, str] = {}
@@ -41,8 +39,8 @@ def dependency_faults(
     # Kahn's order over the rest: what it cannot reach is in a cycle, or below one.
     refused = rejected.keys() | faults.keys()
     indegree = {
-        task_id: sum(1 for p in record.task.depends_on if p in batch)
-        for task_id, record in batch.items()
+        task_id: sum(1 for p in task.depends_on if p in batch)
+        for task_id, task in batch.items()
         if task_id not in refused
     }
     ready = deque(task_id for task_id, n in indegree.items() if n == 0)
@@ -65,7 +63,7 @@ def dependency_faults(
         while node not in at and node not in faults:
             at[node] = len(path)
             path.append(node)
-            node = next(p for p in batch[node].task.depends_on if p in left)
+            node = next(p for p in batch[node].depends_on if p in left)
         if node in at:
             cycle = path[at[node] :]
             shown = " -> ".join([*cycle, node]) if len(cycle) <= 8 else f"{len(cycle)} tasks"
@@ -79,12 +77,12 @@ def dependency_faults(
     return faults
 
 
-def parents_first(records: Mapping[str, TaskRecord]) -> list[str]:
-    """The ids of ``records``, each after those of its parents among them (else in order)."""
+def parents_first(tasks: Mapping[str, Task]) -> list[str]:
+    """The ids of ``tasks``, each after those of its parents among them (else in order)."""
     order: list[str] = []
     placed: set[str] = set()
     opened: set[str] = set()  # a cycle (which a submission never lets in) is cut here
-    for root in records:
+    for root in tasks:
         if root in placed:
             continue
         stack = [(root, False)]
@@ -100,7 +98,7 @@ def parents_first(records: Mapping[str, TaskRecord]) -> list[str]:
                 continue
             opened.add(node)
             stack.append((node, True))
-            for parent in reversed(records[node].task.depends_on):
-                if parent in records and parent not in placed:
+            for parent in reversed(tasks[node].depends_on):
+                if parent in tasks and parent not in placed:
                     stack.append((parent, False))
     return order

@@ -43,7 +43,7 @@ from types import TracebackType
 from typing import Any, Self, TypeVar
 
 from serendib.errors import StoreError
-from serendib.tasks.models import AttemptKey, AttemptRecord, TaskRecord, TaskState
+from serendib.tasks.models import AttemptKey, AttemptRecord, Task, TaskRecord, TaskState
 from serendib.tasks.store.backend import Backend
 from serendib.tasks.store.lease import LEASE_S, Fence, LeadLost, StoreLease
 from serendib.tasks.store.protocol import (
@@ -53,7 +53,7 @@ from serendib.tasks.store.protocol import (
     TaskUpdate,
     attempt_row,
 )
-from serendib.tasks.store.rows import PendingWrite, Written, task_row
+from serendib.tasks.store.rows import PendingWrite, Written, submitted_row, task_row
 from serendib.tasks.store.search import (
     SEARCH_SCAN,
     SearchQuery,
@@ -211,6 +211,18 @@ class SqlTaskStore:
             PendingWrite(True, [task_row(r) for r in records], [], edges=edges)
         )
         return [records[index] for index in written.inserted]
+
+    async def add_submitted(self, tasks: Sequence[Task], at: float) -> list[Task]:
+        """Insert the records of ``tasks`` submitted at ``at`` whose id is new; return the
+        tasks inserted, in input order."""
+        self._check_open("add")
+        if not tasks:
+            return []
+        edges = [(parent, t.id) for t in tasks for parent in t.depends_on]
+        written = await self._submit(
+            PendingWrite(True, [submitted_row(t, at) for t in tasks], [], edges=edges)
+        )
+        return [tasks[index] for index in written.inserted]
 
     async def save(
         self, records: Sequence[TaskRecord] = (), attempts: Sequence[AttemptRecord] = ()

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from types import TracebackType
 from typing import NamedTuple, Protocol, Self, runtime_checkable
 
-from serendib.tasks.models import AttemptKey, AttemptRecord, TaskRecord, TaskState
+from serendib.tasks.models import AttemptKey, AttemptRecord, Task, TaskRecord, TaskState
 from serendib.tasks.store.search import SEARCH_SCAN, TaskPage, TaskSort
 
 __all__ = [
@@ -184,6 +184,20 @@ class TaskStore(Protocol):
             RecordRefused: The database refused a record's content (nothing of this call is
                 stored; other calls are not affected).
             StoreError: The write failed, or a record cannot be encoded as JSON.
+        """
+        ...
+
+    async def add_submitted(self, tasks: Sequence[Task], at: float) -> list[Task]:
+        """:meth:`add` of the records of ``tasks`` just submitted at ``at``
+        (:meth:`TaskRecord.submitted <serendib.tasks.models.TaskRecord>`: pending, never
+        attempted), without building them: the manager's path for submissions.
+
+        Returns:
+            The tasks actually inserted, in input order.
+
+        Raises:
+            RecordRefused: As :meth:`add`.
+            StoreError: As :meth:`add`.
         """
         ...
 

@@ -98,6 +98,7 @@ _KEY_LIMIT = 1_000
 _VALUE_LIMIT = 4_096
 """Characters kept of each string in a quarantined record's JSON."""
 _INT64 = range(-(2**63), 2**63)
+_PENDING = TaskState.PENDING.value
 _UNFINISHED = ", ".join(f"'{state.value}'" for state in TaskState if not state.is_final)
 
 
@@ -130,6 +131,39 @@ def task_row(record: TaskRecord) -> Row:
         record.replays,
         record.attempt_base,
         record.not_before or None,
+    )
+
+
+def submitted_row(task: Task, at: float) -> Row:
+    """The task table row of ``task`` just submitted at ``at``: that of
+    ``task_row(TaskRecord(task=task, submitted_at=at, updated_at=at, not_before=...))``, made
+    without the record (the submission path, tens of thousands a second)."""
+    try:
+        spec = task.model_dump_json()
+    except (pydantic_core.PydanticSerializationError, ValueError, TypeError) as e:
+        raise StoreError(
+            f"task {task.id!r} cannot be stored: it is not JSON-compatible: {e}"
+        ) from e
+    not_before = task.eligible_at(at) if task.not_before or task.delay_s else None
+    return (
+        task.id,
+        _PENDING,
+        0,
+        None,
+        "",
+        task.difficulty,
+        task.priority,
+        task.required_skill,
+        task.kind,
+        at,
+        at,
+        None,
+        spec,
+        None,
+        None,
+        0,
+        0,
+        not_before or None,
     )
 
 
