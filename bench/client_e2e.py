@@ -403,7 +403,8 @@ class Spy:
     def __init__(self, pid: int, output: str, rate: int = 200) -> None:
         beside = Path(sys.executable).parent / "py-spy"
         command = [str(beside) if beside.exists() else "py-spy", "record", "--nonblocking"]
-        command += [*os.environ.get("SPY_EXTRA", "").split(), "--function", "-r", str(rate), "-f", "raw", "-o", output, "--pid", str(pid)]
+        command += os.environ.get("SPY_EXTRA", "").split()  # e.g. "--gil --threads"
+        command += ["--function", "-r", str(rate), "-f", "raw", "-o", output, "--pid", str(pid)]
         self.output = output
         self.process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         time.sleep(1.0)  # attached before the span starts
